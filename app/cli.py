@@ -7,3 +7,23 @@ import click
 @click.version_option(package_name="journeys")
 def main() -> None:
     """Journeys: customer journeys and lifecycle messaging."""
+
+
+@main.group()
+def topics() -> None:
+    """The topics of the wire contract in topics/."""
+
+
+@topics.command("apply")
+def topics_apply() -> None:
+    """Create missing topics from their contracts; report where existing ones differ."""
+    import asyncio
+
+    from app.config import Settings
+    from app.topic_admin import apply_topics
+
+    reports = asyncio.run(apply_topics(Settings()))
+    for report in reports:
+        click.echo(report.describe())
+    if any(report.differences for report in reports):
+        raise SystemExit(1)

@@ -1,0 +1,89 @@
+"""Creates the topics the contracts in `topics/` describe, and says where existing ones differ.
+
+An existing topic is never altered: changing partitions moves keys between partitions and would
+break the co-partitioning of user-events and timers, so that stays an operator's decision.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from app.config import Settings
+from app.topics import TopicContract, load_contracts
+
+
+@dataclass
+class TopicReport:
+    topic: str
+    created: bool = False
+    differences: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.created:
+            return f"{self.topic}: created"
+        if not self.differences:
+            return f"{self.topic}: matches its contract"
+        return f"{self.topic}: DIFFERS from its contract: " + "; ".join(self.differences)
+
+
+TOPIC_ALREADY_EXISTS = 36  # another `apply` got there first: not a failure
+
+
+def replication_factor() -> int:
+    return int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
+
+
+async def apply_topics(
+    settings: Settings, contracts: list[TopicContract] | None = None
+) -> list[TopicReport]:
+    contracts = contracts if contracts is not None else load_contracts()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [c for c in contracts if settings.topic(c.name) not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        settings.topic(c.name),
+                        num_partitions=c.partitions,
+                        replication_factor=replication_factor(),
+                        topic_configs=dict(c.config),
+                    )
+                    for c in missing
+                ]
+            )
+            failures = [
+                (topic, code, message)
+                for topic, code, message in response.topic_errors
+                if code not in (0, TOPIC_ALREADY_EXISTS)
+            ]
+            if failures:
+                raise RuntimeError(f"Kafka refused to create topics: {failures}")
+        reports = [TopicReport(settings.topic(c.name), created=True) for c in missing]
+        present = [c for c in contracts if c not in missing]
+        for contract in present:
+            reports.append(await _compare(admin, settings.topic(contract.name), contract))
+        return sorted(reports, key=lambda r: r.topic)
+    finally:
+        await admin.close()
+
+
+async def _compare(admin: AIOKafkaAdminClient, topic: str, contract: TopicContract) -> TopicReport:
+    report = TopicReport(topic)
+    (description,) = await admin.describe_topics([topic])
+    partitions = len(description["partitions"])
+    if partitions != contract.partitions:
+        report.differences.append(f"{partitions} partitions, contract says {contract.partitions}")
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(contract.config))
+    (response,) = await admin.describe_configs([resource])
+    actual = {entry[0]: entry[1] for result in response.resources for entry in result[4]}
+    for key, wanted in contract.config.items():
+        if actual.get(key) != wanted:
+            report.differences.append(f"{key}={actual.get(key)}, contract says {wanted}")
+    return report

@@ -1,0 +1,110 @@
+"""The wire contract: one JSON file per topic in `topics/`, with its schema, key, partitions and
+retention. Producers and consumers validate against the same file, so a bad record gets the same
+clear error wherever it is caught."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import best_match
+
+TOPIC_NAMES = ("user-events", "timers", "send", "dead-letter")
+DEFAULT_MAX_RECORD_BYTES = 256 * 1024
+
+
+def contracts_dir() -> Path:
+    """The repo's `topics/` folder, unless JOURNEYS_TOPICS_DIR says otherwise (installed images)."""
+    override = os.environ.get("JOURNEYS_TOPICS_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "topics"
+
+
+class RecordError(ValueError):
+    """A record no retry can fix: what was wrong, where in the record, what was expected."""
+
+    def __init__(self, topic: str, where: str, what: str, expected: str) -> None:
+        self.topic = topic
+        self.where = where
+        self.what = what
+        self.expected = expected
+        super().__init__(f"{topic} record at {where}: {what} (expected {expected})")
+
+
+@dataclass(frozen=True)
+class TopicContract:
+    name: str
+    description: str
+    key_field: str
+    partitions: int
+    config: Mapping[str, str]
+    schema: Mapping[str, Any]
+    examples: tuple[Mapping[str, Any], ...]
+
+    @property
+    def validator(self) -> Draft202012Validator:
+        return _validator(self.name)
+
+    def validate(self, record: Any) -> None:
+        error = best_match(self.validator.iter_errors(record))
+        if error is None:
+            return
+        where = "/" + "/".join(str(part) for part in error.absolute_path)
+        expected = error.schema.get("description") or _expected_from(error.validator, error.schema)
+        raise RecordError(self.name, where, error.message, expected)
+
+    def decode(
+        self, raw: bytes | None, max_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    ) -> dict[str, Any]:
+        """Bytes off the wire to a validated record, or a RecordError saying why not."""
+        if raw is None:
+            raise RecordError(self.name, "/", "the record has no value", "a JSON object")
+        if len(raw) > max_bytes:
+            raise RecordError(
+                self.name, "/", f"the record is {len(raw)} bytes", f"at most {max_bytes} bytes"
+            )
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RecordError(self.name, "/", f"not JSON: {exc}", "a UTF-8 JSON object") from None
+        self.validate(record)
+        return record
+
+    def key_of(self, record: Mapping[str, Any]) -> bytes:
+        return str(record[self.key_field]).encode()
+
+
+def _expected_from(keyword: str, schema: Mapping[str, Any]) -> str:
+    if keyword in schema:
+        return f"{keyword} {orjson.dumps(schema[keyword]).decode()}"
+    return f"a value matching the '{keyword}' rule of the contract"
+
+
+@cache
+def load_contract(name: str) -> TopicContract:
+    path = contracts_dir() / f"{name}.json"
+    data = orjson.loads(path.read_bytes())
+    Draft202012Validator.check_schema(data["schema"])
+    return TopicContract(
+        name=data["topic"],
+        description=data["description"],
+        key_field=data["key"]["field"],
+        partitions=int(data["partitions"]),
+        config={str(k): str(v) for k, v in data.get("config", {}).items()},
+        schema=data["schema"],
+        examples=tuple(data.get("examples", ())),
+    )
+
+
+def load_contracts() -> list[TopicContract]:
+    return [load_contract(name) for name in TOPIC_NAMES]
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load_contract(name).schema, format_checker=FormatChecker())

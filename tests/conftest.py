@@ -1,0 +1,79 @@
+"""Fixtures on the real servers. The URLs come from the environment (defaults: the local servers);
+the session starts the local ones with scripts/services when they are not running, never skips."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def servers(settings: Settings) -> Settings:
+    """Starts whatever local server is not up yet (idempotent; external URLs are left alone)."""
+    subprocess.run([str(ROOT / "scripts" / "services"), "up"], check=True)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def mongo_client(servers: Settings) -> AsyncIterator[AsyncIOMotorClient]:
+    client: AsyncIOMotorClient = AsyncIOMotorClient(servers.mongo_url, tz_aware=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def mongo_db(mongo_client: AsyncIOMotorClient) -> AsyncIterator[AsyncIOMotorDatabase]:
+    """A database of its own for each test, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield mongo_client[name]
+    await mongo_client.drop_database(name)
+
+
+@pytest.fixture
+async def redis_client(servers: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(servers.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A prefix that keeps one test's topics, keys and groups apart from every other's."""
+    return f"t{uuid.uuid4().hex[:10]}-"
+
+
+@pytest.fixture
+async def new_topic(
+    servers: Settings,
+) -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """Creates topics with unique names; deletes them afterwards."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers.kafka_bootstrap)
+    await admin.start()
+    created: list[str] = []
+
+    async def create(name: str, partitions: int = 1) -> str:
+        topic = f"test-{uuid.uuid4().hex[:10]}-{name}"
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+        created.append(topic)
+        return topic
+
+    yield create
+    if created:
+        await admin.delete_topics(created)
+    await admin.close()

@@ -1,0 +1,103 @@
+"""The wire contract: every topic file is a valid schema whose examples pass, bad records get an
+error that says what, where and what was expected, and `topics apply` creates and compares."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import orjson
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from jsonschema import Draft202012Validator
+
+from app.config import Settings
+from app.topic_admin import apply_topics
+from app.topics import TOPIC_NAMES, RecordError, load_contract, load_contracts
+
+
+@pytest.mark.parametrize("name", TOPIC_NAMES)
+def test_contract_is_valid_json_schema_and_its_examples_validate(name: str) -> None:
+    contract = load_contract(name)
+    Draft202012Validator.check_schema(contract.schema)
+    assert contract.examples, f"{name} has no example record"
+    for example in contract.examples:
+        contract.validate(example)
+        assert contract.decode(orjson.dumps(example)) == example
+        assert contract.key_of(example)
+
+
+def test_user_events_and_timers_are_co_partitioned() -> None:
+    assert load_contract("user-events").partitions == load_contract("timers").partitions
+    assert load_contract("user-events").key_field == load_contract("timers").key_field == "user_id"
+
+
+@pytest.mark.parametrize(
+    ("raw", "where", "fragment"),
+    [
+        (b"not json", "/", "not JSON"),
+        (b'{"user_id": "u"}', "/", "'event_id' is a required property"),
+        (b'{"event_id":"e","user_id":"u","name":"x","at":"yesterday"}', "/at", "date-time"),
+        (b'{"event_id":"e","user_id":"","name":"x","at":"2026-01-01T00:00:00Z"}', "/user_id", ""),
+        (
+            b'{"event_id":"e","user_id":"u","name":"x","at":"2026-01-01T00:00:00Z","extra":1}',
+            "/",
+            "'extra' was unexpected",
+        ),
+        (
+            b'{"event_id":"e","user_id":"u","name":"x","at":"2026-01-01T00:00:00Z",'
+            b'"subscriptions":{"fax":true}}',
+            "/subscriptions",
+            "'fax'",
+        ),
+    ],
+)
+def test_bad_user_event_gets_a_clear_error(raw: bytes, where: str, fragment: str) -> None:
+    with pytest.raises(RecordError) as caught:
+        load_contract("user-events").decode(raw)
+    assert caught.value.where == where
+    assert fragment in caught.value.what
+    assert caught.value.expected
+    assert str(caught.value).startswith(f"user-events record at {where}: ")
+
+
+def test_oversize_record_is_refused_before_parsing() -> None:
+    with pytest.raises(RecordError, match="at most 100 bytes"):
+        load_contract("user-events").decode(b"{" + b" " * 200 + b"}", max_bytes=100)
+
+
+def test_timer_record_errors_name_the_missing_field_of_its_kind() -> None:
+    with pytest.raises(RecordError, match="'timer_id' is a required property"):
+        load_contract("timers").decode(b'{"kind": "timer", "user_id": "u"}')
+    with pytest.raises(RecordError, match="'tick' is a required property"):
+        load_contract("timers").decode(
+            b'{"kind": "scheduled_entry", "user_id": "u", "journey_id": "j"}'
+        )
+
+
+async def test_topics_apply_creates_missing_topics_then_reports_differences(
+    servers: Settings, unique: str
+) -> None:
+    settings = dataclasses.replace(servers, topic_prefix=unique)
+    contracts = load_contracts()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(unique + "send", 2, 1, topic_configs={"retention.ms": "1000"})]
+        )
+
+        first = {r.topic: r for r in await apply_topics(settings, contracts)}
+        created = {topic for topic, report in first.items() if report.created}
+        assert created == {unique + name for name in TOPIC_NAMES if name != "send"}
+        assert first[unique + "send"].differences == [
+            "2 partitions, contract says 8",
+            "retention.ms=1000, contract says 604800000",
+        ]
+        assert "DIFFERS" in first[unique + "send"].describe()
+
+        second = {r.topic: r for r in await apply_topics(settings, contracts)}
+        assert not any(report.created for report in second.values())
+        assert [t for t, r in second.items() if r.differences] == [unique + "send"]
+    finally:
+        await admin.delete_topics([unique + name for name in TOPIC_NAMES])
+        await admin.close()
