@@ -17,6 +17,7 @@ class Settings:
     mongo_db: str = field(default_factory=lambda: _env("MONGO_DB", "journeys"))
     mongo_driver: str = field(default_factory=lambda: _env("MONGO_DRIVER", "motor"))
     redis_url: str = field(default_factory=lambda: _env("REDIS_URL", "redis://127.0.0.1:6380/0"))
+    redis_prefix: str = field(default_factory=lambda: _env("REDIS_PREFIX", "journeys"))
     topic_prefix: str = field(default_factory=lambda: _env("TOPIC_PREFIX", ""))
 
     @property

@@ -1,0 +1,96 @@
+"""DispatchRecord: one message step's sends for up to ~200 recipients (topics/send.json)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    user_id: str
+    dispatch_id: str
+    locale: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    address: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"user_id": self.user_id, "dispatch_id": self.dispatch_id}
+        if self.locale:
+            record["locale"] = self.locale
+        if self.variables:
+            record["variables"] = self.variables
+        if self.address is not None:
+            record["address"] = self.address
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Recipient:
+        return cls(
+            user_id=record["user_id"],
+            dispatch_id=record["dispatch_id"],
+            locale=record.get("locale"),
+            variables=dict(record.get("variables") or {}),
+            address=record.get("address"),
+        )
+
+
+@dataclass(frozen=True)
+class MessageStep:
+    """What every recipient of one dispatch record shares."""
+
+    journey_id: str
+    journey_version: int
+    step_id: str
+    channel: str
+    template_id: str
+
+
+@dataclass(frozen=True)
+class DispatchRecord:
+    step: MessageStep
+    send_at: datetime
+    recipients: tuple[Recipient, ...]
+
+    @property
+    def batch_id(self) -> str:
+        """Deterministic: the same recipients of the same bucket give the same id on a retry."""
+        digest = hashlib.sha256(
+            "\n".join(sorted(r.dispatch_id for r in self.recipients)).encode()
+        ).hexdigest()[:16]
+        stamp = self.send_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        s = self.step
+        return f"{s.journey_id[:64]}:{s.journey_version}:{s.step_id[:64]}:{stamp}:{digest}"
+
+    def to_record(self) -> dict[str, Any]:
+        s = self.step
+        return {
+            "batch_id": self.batch_id,
+            "journey_id": s.journey_id,
+            "journey_version": s.journey_version,
+            "step_id": s.step_id,
+            "channel": s.channel,
+            "template_id": s.template_id,
+            "send_at": utc_text(self.send_at),
+            "recipients": [r.to_record() for r in self.recipients],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> DispatchRecord:
+        return cls(
+            step=MessageStep(
+                journey_id=record["journey_id"],
+                journey_version=int(record["journey_version"]),
+                step_id=record["step_id"],
+                channel=record["channel"],
+                template_id=record["template_id"],
+            ),
+            send_at=datetime.fromisoformat(record["send_at"]),
+            recipients=tuple(Recipient.from_record(r) for r in record["recipients"]),
+        )

@@ -1,0 +1,122 @@
+"""Redis as buffer: recipients of one step and bucket leave as records of at most batch_size,
+each exactly once, and nothing leaves the buffer before it is on the topic."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+
+from app.config import Settings
+from app.dispatch.record import DispatchRecord, MessageStep, Recipient
+from app.dispatch.send_buffer import Batcher, SendBuffer, bucket_of
+from app.streams.producer import new_producer
+from app.topics import load_contract
+
+WELCOME = MessageStep("onboarding", 1, "welcome", "email", "welcome")
+REMINDER = MessageStep("onboarding", 1, "reminder", "push", "reminder")
+T0 = datetime(2026, 11, 2, 9, 15, 0, 400000, tzinfo=UTC)
+
+
+def recipient(i: int) -> Recipient:
+    return Recipient(f"u-{i}", f"{i:032x}", "en-GB", {"first_name": f"User {i}"}, f"u{i}@x.test")
+
+
+async def read_records(settings: Settings, topic: str, count: int) -> list[dict]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[dict] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(records) < count:
+                batch = await consumer.getmany(timeout_ms=300)
+                records += [orjson.loads(m.value) for ms in batch.values() for m in ms]
+    finally:
+        await consumer.stop()
+    return records
+
+
+def test_bucket_floors_send_time() -> None:
+    assert bucket_of(T0, 1) == datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
+    assert bucket_of(T0 + timedelta(seconds=59), 60) == datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
+
+
+async def test_batches_of_at_most_batch_size_each_recipient_once(
+    servers: Settings, redis_client, new_topic, unique: str
+) -> None:
+    topic = await new_topic("send")
+    buffer = SendBuffer(redis_client, prefix=unique)
+    sends = [(WELCOME, T0, recipient(i)) for i in range(450)]
+    await buffer.add_many(sends)
+    await buffer.add_many(sends[:100])  # re-emitted after a crash: no new recipients
+    await buffer.add_many([(REMINDER, T0, recipient(i)) for i in range(3)])
+    await buffer.add_many([(WELCOME, T0 + timedelta(hours=1), recipient(999))])
+    assert await buffer.pending() == 454
+
+    producer = new_producer(servers)
+    await producer.start()
+    try:
+        batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=200)
+        assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 4
+        assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 0
+    finally:
+        await producer.stop()
+
+    records = await read_records(servers, topic, 4)
+    contract = load_contract("send")
+    for record in records:
+        contract.validate(record)
+    welcome = [r for r in records if r["step_id"] == "welcome"]
+    assert sorted(len(r["recipients"]) for r in welcome) == [50, 200, 200]
+    ids = [x["dispatch_id"] for r in welcome for x in r["recipients"]]
+    assert sorted(ids) == sorted(f"{i:032x}" for i in range(450))
+    assert {r["send_at"] for r in records} == {"2026-11-02T09:15:00Z"}
+    (reminder,) = [r for r in records if r["step_id"] == "reminder"]
+    assert reminder["channel"] == "push" and len(reminder["recipients"]) == 3
+    assert DispatchRecord.from_record(reminder).batch_id == reminder["batch_id"]
+    assert await buffer.pending() == 1  # the one due an hour later is still waiting
+
+
+async def test_recipients_stay_buffered_when_the_produce_fails(
+    servers: Settings, redis_client, unique: str
+) -> None:
+    buffer = SendBuffer(redis_client, prefix=unique)
+    await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(5)])
+    # The broker refuses nothing here, so make the client refuse: records over 100 bytes.
+    producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap, max_request_size=100)
+    await producer.start()
+    try:
+        batcher = Batcher(redis_client, producer, "never-written", prefix=unique)
+        with pytest.raises(MessageSizeTooLargeError):
+            await batcher.drain_due(T0 + timedelta(seconds=1))
+    finally:
+        await producer.stop()
+    assert await buffer.pending() == 5
+
+
+async def test_a_leased_buffer_is_left_to_its_batcher(
+    servers: Settings, redis_client, new_topic, unique: str
+) -> None:
+    topic = await new_topic("send")
+    buffer = SendBuffer(redis_client, prefix=unique)
+    await buffer.add_many([(WELCOME, T0, recipient(1))])
+    producer = new_producer(servers)
+    await producer.start()
+    try:
+        first = Batcher(redis_client, producer, topic, prefix=unique)
+        second = Batcher(redis_client, producer, topic, prefix=unique)
+        keys = await redis_client.keys(f"{unique}:send-buffer:*")
+        (set_key,) = keys
+        await redis_client.set(set_key.decode() + ":lease", "someone-else", px=30000)
+        assert await first.drain_due(T0 + timedelta(seconds=1)) == 0
+        assert await second.drain_due(T0 + timedelta(seconds=1)) == 0
+        await redis_client.delete(set_key.decode() + ":lease")
+        assert await first.drain_due(T0 + timedelta(seconds=1)) == 1
+    finally:
+        await producer.stop()
