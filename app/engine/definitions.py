@@ -1,0 +1,206 @@
+"""A journey as the engine runs it: entry, audience, steps (a graph without cycles, so each step
+runs at most once per entry and its dispatch id is unique), exit criteria, goal and rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from typing import Any
+
+from app.engine.conditions import Condition
+
+NO_ACTION = "no_action"
+CHANNELS = ("email", "push", "webhook", "sms")
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    """Enter on an event whose properties match; with `within`, only if it happened within that
+    long after the user's `of_event` event or `of_attribute` time ("added a class within 4 hours
+    of signing up")."""
+
+    event: str
+    properties: dict[str, Any] = field(default_factory=dict)
+    within: timedelta | None = None
+    of_event: str | None = None
+    of_attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class AttributeEntry:
+    """Enter when an update changes this attribute."""
+
+    attribute: str
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """Enter the audience at each tick of a cron schedule, in each user's time zone."""
+
+    cron: str
+
+
+Entry = EventEntry | AttributeEntry | ScheduleEntry
+
+
+@dataclass(frozen=True)
+class ReEntry:
+    policy: str  # once | every_time | cooldown
+    cooldown: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class DelayStep:
+    id: str
+    next: str | None
+    duration: timedelta | None = None
+    until_time: time | None = None  # next time of day in the user's time zone
+    until_attribute: str | None = None  # a datetime attribute, e.g. trial_ends_at
+
+
+@dataclass(frozen=True)
+class MessageStep:
+    id: str
+    next: str | None
+    channel: str
+    template: str
+
+
+@dataclass(frozen=True)
+class BranchStep:
+    """A yes/no question; nested branches make the decision tree, whose leaves are messages (or
+    any step) and `no_action`."""
+
+    id: str
+    condition: Condition
+    yes: str
+    no: str
+
+
+@dataclass(frozen=True)
+class WaitForStep:
+    id: str
+    event: str
+    properties: dict[str, Any]
+    timeout: timedelta
+    performed: str | None
+    timed_out: str | None
+
+
+@dataclass(frozen=True)
+class Path:
+    id: str
+    delay: timedelta
+    condition: Condition | None
+    next: str | None
+
+
+@dataclass(frozen=True)
+class PathsStep:
+    """All paths are scheduled; the first whose conditions hold at its due time wins and the
+    others are cancelled (the write-up's branching)."""
+
+    id: str
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class SplitBranch:
+    id: str
+    percent: float
+    next: str | None
+
+
+@dataclass(frozen=True)
+class SplitStep:
+    id: str
+    branches: tuple[SplitBranch, ...]
+
+
+@dataclass(frozen=True)
+class ExitStep:
+    id: str
+
+
+Step = DelayStep | MessageStep | BranchStep | WaitForStep | PathsStep | SplitStep | ExitStep
+
+
+@dataclass(frozen=True)
+class ExitEvent:
+    event: str
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Goal:
+    event: str
+    within: timedelta
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    start: time
+    end: time
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+
+@dataclass(frozen=True)
+class FrequencyCap:
+    """At most `limit` sends on `channel` per user in any rolling `window`, across journeys."""
+
+    channel: str
+    limit: int
+    window: timedelta
+
+
+@dataclass(frozen=True)
+class Rules:
+    quiet_hours: QuietHours | None = None
+    frequency_caps: tuple[FrequencyCap, ...] = ()
+
+
+@dataclass(frozen=True)
+class Journey:
+    id: str
+    version: int
+    name: str
+    entry: Entry
+    start: str
+    steps: dict[str, Step]
+    audience: Condition | None = None
+    re_entry: ReEntry = ReEntry("once")
+    holdout_percent: float = 0.0
+    exit_events: tuple[ExitEvent, ...] = ()
+    exit_conditions: tuple[Condition, ...] = ()
+    goal: Goal | None = None
+    rules: Rules = Rules()
+    # The longest an entry can stay active; bounds the branch lock's lifetime.
+    lifetime: timedelta = timedelta(days=90)
+
+    @property
+    def key(self) -> str:
+        return f"{self.id}:{self.version}"
+
+
+def successors(step: Step) -> list[tuple[str, str]]:
+    """(label, next step id) for every edge out of a step."""
+    match step:
+        case DelayStep() | MessageStep():
+            return [("", step.next)] if step.next else []
+        case BranchStep():
+            return [("yes", step.yes), ("no", step.no)]
+        case WaitForStep():
+            edges = [("performed", step.performed), ("timed out", step.timed_out)]
+            return [(label, target) for label, target in edges if target]
+        case PathsStep():
+            return [(path.id, path.next) for path in step.paths if path.next]
+        case SplitStep():
+            return [(f"{b.id} {b.percent:g}%", b.next) for b in step.branches if b.next]
+        case ExitStep():
+            return []
+    raise TypeError(f"not a step: {step!r}")

@@ -1,0 +1,127 @@
+"""What a transition asks the world to do. The engine only describes effects; the worker (or the
+simulator) carries them out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.engine.state import UserState
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Send:
+    dispatch_id: str
+    journey_id: str
+    journey_version: int
+    user_id: str
+    entry_id: str
+    step_id: str
+    channel: str
+    template_id: str
+    locale: str | None
+    variables: dict[str, Any]
+    address: str | None
+    send_at: datetime
+    # (lock name "<journey>:<user>:<entry>", branch id) when a paths or split step chose the way.
+    branch: tuple[str, str] | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": "send",
+            "dispatch_id": self.dispatch_id,
+            "journey_id": self.journey_id,
+            "journey_version": self.journey_version,
+            "user_id": self.user_id,
+            "entry_id": self.entry_id,
+            "step_id": self.step_id,
+            "channel": self.channel,
+            "template_id": self.template_id,
+            "locale": self.locale,
+            "variables": self.variables,
+            "address": self.address,
+            "send_at": utc_text(self.send_at),
+            "branch": list(self.branch) if self.branch else None,
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleTimer:
+    timer_id: str
+    user_id: str
+    due_at: datetime
+    journey_id: str
+    entry_id: str
+    step_id: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": "schedule_timer",
+            "timer_id": self.timer_id,
+            "user_id": self.user_id,
+            "due_at": utc_text(self.due_at),
+            "journey_id": self.journey_id,
+            "entry_id": self.entry_id,
+            "step_id": self.step_id,
+        }
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    timer_id: str
+    user_id: str
+    journey_id: str
+    entry_id: str
+    step_id: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": "cancel_timer",
+            "timer_id": self.timer_id,
+            "user_id": self.user_id,
+            "journey_id": self.journey_id,
+            "entry_id": self.entry_id,
+            "step_id": self.step_id,
+        }
+
+
+@dataclass(frozen=True)
+class Analytics:
+    """entered, holdout, waited, path_chosen, suppressed, converted, exited, completed."""
+
+    event: str
+    journey_id: str
+    journey_version: int
+    user_id: str
+    entry_id: str
+    step_id: str | None
+    at: datetime
+    reason: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": "analytics",
+            "event": self.event,
+            "journey_id": self.journey_id,
+            "journey_version": self.journey_version,
+            "user_id": self.user_id,
+            "entry_id": self.entry_id,
+            "step_id": self.step_id,
+            "at": utc_text(self.at),
+            "reason": self.reason,
+        }
+
+
+Effect = Send | ScheduleTimer | CancelTimer | Analytics
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: UserState
+    effects: list[Effect] = field(default_factory=list)

@@ -1,0 +1,591 @@
+"""JourneyEngine: (user state, input, now) -> (new state, effects). Pure: no I/O, no wall clock,
+no unseeded randomness. Logic runs at the input's own time (an event's `at`, never later than
+`now`; a timer's due time; a schedule's tick), so the simulator and the workers agree, and a
+replayed input gives the same dispatch ids."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from app.engine.conditions import MongoFilter
+from app.engine.definitions import (
+    NO_ACTION,
+    AttributeEntry,
+    BranchStep,
+    DelayStep,
+    EventEntry,
+    ExitStep,
+    Journey,
+    MessageStep,
+    PathsStep,
+    Rules,
+    ScheduleEntry,
+    SplitStep,
+    WaitForStep,
+)
+from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
+from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent
+from app.engine.state import APPLIED_INPUTS_KEPT, SENDS_KEPT, EntryState, PendingTimer, UserState
+
+MAX_STEPS_PER_INPUT = 1000
+ADDRESS_ATTRIBUTE = {"email": "email", "push": "push_token", "sms": "phone", "webhook": None}
+
+
+def dispatch_id(journey_id: str, version: int, user_id: str, entry_id: str, step_id: str) -> str:
+    key = f"{journey_id}|{version}|{user_id}|{entry_id}|{step_id}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def bucket_of(*parts: str) -> float:
+    """A stable number in [0, 100) per key: splits and holdouts without randomness."""
+    digest = hashlib.sha256("|".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+def to_millis(moment: datetime) -> datetime:
+    """MongoDB keeps milliseconds: times are cut to them so a stored state equals a computed one."""
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _parse_attribute(value: Any) -> Any:
+    """Attribute values that are RFC 3339 date-times are kept as datetimes, so conditions can
+    measure time since them."""
+    if isinstance(value, str) and len(value) >= 20 and value[10] == "T":
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if parsed.tzinfo is not None:
+            return to_millis(parsed)
+    return value
+
+
+def zone_of(state: UserState) -> ZoneInfo:
+    """The user's time zone; UTC when unknown or not a zone this machine knows."""
+    try:
+        return ZoneInfo(state.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _matches(properties: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(properties.get(k) == v for k, v in wanted.items())
+
+
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v.isoformat().replace("+00:00", "Z") if isinstance(v, datetime) else v
+        for k, v in values.items()
+    }
+
+
+@dataclass
+class _Run:
+    """One input's work on a copy of the state."""
+
+    state: UserState
+    effects: list[Effect]
+    at: datetime
+
+
+class JourneyEngine:
+    def __init__(
+        self,
+        journeys: Iterable[Journey],
+        rules: Rules | None = None,
+        entry_versions: dict[str, int] | None = None,
+    ) -> None:
+        """`journeys` holds every version users may be in. New entries use `entry_versions`
+        (journey id -> version) when given, else each journey's newest version."""
+        self.versions: dict[tuple[str, int], Journey] = {(j.id, j.version): j for j in journeys}
+        self.rules = rules or Rules()
+        newest: dict[str, Journey] = {}
+        for journey in self.versions.values():
+            if journey.id not in newest or journey.version > newest[journey.id].version:
+                newest[journey.id] = journey
+        if entry_versions is not None:
+            newest = {
+                journey_id: self.versions[(journey_id, version)]
+                for journey_id, version in entry_versions.items()
+                if (journey_id, version) in self.versions
+            }
+        self.current: dict[str, Journey] = newest
+
+    # --- the public function ---------------------------------------------------------------
+
+    def apply(self, state: UserState, item: EngineInput, now: datetime) -> Transition:
+        if item.user_id != state.user_id:
+            raise ValueError(f"input for user {item.user_id!r} applied to user {state.user_id!r}")
+        if item.input_id in state.applied:
+            return Transition(state, [])
+        run = _Run(state.copy(), [], to_millis(self._time_of(item, now)))
+        match item:
+            case UserEvent():
+                self._on_event(run, item)
+            case TimerFired():
+                self._on_timer(run, item)
+            case ScheduledEntry():
+                journey = self.current.get(item.journey_id)
+                if journey is None or not isinstance(journey.entry, ScheduleEntry):
+                    raise LookupError(f"no scheduled journey '{item.journey_id}' is deployed")
+                self._enter(run, journey, {})
+        run.state.applied = [*run.state.applied, item.input_id][-APPLIED_INPUTS_KEPT:]
+        run.state.version += 1
+        return Transition(run.state, run.effects)
+
+    def audience_filter(self, journey_id: str, now: datetime) -> MongoFilter:
+        """The users a scheduled journey's audience selects, as a MongoDB filter."""
+        journey = self.current[journey_id]
+        return journey.audience.mongo(now) if journey.audience else {}
+
+    @staticmethod
+    def _time_of(item: EngineInput, now: datetime) -> datetime:
+        match item:
+            case UserEvent():
+                return min(item.at, now)
+            case TimerFired():
+                return item.due_at
+            case ScheduledEntry():
+                return item.tick
+        raise TypeError(f"not an engine input: {item!r}")
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def _on_event(self, run: _Run, event: UserEvent) -> None:
+        state, at = run.state, run.at
+        changed = self._update_profile(state, event)
+        history = state.events.setdefault(event.name, {"count": 0, "first_at": at, "last_at": at})
+        history["count"] += 1
+        history["last_at"] = max(history["last_at"], at)
+
+        for entry in state.active_entries():
+            journey = self._journey_of(entry)
+            if any(
+                x.event == event.name and _matches(event.properties, x.properties)
+                for x in journey.exit_events
+            ):
+                self._finish(run, entry, "exited", f"exit event {event.name}")
+                continue
+            self._check_goal(run, entry, journey, event)
+            if entry.waiting_for is not None:
+                step = journey.steps[entry.waiting_for]
+                if (
+                    isinstance(step, WaitForStep)
+                    and step.event == event.name
+                    and _matches(event.properties, step.properties)
+                ):
+                    self._cancel_timers(run, entry, purpose="wait_timeout")
+                    entry.waiting_for = None
+                    self._analytics(run, entry, step.id, "waited", f"performed {event.name}")
+                    self._advance(run, entry, step.performed)
+        self._exit_on_conditions(run)
+
+        for journey in self.current.values():
+            trigger = journey.entry
+            if isinstance(trigger, EventEntry) and trigger.event == event.name:
+                if _matches(event.properties, trigger.properties) and self._in_window(
+                    state, trigger, at
+                ):
+                    self._enter(run, journey, event.properties)
+            elif isinstance(trigger, AttributeEntry) and trigger.attribute in changed:
+                self._enter(run, journey, {})
+
+    def _on_timer(self, run: _Run, fired: TimerFired) -> None:
+        state = run.state
+        timer = next((t for t in state.timers if t.timer_id == fired.timer_id), None)
+        if timer is None:
+            return  # cancelled or already fired: a late or repeated timer changes nothing
+        state.timers = [t for t in state.timers if t.timer_id != timer.timer_id]
+        entry = state.entries(timer.journey_id).get(timer.entry_id)
+        if entry is None:
+            return
+        journey = self._journey_of(entry)
+        if timer.purpose == "goal_window":
+            self._finish(run, entry, "completed", "goal window ended")
+        elif timer.purpose in ("delay", "quiet_hours"):
+            step = journey.steps[timer.step_id]
+            if timer.purpose == "quiet_hours":
+                self._advance(run, entry, step.id, resume_send=True)
+            else:
+                self._advance(run, entry, step.next)  # type: ignore[union-attr]
+        elif timer.purpose == "wait_timeout":
+            step = journey.steps[timer.step_id]
+            assert isinstance(step, WaitForStep)
+            entry.waiting_for = None
+            self._analytics(run, entry, step.id, "waited", "timed out")
+            self._advance(run, entry, step.timed_out)
+        elif timer.purpose == "path":
+            self._on_path_due(run, entry, journey, timer)
+
+    def _on_path_due(
+        self, run: _Run, entry: EntryState, journey: Journey, timer: PendingTimer
+    ) -> None:
+        step = journey.steps[timer.step_id]
+        assert isinstance(step, PathsStep)
+        path = next(p for p in step.paths if p.id == timer.path_id)
+        if entry.winner is None and (
+            path.condition is None or path.condition.test(self._view(run.state), run.at)
+        ):
+            entry.winner = path.id
+            self._cancel_timers(run, entry, purpose="path")
+            self._analytics(
+                run, entry, step.id, "path_chosen", f"path {path.id}: first eligible when due"
+            )
+            self._advance(run, entry, path.next)
+            return
+        self._analytics(
+            run, entry, step.id, "path_skipped", f"path {path.id}: conditions did not hold when due"
+        )
+        if (
+            not any(t.purpose == "path" for t in run.state.timers_of(entry))
+            and entry.winner is None
+        ):
+            self._finish(run, entry, "exited", "no path was eligible")
+
+    # --- profile ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _update_profile(state: UserState, event: UserEvent) -> set[str]:
+        changed = set()
+        for name, value in event.attributes.items():
+            if value is None:
+                if name in state.attributes:
+                    del state.attributes[name]
+                    changed.add(name)
+                continue
+            value = _parse_attribute(value)
+            if state.attributes.get(name) != value:
+                state.attributes[name] = value
+                changed.add(name)
+        state.subscriptions.update(event.subscriptions)
+        if event.timezone:
+            state.timezone = event.timezone
+        if event.locale:
+            state.locale = event.locale
+        return changed
+
+    @staticmethod
+    def _view(state: UserState) -> dict[str, Any]:
+        """What conditions read: the same fields as the stored document."""
+        return {
+            "attributes": state.attributes,
+            "subscriptions": state.subscriptions,
+            "events": state.events,
+            "received": state.received,
+        }
+
+    # --- entering and leaving --------------------------------------------------------------
+
+    def _in_window(self, state: UserState, trigger: EventEntry, at: datetime) -> bool:
+        if trigger.within is None:
+            return True
+        if trigger.of_event is not None:
+            reference = state.events.get(trigger.of_event, {}).get("first_at")
+        else:
+            reference = state.attributes.get(trigger.of_attribute or "")
+        return isinstance(reference, datetime) and reference <= at <= reference + trigger.within
+
+    def _enter(self, run: _Run, journey: Journey, context: dict[str, Any]) -> None:
+        state, at = run.state, run.at
+        record = state.journeys.setdefault(journey.id, {"entries": {}, "entered": 0})
+        if journey.audience is not None and not journey.audience.test(self._view(state), at):
+            return
+        last = record.get("last_entered_at")
+        policy = journey.re_entry
+        if record["entered"] and policy.policy == "once":
+            return
+        if (
+            policy.policy == "cooldown"
+            and last is not None
+            and at < last + (policy.cooldown or timedelta())
+        ):
+            return
+        if policy.policy != "every_time" and record["entries"]:
+            return  # still inside: one active entry at a time unless re-entry is every_time
+        entry_id = at.strftime("%Y%m%dT%H%M%S") + f"{at.microsecond // 1000:03d}Z"
+        while entry_id in record["entries"]:
+            entry_id += "+"
+        entry = EntryState(
+            entry_id=entry_id,
+            journey_id=journey.id,
+            version=journey.version,
+            entered_at=at,
+            holdout=bucket_of("holdout", journey.id, state.user_id) < journey.holdout_percent,
+            context=_json_safe(context),
+        )
+        record["entries"][entry_id] = entry
+        record["entered"] += 1
+        record["last_entered_at"] = at
+        self._analytics(
+            run,
+            entry,
+            None,
+            "entered",
+            "holdout (control group: no messages)" if entry.holdout else None,
+        )
+        if journey.goal is not None:
+            entry.goal_until = at + journey.goal.within
+        if entry.holdout:
+            # Control group: tracked for the goal, never messaged.
+            if entry.goal_until is not None:
+                self._schedule(run, entry, journey.start, entry.goal_until, "goal_window")
+            else:
+                self._finish(run, entry, "completed", "holdout")
+            return
+        self._advance(run, entry, journey.start)
+
+    def _check_goal(self, run: _Run, entry: EntryState, journey: Journey, event: UserEvent) -> None:
+        goal = journey.goal
+        if goal is None or entry.converted or entry.goal_until is None:
+            return
+        if (
+            event.name == goal.event
+            and _matches(event.properties, goal.properties)
+            and run.at <= entry.goal_until
+        ):
+            entry.converted = True
+            self._analytics(run, entry, None, "converted", f"{goal.event} within {goal.within}")
+            if entry.holdout:
+                self._finish(run, entry, "completed", "holdout converted")
+
+    def _exit_on_conditions(self, run: _Run) -> None:
+        view = self._view(run.state)
+        for entry in run.state.active_entries():
+            journey = self._journey_of(entry)
+            for condition in journey.exit_conditions:
+                if condition.test(view, run.at):
+                    self._finish(run, entry, "exited", f"exit condition {condition.describe()}")
+                    break
+
+    def _finish(self, run: _Run, entry: EntryState, event: str, reason: str) -> None:
+        self._cancel_timers(run, entry)
+        journey_record = run.state.journeys[entry.journey_id]
+        journey_record["entries"].pop(entry.entry_id, None)
+        self._analytics(run, entry, None, event, reason)
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _advance(
+        self, run: _Run, entry: EntryState, step_id: str | None, resume_send: bool = False
+    ) -> None:
+        """Runs steps from `step_id` until one waits (delay, wait_for, paths, quiet hours) or
+        the entry ends."""
+        journey = self._journey_of(entry)
+        for _ in range(MAX_STEPS_PER_INPUT):
+            if entry.entry_id not in run.state.entries(entry.journey_id):
+                return  # finished meanwhile
+            if step_id is None or step_id == NO_ACTION:
+                self._finish(
+                    run,
+                    entry,
+                    "completed",
+                    "no_action" if step_id == NO_ACTION else "end of journey",
+                )
+                return
+            step = journey.steps[step_id]
+            match step:
+                case MessageStep():
+                    if not self._message(run, entry, journey, step, resume_send):
+                        return
+                    resume_send = False
+                    step_id = step.next
+                case DelayStep():
+                    self._schedule(run, entry, step.id, self._delay_until(run, step), "delay")
+                    return
+                case BranchStep():
+                    answer = step.condition.test(self._view(run.state), run.at)
+                    step_id = step.yes if answer else step.no
+                case WaitForStep():
+                    entry.waiting_for = step.id
+                    self._schedule(run, entry, step.id, run.at + step.timeout, "wait_timeout")
+                    return
+                case PathsStep():
+                    for path in step.paths:
+                        self._schedule(run, entry, step.id, run.at + path.delay, "path", path.id)
+                    return
+                case SplitStep():
+                    roll = bucket_of(
+                        "split",
+                        journey.id,
+                        str(journey.version),
+                        run.state.user_id,
+                        entry.entry_id,
+                        step.id,
+                    )
+                    total, chosen = 0.0, step.branches[-1]
+                    for branch in step.branches:
+                        total += branch.percent
+                        if roll < total:
+                            chosen = branch
+                            break
+                    entry.winner = chosen.id
+                    self._analytics(run, entry, step.id, "path_chosen", f"split branch {chosen.id}")
+                    step_id = chosen.next
+                case ExitStep():
+                    self._finish(run, entry, "exited", f"exit step {step.id}")
+                    return
+        raise ValueError(f"journey {journey.key} ran more than {MAX_STEPS_PER_INPUT} steps at once")
+
+    def _delay_until(self, run: _Run, step: DelayStep) -> datetime:
+        if step.duration is not None:
+            return run.at + step.duration
+        zone = zone_of(run.state)
+        if step.until_time is not None:
+            local = run.at.astimezone(zone)
+            candidate = local.replace(
+                hour=step.until_time.hour, minute=step.until_time.minute, second=0, microsecond=0
+            )
+            if candidate <= local:
+                candidate = (local + timedelta(days=1)).replace(
+                    hour=step.until_time.hour,
+                    minute=step.until_time.minute,
+                    second=0,
+                    microsecond=0,
+                )
+            return to_millis(candidate)
+        value = run.state.attributes.get(step.until_attribute or "")
+        return value if isinstance(value, datetime) and value > run.at else run.at
+
+    def _message(
+        self, run: _Run, entry: EntryState, journey: Journey, step: MessageStep, resume: bool
+    ) -> bool:
+        """Sends, suppresses (and goes on) or defers to the end of quiet hours (and waits)."""
+        state, at = run.state, run.at
+        if state.subscriptions.get(step.channel) is False:
+            self._analytics(run, entry, step.id, "suppressed", f"unsubscribed from {step.channel}")
+            return True
+        for cap in (*self.rules.frequency_caps, *journey.rules.frequency_caps):
+            if cap.channel != step.channel:
+                continue
+            recent = [
+                s for s in state.sends if s["channel"] == cap.channel and s["at"] > at - cap.window
+            ]
+            if len(recent) >= cap.limit:
+                self._analytics(
+                    run,
+                    entry,
+                    step.id,
+                    "suppressed",
+                    f"frequency cap {cap.limit} per {cap.window} on {cap.channel}",
+                )
+                return True
+        quiet = journey.rules.quiet_hours or self.rules.quiet_hours
+        if quiet is not None and not resume:
+            local = at.astimezone(zone_of(state))
+            if quiet.contains(local.time().replace(tzinfo=None)):
+                end = local.replace(
+                    hour=quiet.end.hour, minute=quiet.end.minute, second=0, microsecond=0
+                )
+                if end <= local:
+                    end += timedelta(days=1)
+                self._schedule(run, entry, step.id, to_millis(end), "quiet_hours")
+                self._analytics(
+                    run, entry, step.id, "waited", f"quiet hours until {quiet.end:%H:%M}"
+                )
+                return False
+        attribute = ADDRESS_ATTRIBUTE[step.channel]
+        address = state.attributes.get(attribute) if attribute else None
+        run.effects.append(
+            Send(
+                dispatch_id=dispatch_id(
+                    journey.id, journey.version, state.user_id, entry.entry_id, step.id
+                ),
+                journey_id=journey.id,
+                journey_version=journey.version,
+                user_id=state.user_id,
+                entry_id=entry.entry_id,
+                step_id=step.id,
+                channel=step.channel,
+                template_id=step.template,
+                locale=state.locale,
+                variables={**_json_safe(state.attributes), "event": entry.context},
+                address=str(address) if address is not None else None,
+                send_at=at,
+                branch=(f"{journey.id}:{state.user_id}:{entry.entry_id}", entry.winner)
+                if entry.winner
+                else None,
+            )
+        )
+        history = state.received.setdefault(step.template, {"count": 0, "last_at": at})
+        history["count"] += 1
+        history["last_at"] = at
+        state.sends = [*state.sends, {"channel": step.channel, "at": at}][-SENDS_KEPT:]
+        return True
+
+    # --- timers and analytics --------------------------------------------------------------
+
+    def _schedule(
+        self,
+        run: _Run,
+        entry: EntryState,
+        step_id: str,
+        due: datetime,
+        purpose: str,
+        path_id: str | None = None,
+    ) -> None:
+        suffix = f":{path_id}" if path_id else ""
+        timer = PendingTimer(
+            timer_id=f"{entry.journey_id}:{entry.version}:{run.state.user_id}:{entry.entry_id}:{step_id}:{purpose}{suffix}",
+            due_at=to_millis(due),
+            journey_id=entry.journey_id,
+            entry_id=entry.entry_id,
+            step_id=step_id,
+            purpose=purpose,
+            path_id=path_id,
+        )
+        run.state.timers = [*run.state.timers, timer]
+        run.effects.append(
+            ScheduleTimer(
+                timer.timer_id,
+                run.state.user_id,
+                timer.due_at,
+                entry.journey_id,
+                entry.entry_id,
+                step_id,
+            )
+        )
+
+    def _cancel_timers(self, run: _Run, entry: EntryState, purpose: str | None = None) -> None:
+        cancelled = [
+            t for t in run.state.timers_of(entry) if purpose is None or t.purpose == purpose
+        ]
+        ids = {t.timer_id for t in cancelled}
+        run.state.timers = [t for t in run.state.timers if t.timer_id not in ids]
+        for timer in cancelled:
+            run.effects.append(
+                CancelTimer(
+                    timer.timer_id,
+                    run.state.user_id,
+                    entry.journey_id,
+                    entry.entry_id,
+                    timer.step_id,
+                )
+            )
+
+    def _analytics(
+        self, run: _Run, entry: EntryState, step_id: str | None, event: str, reason: str | None
+    ) -> None:
+        run.effects.append(
+            Analytics(
+                event,
+                entry.journey_id,
+                entry.version,
+                run.state.user_id,
+                entry.entry_id,
+                step_id,
+                run.at,
+                reason,
+            )
+        )
+
+    def _journey_of(self, entry: EntryState) -> Journey:
+        journey = self.versions.get((entry.journey_id, entry.version))
+        if journey is None:
+            raise LookupError(f"journey {entry.journey_id} version {entry.version} is not loaded")
+        return journey

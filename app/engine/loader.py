@@ -1,0 +1,523 @@
+"""Journey files (YAML, or JSON, which is YAML) to validated `Journey` objects. An error names the
+file, the path inside it and its line, what was found and what was expected."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.engine import conditions as c
+from app.engine.definitions import (
+    CHANNELS,
+    NO_ACTION,
+    AttributeEntry,
+    BranchStep,
+    DelayStep,
+    Entry,
+    EventEntry,
+    ExitEvent,
+    ExitStep,
+    FrequencyCap,
+    Goal,
+    Journey,
+    MessageStep,
+    PathsStep,
+    QuietHours,
+    ReEntry,
+    Rules,
+    ScheduleEntry,
+    SplitBranch,
+    SplitStep,
+    Step,
+    WaitForStep,
+    successors,
+)
+from app.engine.definitions import (
+    Path as JourneyPath,
+)
+
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+Where = tuple[str | int, ...]
+
+
+class JourneyError(ValueError):
+    def __init__(self, source: str, where: Where, line: int | None, found: str, expected: str):
+        self.source = source
+        self.where = "/" + "/".join(str(part) for part in where)
+        self.line = line
+        self.found = found
+        self.expected = expected
+        at = f"{source}:{line}" if line else source
+        super().__init__(f"{at}: at {self.where}: found {found}, expected {expected}")
+
+
+class _Document:
+    """The parsed file plus the line of every node, for error messages."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.lines: dict[Where, int] = {}
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            line = mark.line + 1 if mark else None
+            raise JourneyError(
+                source, (), line, f"invalid YAML ({error})", "a YAML mapping"
+            ) from None
+        self.root = self._plain(node, ()) if node is not None else None
+
+    def _plain(self, node: yaml.Node, where: Where) -> Any:
+        self.lines[where] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            return {(key := str(k.value)): self._plain(v, (*where, key)) for k, v in node.value}
+        if isinstance(node, yaml.SequenceNode):
+            return [self._plain(item, (*where, i)) for i, item in enumerate(node.value)]
+        return yaml.SafeLoader.construct_object(yaml.SafeLoader(""), node, deep=True)
+
+    def error(self, where: Where, found: Any, expected: str) -> JourneyError:
+        line = next(
+            (self.lines[where[:n]] for n in range(len(where), -1, -1) if where[:n] in self.lines),
+            None,
+        )
+        shown = (
+            found
+            if isinstance(found, str) and found.startswith(("a ", "no ", "an "))
+            else repr(found)
+        )
+        return JourneyError(self.source, where, line, shown, expected)
+
+
+def _missing() -> str:
+    return "no value"
+
+
+class _Reader:
+    def __init__(self, document: _Document) -> None:
+        self.doc = document
+
+    def mapping(self, value: Any, where: Where) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.doc.error(where, value, "a mapping")
+        return value
+
+    def field(self, mapping: dict[str, Any], where: Where, key: str) -> Any:
+        if key not in mapping:
+            raise self.doc.error((*where, key), _missing(), f"'{key}' to be set")
+        return mapping[key]
+
+    def name(self, value: Any, where: Where) -> str:
+        if not isinstance(value, str) or not NAME.match(value):
+            raise self.doc.error(where, value, "a name of letters, digits, '-' or '_' (at most 64)")
+        return value
+
+    def duration(self, value: Any, where: Where) -> timedelta:
+        match = DURATION.match(str(value)) if isinstance(value, str | int) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        if not match or not any(match.groups()):
+            raise self.doc.error(where, value, "a duration such as 90s, 15m, 1h30m, 3d or 1w")
+        w, d, h, m, s = (int(g or 0) for g in match.groups())
+        return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+
+    def clock(self, value: Any, where: Where) -> time:
+        match = CLOCK.match(value) if isinstance(value, str) else None
+        if not match:
+            raise self.doc.error(where, value, "a time of day as HH:MM")
+        return time(int(match.group(1)), int(match.group(2)))
+
+    def number(self, value: Any, where: Where, low: float, high: float) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise self.doc.error(where, value, f"a number from {low:g} to {high:g}")
+        return float(value)
+
+    def properties(self, value: Any, where: Where) -> dict[str, Any]:
+        return dict(self.mapping(value, where)) if value is not None else {}
+
+    # --- conditions ------------------------------------------------------------------------
+
+    def condition(self, value: Any, where: Where) -> c.Condition:
+        spec = self.mapping(value, where)
+        if "all" in spec or "any" in spec:
+            key = "all" if "all" in spec else "any"
+            parts = spec[key]
+            if not isinstance(parts, list):
+                raise self.doc.error((*where, key), parts, "a list of conditions")
+            built = tuple(self.condition(p, (*where, key, i)) for i, p in enumerate(parts))
+            return c.All(built) if key == "all" else c.Any_(built)
+        if "not" in spec:
+            return c.Not(self.condition(spec["not"], (*where, "not")))
+        if "attribute" in spec:
+            return self._attribute_condition(spec, where)
+        if "event" in spec:
+            return self._event_condition(spec, where)
+        if "since_attribute" in spec or "since_event" in spec:
+            at_least = self.duration(self.field(spec, where, "at_least"), (*where, "at_least"))
+            if "since_attribute" in spec:
+                path = (
+                    f"attributes.{self.name(spec['since_attribute'], (*where, 'since_attribute'))}"
+                )
+            else:
+                path = f"events.{self.name(spec['since_event'], (*where, 'since_event'))}.last_at"
+            return c.TimeSince(path, at_least)
+        if "received" in spec:
+            template = self.name(spec["received"], (*where, "received"))
+            if "within" in spec:
+                window = self.duration(spec["within"], (*where, "within"))
+                return c.Within(f"received.{template}.last_at", window)
+            return c.received(template)
+        if "subscribed" in spec:
+            channel = spec["subscribed"]
+            if channel not in CHANNELS:
+                raise self.doc.error(
+                    (*where, "subscribed"), channel, f"one of {', '.join(CHANNELS)}"
+                )
+            return c.subscribed(channel)
+        raise self.doc.error(
+            where,
+            f"a mapping with keys {sorted(spec)}",
+            "a condition: attribute, event, since_attribute, since_event, received, subscribed, "
+            "all, any or not",
+        )
+
+    def _attribute_condition(self, spec: dict[str, Any], where: Where) -> c.Condition:
+        path = f"attributes.{self.name(spec['attribute'], (*where, 'attribute'))}"
+        ops = [key for key in spec if key != "attribute"]
+        if len(ops) != 1:
+            raise self.doc.error(where, f"a mapping with keys {sorted(spec)}", "one operator")
+        (op,) = ops
+        value = spec[op]
+        if op in c.COMPARISONS:
+            if value is None and op not in ("equals", "not_equals"):
+                raise self.doc.error((*where, op), value, "a value to compare with")
+            return c.FieldCompare(path, c.COMPARISONS[op], value)
+        if op == "in":
+            if not isinstance(value, list):
+                raise self.doc.error((*where, op), value, "a list of values")
+            return c.FieldCompare(path, "$in", value)
+        if op == "exists":
+            if not isinstance(value, bool):
+                raise self.doc.error((*where, op), value, "true or false")
+            return c.FieldCompare(path, "$exists", value)
+        raise self.doc.error((*where, op), op, "equals, not_equals, gt, gte, lt, lte, in or exists")
+
+    def _event_condition(self, spec: dict[str, Any], where: Where) -> c.Condition:
+        event = self.name(spec["event"], (*where, "event"))
+        if "performed_at_least" in spec:
+            count = self.number(spec["performed_at_least"], (*where, "performed_at_least"), 1, 1e9)
+            return c.event_count_at_least(event, int(count))
+        if "within" in spec:
+            return c.Within(
+                f"events.{event}.last_at", self.duration(spec["within"], (*where, "within"))
+            )
+        if spec.get("never") is True:
+            return c.event_never(event)
+        raise self.doc.error(
+            where,
+            f"a mapping with keys {sorted(spec)}",
+            "performed_at_least, within or never: true",
+        )
+
+    # --- journey ---------------------------------------------------------------------------
+
+    def entry(self, value: Any, where: Where) -> Entry:
+        spec = self.mapping(value, where)
+        if "event" in spec:
+            entry = EventEntry(
+                event=self.name(spec["event"], (*where, "event")),
+                properties=self.properties(spec.get("properties"), (*where, "properties")),
+                within=self.duration(spec["within"], (*where, "within"))
+                if "within" in spec
+                else None,
+                of_event=self.name(spec["of_event"], (*where, "of_event"))
+                if "of_event" in spec
+                else None,
+                of_attribute=(
+                    self.name(spec["of_attribute"], (*where, "of_attribute"))
+                    if "of_attribute" in spec
+                    else None
+                ),
+            )
+            if entry.within is not None and (entry.of_event is None) == (
+                entry.of_attribute is None
+            ):
+                raise self.doc.error(
+                    (*where, "within"), "a window without one reference", "of_event or of_attribute"
+                )
+            return entry
+        if "attribute" in spec:
+            return AttributeEntry(self.name(spec["attribute"], (*where, "attribute")))
+        if "schedule" in spec:
+            cron = spec["schedule"]
+            from croniter import croniter
+
+            if not isinstance(cron, str) or not croniter.is_valid(cron) or len(cron.split()) != 5:
+                raise self.doc.error(
+                    (*where, "schedule"), cron, "a 5-field cron expression such as '0 8 * * MON'"
+                )
+            return ScheduleEntry(cron)
+        raise self.doc.error(
+            where,
+            f"a mapping with keys {sorted(spec)}",
+            "an entry with event, attribute or schedule",
+        )
+
+    def re_entry(self, value: Any, where: Where) -> ReEntry:
+        if value in ("once", "every_time"):
+            return ReEntry(value)
+        if isinstance(value, dict) and "cooldown" in value:
+            return ReEntry("cooldown", self.duration(value["cooldown"], (*where, "cooldown")))
+        raise self.doc.error(where, value, "once, every_time or {cooldown: DURATION}")
+
+    def step(self, step_id: str, value: Any, where: Where) -> Step:
+        spec = self.mapping(value, where)
+        kind = self.field(spec, where, "type")
+
+        def target(key: str) -> str | None:
+            return self.name(spec[key], (*where, key)) if spec.get(key) is not None else None
+
+        if kind == "delay":
+            options = [k for k in ("duration", "until_time", "until_attribute") if k in spec]
+            if len(options) != 1:
+                raise self.doc.error(
+                    where,
+                    f"keys {sorted(spec)}",
+                    "exactly one of duration, until_time, until_attribute",
+                )
+            return DelayStep(
+                id=step_id,
+                next=target("next"),
+                duration=self.duration(spec["duration"], (*where, "duration"))
+                if "duration" in spec
+                else None,
+                until_time=self.clock(spec["until_time"], (*where, "until_time"))
+                if "until_time" in spec
+                else None,
+                until_attribute=(
+                    self.name(spec["until_attribute"], (*where, "until_attribute"))
+                    if "until_attribute" in spec
+                    else None
+                ),
+            )
+        if kind == "message":
+            channel = self.field(spec, where, "channel")
+            if channel not in CHANNELS:
+                raise self.doc.error((*where, "channel"), channel, f"one of {', '.join(CHANNELS)}")
+            return MessageStep(
+                id=step_id,
+                next=target("next"),
+                channel=channel,
+                template=self.name(self.field(spec, where, "template"), (*where, "template")),
+            )
+        if kind == "branch":
+            return BranchStep(
+                id=step_id,
+                condition=self.condition(self.field(spec, where, "if"), (*where, "if")),
+                yes=self.name(self.field(spec, where, "yes"), (*where, "yes")),
+                no=self.name(self.field(spec, where, "no"), (*where, "no")),
+            )
+        if kind == "wait_for":
+            return WaitForStep(
+                id=step_id,
+                event=self.name(self.field(spec, where, "event"), (*where, "event")),
+                properties=self.properties(spec.get("properties"), (*where, "properties")),
+                timeout=self.duration(self.field(spec, where, "timeout"), (*where, "timeout")),
+                performed=target("performed"),
+                timed_out=target("timed_out"),
+            )
+        if kind == "paths":
+            paths = self.field(spec, where, "paths")
+            if not isinstance(paths, list) or not paths:
+                raise self.doc.error((*where, "paths"), paths, "a non-empty list of paths")
+            return PathsStep(
+                step_id, tuple(self._path(p, (*where, "paths", i)) for i, p in enumerate(paths))
+            )
+        if kind == "split":
+            branches = self.field(spec, where, "branches")
+            if not isinstance(branches, list) or not branches:
+                raise self.doc.error((*where, "branches"), branches, "a non-empty list of branches")
+            built = tuple(
+                self._split_branch(b, (*where, "branches", i)) for i, b in enumerate(branches)
+            )
+            if abs(sum(b.percent for b in built) - 100) > 1e-9:
+                raise self.doc.error(
+                    (*where, "branches"),
+                    f"percentages adding up to {sum(b.percent for b in built):g}",
+                    "100",
+                )
+            return SplitStep(step_id, built)
+        if kind == "exit":
+            return ExitStep(step_id)
+        raise self.doc.error(
+            (*where, "type"), kind, "delay, message, branch, wait_for, paths, split or exit"
+        )
+
+    def _path(self, value: Any, where: Where) -> JourneyPath:
+        spec = self.mapping(value, where)
+        return JourneyPath(
+            id=self.name(self.field(spec, where, "id"), (*where, "id")),
+            delay=self.duration(spec.get("delay", 0), (*where, "delay")),
+            condition=self.condition(spec["if"], (*where, "if")) if "if" in spec else None,
+            next=self.name(spec["next"], (*where, "next")) if spec.get("next") else None,
+        )
+
+    def _split_branch(self, value: Any, where: Where) -> SplitBranch:
+        spec = self.mapping(value, where)
+        return SplitBranch(
+            id=self.name(self.field(spec, where, "id"), (*where, "id")),
+            percent=self.number(self.field(spec, where, "percent"), (*where, "percent"), 0, 100),
+            next=self.name(spec["next"], (*where, "next")) if spec.get("next") else None,
+        )
+
+    def rules(self, spec: dict[str, Any], where: Where) -> Rules:
+        quiet = None
+        if "quiet_hours" in spec:
+            q = self.mapping(spec["quiet_hours"], (*where, "quiet_hours"))
+            quiet = QuietHours(
+                self.clock(
+                    self.field(q, (*where, "quiet_hours"), "start"),
+                    (*where, "quiet_hours", "start"),
+                ),
+                self.clock(
+                    self.field(q, (*where, "quiet_hours"), "end"), (*where, "quiet_hours", "end")
+                ),
+            )
+        caps = []
+        for i, cap in enumerate(spec.get("frequency_caps") or []):
+            at = (*where, "frequency_caps", i)
+            cap = self.mapping(cap, at)
+            channel = self.field(cap, at, "channel")
+            if channel not in CHANNELS:
+                raise self.doc.error((*at, "channel"), channel, f"one of {', '.join(CHANNELS)}")
+            caps.append(
+                FrequencyCap(
+                    channel,
+                    int(self.number(self.field(cap, at, "limit"), (*at, "limit"), 1, 1e9)),
+                    self.duration(self.field(cap, at, "window"), (*at, "window")),
+                )
+            )
+        return Rules(quiet, tuple(caps))
+
+    def journey(self) -> Journey:
+        root = self.mapping(self.doc.root, ())
+        journey_id = self.name(self.field(root, (), "id"), ("id",))
+        version = self.field(root, (), "version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise self.doc.error(("version",), version, "a whole number from 1")
+        steps_spec = self.mapping(self.field(root, (), "steps"), ("steps",))
+        if not steps_spec:
+            raise self.doc.error(("steps",), "no steps", "at least one step")
+        steps = {
+            self.name(step_id, ("steps", step_id)): self.step(step_id, spec, ("steps", step_id))
+            for step_id, spec in steps_spec.items()
+        }
+        if NO_ACTION in steps:
+            raise self.doc.error(
+                ("steps", NO_ACTION), NO_ACTION, "a step id other than no_action (it ends an entry)"
+            )
+        start = self.name(root.get("start", next(iter(steps))), ("start",))
+        self._check_graph(steps, start)
+        exit_events, exit_conditions = [], []
+        for i, item in enumerate(root.get("exit_when") or []):
+            item = self.mapping(item, ("exit_when", i))
+            if "event" in item:
+                exit_events.append(
+                    ExitEvent(
+                        self.name(item["event"], ("exit_when", i, "event")),
+                        self.properties(item.get("properties"), ("exit_when", i, "properties")),
+                    )
+                )
+            else:
+                exit_conditions.append(
+                    self.condition(
+                        self.field(item, ("exit_when", i), "condition"),
+                        ("exit_when", i, "condition"),
+                    )
+                )
+        goal = None
+        if "goal" in root:
+            g = self.mapping(root["goal"], ("goal",))
+            goal = Goal(
+                self.name(self.field(g, ("goal",), "event"), ("goal", "event")),
+                self.duration(self.field(g, ("goal",), "within"), ("goal", "within")),
+                self.properties(g.get("properties"), ("goal", "properties")),
+            )
+        return Journey(
+            id=journey_id,
+            version=version,
+            name=str(root.get("name", journey_id)),
+            entry=self.entry(self.field(root, (), "entry"), ("entry",)),
+            start=start,
+            steps=steps,
+            audience=self.condition(root["audience"], ("audience",))
+            if "audience" in root
+            else None,
+            re_entry=self.re_entry(root.get("re_entry", "once"), ("re_entry",)),
+            holdout_percent=self.number(root.get("holdout", 0), ("holdout",), 0, 100),
+            exit_events=tuple(exit_events),
+            exit_conditions=tuple(exit_conditions),
+            goal=goal,
+            rules=self.rules(root, ()),
+            lifetime=self.duration(root.get("lifetime", "90d"), ("lifetime",)),
+        )
+
+    def _check_graph(self, steps: dict[str, Step], start: str) -> None:
+        """Every target exists, and there is no cycle: a step runs at most once per entry."""
+        if start not in steps:
+            raise self.doc.error(("start",), start, f"one of the steps: {', '.join(steps)}")
+        for step_id, step in steps.items():
+            for label, target in successors(step):
+                if target != NO_ACTION and target not in steps:
+                    raise self.doc.error(
+                        ("steps", step_id),
+                        f"a link '{label or 'next'}' to '{target}'",
+                        "the id of a step or no_action",
+                    )
+        state: dict[str, int] = {}
+
+        def visit(step_id: str, trail: list[str]) -> None:
+            if state.get(step_id) == 2 or step_id == NO_ACTION:
+                return
+            if state.get(step_id) == 1:
+                cycle = " -> ".join([*trail[trail.index(step_id) :], step_id])
+                raise self.doc.error(
+                    ("steps", step_id),
+                    f"a cycle {cycle}",
+                    "steps without cycles (copy a step to repeat it)",
+                )
+            state[step_id] = 1
+            for _, target in successors(steps[step_id]):
+                visit(target, [*trail, step_id])
+            state[step_id] = 2
+
+        for step_id in steps:
+            visit(step_id, [])
+
+
+def load_journey_text(text: str, source: str = "<journey>") -> Journey:
+    return _Reader(_Document(text, source)).journey()
+
+
+def load_journey(path: str | Path) -> Journey:
+    return load_journey_text(Path(path).read_text(), str(path))
+
+
+def load_rules(path: str | Path) -> Rules:
+    """Rules for every journey (quiet hours, frequency caps), from a YAML file."""
+    document = _Document(Path(path).read_text(), str(path))
+    reader = _Reader(document)
+    return reader.rules(reader.mapping(document.root, ()), ())
+
+
+Loader = Callable[[str, str], Journey]

@@ -1,0 +1,192 @@
+"""A user's state, after the write-up: per journey, per entry (its id from the entry time), the
+next available steps with their due times, plus the attributes and the bounded event history the
+conditions read. `to_document()` is exactly what MongoDB stores, and what conditions and their
+Mongo filters are written against."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+APPLIED_INPUTS_KEPT = 500  # ids of recent inputs, to recognise a redelivered one
+SENDS_KEPT = 200  # recent sends, for frequency caps
+
+
+@dataclass(frozen=True)
+class PendingTimer:
+    timer_id: str
+    due_at: datetime
+    journey_id: str
+    entry_id: str
+    step_id: str
+    purpose: str  # delay | wait_timeout | path | quiet_hours | goal_window
+    path_id: str | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "timer_id": self.timer_id,
+            "due_at": self.due_at,
+            "journey_id": self.journey_id,
+            "entry_id": self.entry_id,
+            "step_id": self.step_id,
+            "purpose": self.purpose,
+            "path_id": self.path_id,
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> PendingTimer:
+        return cls(**{**document, "due_at": _utc(document["due_at"])})
+
+
+@dataclass
+class EntryState:
+    """One user's pass through one journey."""
+
+    entry_id: str
+    journey_id: str
+    version: int
+    entered_at: datetime
+    holdout: bool = False
+    waiting_for: str | None = None  # a wait_for step's id
+    winner: str | None = None  # the path or split branch that fired
+    goal_until: datetime | None = None
+    converted: bool = False
+    context: dict[str, Any] = field(default_factory=dict)  # the entry event's properties
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "entry_id": self.entry_id,
+            "journey_id": self.journey_id,
+            "version": self.version,
+            "entered_at": self.entered_at,
+            "holdout": self.holdout,
+            "waiting_for": self.waiting_for,
+            "winner": self.winner,
+            "goal_until": self.goal_until,
+            "converted": self.converted,
+            "context": self.context,
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> EntryState:
+        values = dict(document)
+        values["entered_at"] = _utc(values["entered_at"])
+        if values.get("goal_until") is not None:
+            values["goal_until"] = _utc(values["goal_until"])
+        return cls(**values)
+
+
+@dataclass
+class UserState:
+    user_id: str
+    version: int = 0
+    attributes: dict[str, Any] = field(default_factory=dict)
+    subscriptions: dict[str, bool] = field(default_factory=dict)
+    timezone: str | None = None
+    locale: str | None = None
+    # name -> {count, first_at, last_at}; a name is absent until it happened once.
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # template -> {count, last_at}
+    received: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sends: list[dict[str, Any]] = field(default_factory=list)  # [{channel, at}], newest last
+    # journey id -> {"entries": {entry_id: EntryState}, "last_entered_at": dt, "entered": n}
+    journeys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timers: list[PendingTimer] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, user_id: str) -> UserState:
+        return cls(user_id=user_id)
+
+    def copy(self) -> UserState:
+        return copy.deepcopy(self)
+
+    # --- what the shell needs --------------------------------------------------------------
+
+    def next_due_at(self) -> datetime | None:
+        return min((t.due_at for t in self.timers), default=None)
+
+    def due_timers(self, now: datetime) -> list[PendingTimer]:
+        return sorted(
+            (t for t in self.timers if t.due_at <= now), key=lambda t: (t.due_at, t.timer_id)
+        )
+
+    # --- entries ---------------------------------------------------------------------------
+
+    def entries(self, journey_id: str) -> dict[str, EntryState]:
+        return self.journeys.get(journey_id, {}).get("entries", {})
+
+    def active_entries(self) -> list[EntryState]:
+        return [e for j in self.journeys.values() for e in j.get("entries", {}).values()]
+
+    def timers_of(self, entry: EntryState) -> list[PendingTimer]:
+        return [
+            t
+            for t in self.timers
+            if t.journey_id == entry.journey_id and t.entry_id == entry.entry_id
+        ]
+
+    # --- documents -------------------------------------------------------------------------
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "version": self.version,
+            "attributes": self.attributes,
+            "subscriptions": self.subscriptions,
+            "timezone": self.timezone,
+            "locale": self.locale,
+            "events": self.events,
+            "received": self.received,
+            "sends": self.sends,
+            "journeys": {
+                journey_id: {
+                    **{k: v for k, v in journey.items() if k != "entries"},
+                    "entries": {
+                        eid: e.to_document() for eid, e in journey.get("entries", {}).items()
+                    },
+                }
+                for journey_id, journey in self.journeys.items()
+            },
+            "timers": [t.to_document() for t in self.timers],
+            "applied": self.applied,
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> UserState:
+        journeys = {}
+        for journey_id, journey in (document.get("journeys") or {}).items():
+            restored = {k: v for k, v in journey.items() if k != "entries"}
+            if restored.get("last_entered_at") is not None:
+                restored["last_entered_at"] = _utc(restored["last_entered_at"])
+            restored["entries"] = {
+                eid: EntryState.from_document(e)
+                for eid, e in (journey.get("entries") or {}).items()
+            }
+            journeys[journey_id] = restored
+        return cls(
+            user_id=document["user_id"],
+            version=int(document.get("version", 0)),
+            attributes=_utc_values(dict(document.get("attributes") or {})),
+            subscriptions=dict(document.get("subscriptions") or {}),
+            timezone=document.get("timezone"),
+            locale=document.get("locale"),
+            events={k: _utc_values(dict(v)) for k, v in (document.get("events") or {}).items()},
+            received={k: _utc_values(dict(v)) for k, v in (document.get("received") or {}).items()},
+            sends=[_utc_values(dict(s)) for s in document.get("sends") or []],
+            journeys=journeys,
+            timers=[PendingTimer.from_document(t) for t in document.get("timers") or []],
+            applied=list(document.get("applied") or []),
+        )
+
+
+def _utc(moment: datetime) -> datetime:
+    """MongoDB returns naive UTC datetimes unless the client is tz-aware: accept both."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _utc_values(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _utc(v) if isinstance(v, datetime) else v for k, v in values.items()}
