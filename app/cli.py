@@ -27,3 +27,14 @@ def topics_apply() -> None:
         click.echo(report.describe())
     if any(report.differences for report in reports):
         raise SystemExit(1)
+
+
+def _register_commands() -> None:
+    from app.worker.commands import deploy, publish, worker
+
+    main.add_command(worker)
+    main.add_command(deploy)
+    main.add_command(publish)
+
+
+_register_commands()

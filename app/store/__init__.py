@@ -1,0 +1,1 @@
+"""MongoDB persistence: user state (the source of truth), deployed journeys, deliveries."""

@@ -1,0 +1,189 @@
+"""User state in MongoDB, one document per user: the engine's state plus what the worker needs to
+survive a crash (outbox of effects not yet emitted, last applied offset per source partition) and
+to find due timers (next due time, partition, claim lease).
+
+Each batch commits every changed user with one conditional replace (compare-and-set on the state
+version) in a single `bulk_write`. FerretDB applies updates read-modify-write, so the CAS is a
+guard, not the guarantee: one consumer per partition keeps a user's writer single, and dispatch
+ids make any replayed send harmless downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, InsertOne, ReplaceOne
+from pymongo.errors import BulkWriteError
+
+from app.engine import UserState
+from app.store.mongo import Database
+
+DUPLICATE_KEY = 11000
+
+# Fields the worker keeps beside the engine's own; the engine never sees them.
+OUTBOX = "outbox"
+SOURCE_OFFSETS = "source_offsets"
+NEXT_DUE_AT = "next_due_at"
+PARTITION = "partition"
+LEASE_UNTIL = "lease_until"
+WORKER_FIELDS = (OUTBOX, SOURCE_OFFSETS, NEXT_DUE_AT, PARTITION, LEASE_UNTIL)
+
+
+@dataclass
+class StoredUser:
+    """A user as loaded: `version` is the stored state version, 0 when there is no document."""
+
+    user_id: str
+    state: UserState
+    version: int = 0
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    source_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    lease_until: datetime | None = None
+
+    @classmethod
+    def new(cls, user_id: str) -> StoredUser:
+        return cls(user_id=user_id, state=UserState.new(user_id))
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> StoredUser:
+        engine_part = {k: v for k, v in document.items() if k not in WORKER_FIELDS}
+        user_id = str(engine_part.pop("_id"))
+        state = UserState.from_document(engine_part)
+        return cls(
+            user_id=user_id,
+            state=state,
+            version=state.version,
+            outbox=list(document.get(OUTBOX) or []),
+            source_offsets={
+                topic: {str(p): int(o) for p, o in offsets.items()}
+                for topic, offsets in (document.get(SOURCE_OFFSETS) or {}).items()
+            },
+            lease_until=document.get(LEASE_UNTIL),
+        )
+
+    def applied(self, source: str, partition: int, offset: int) -> bool:
+        """True when this input's offset is at or below the last one applied from its partition."""
+        last = self.source_offsets.get(source, {}).get(str(partition))
+        return last is not None and offset <= last
+
+    def record_offset(self, source: str, partition: int, offset: int) -> None:
+        offsets = self.source_offsets.setdefault(source, {})
+        offsets[str(partition)] = max(offset, offsets.get(str(partition), -1))
+
+
+@dataclass(frozen=True)
+class UserCommit:
+    """The finalized state of one user after a batch, and the version it was computed from."""
+
+    user: StoredUser
+    expected_version: int
+    partition: int
+
+    def document(self) -> dict[str, Any]:
+        state = self.user.state
+        document = dict(state.to_document())
+        document["_id"] = self.user.user_id
+        next_due = state.next_due_at()
+        document[OUTBOX] = self.user.outbox
+        document[SOURCE_OFFSETS] = self.user.source_offsets
+        document[NEXT_DUE_AT] = next_due
+        document[PARTITION] = self.partition
+        # Keep a timer claim only while the timer it covers is still the next one due.
+        document[LEASE_UNTIL] = self.user.lease_until if next_due is not None else None
+        return document
+
+
+class UserStore:
+    def __init__(self, database: Database, collection: str = "users") -> None:
+        self.collection = database[collection]
+        self.writes = 0
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([(NEXT_DUE_AT, ASCENDING)])
+        await self.collection.create_index([(PARTITION, ASCENDING), (NEXT_DUE_AT, ASCENDING)])
+
+    async def load_many(self, user_ids: Iterable[str]) -> dict[str, StoredUser]:
+        """Every requested user in one query; users without a document come back new."""
+        ids = list(dict.fromkeys(user_ids))
+        users = {user_id: StoredUser.new(user_id) for user_id in ids}
+        async for document in self.collection.find({"_id": {"$in": ids}}):
+            user = StoredUser.from_document(document)
+            users[user.user_id] = user
+        return users
+
+    async def commit_many(self, commits: list[UserCommit]) -> set[str]:
+        """One bulk write for the batch; returns the users whose stored version had moved on
+        (another writer got there first), who must be reloaded and recomputed."""
+        if not commits:
+            return set()
+        operations: list[InsertOne | ReplaceOne] = []
+        for commit in commits:
+            document = commit.document()
+            if commit.expected_version == 0:
+                operations.append(InsertOne(document))
+            else:
+                operations.append(
+                    ReplaceOne(
+                        {"_id": document["_id"], "version": commit.expected_version}, document
+                    )
+                )
+        conflicts: set[str] = set()
+        replaced_expected = sum(1 for c in commits if c.expected_version != 0)
+        try:
+            result = await self.collection.bulk_write(operations, ordered=False)
+            matched = result.matched_count
+        except BulkWriteError as error:
+            details = error.details
+            for write_error in details.get("writeErrors", []):
+                if write_error.get("code") != DUPLICATE_KEY:
+                    raise
+                conflicts.add(commits[write_error["index"]].user.user_id)
+            matched = details.get("nMatched", 0)
+        self.writes += len(commits) - len(conflicts)
+        if matched < replaced_expected:
+            conflicts |= await self._stale_replacements(commits)
+            self.writes -= replaced_expected - matched
+        return conflicts
+
+    async def _stale_replacements(self, commits: list[UserCommit]) -> set[str]:
+        """A bulk result counts matches but does not say which replace missed: ask the store."""
+        wanted = {c.user.user_id: c.user.state.version for c in commits if c.expected_version}
+        stored = {
+            document["_id"]: document.get("version")
+            async for document in self.collection.find(
+                {"_id": {"$in": list(wanted)}}, {"version": 1}
+            )
+        }
+        return {user_id for user_id, version in wanted.items() if stored.get(user_id) != version}
+
+    async def claim_due(
+        self, partitions: Iterable[int], now: datetime, lease_until: datetime, limit: int
+    ) -> list[StoredUser]:
+        """Users of these partitions with a timer due, not claimed by a live lease; claims them."""
+        query = {
+            PARTITION: {"$in": list(partitions)},
+            NEXT_DUE_AT: {"$lte": now},
+            "$or": [{LEASE_UNTIL: None}, {LEASE_UNTIL: {"$lte": now}}],
+        }
+        documents = await self.collection.find(query).sort(NEXT_DUE_AT, ASCENDING).to_list(limit)
+        if not documents:
+            return []
+        ids = [document["_id"] for document in documents]
+        await self.collection.update_many(
+            {"_id": {"$in": ids}, "$or": [{LEASE_UNTIL: None}, {LEASE_UNTIL: {"$lte": now}}]},
+            {"$set": {LEASE_UNTIL: lease_until}},
+        )
+        return [StoredUser.from_document(document) for document in documents]
+
+    async def user_ids_matching(
+        self, audience: Mapping[str, Any], after: str | None, limit: int
+    ) -> list[str]:
+        """One page of user ids matching an audience filter, in id order, for resumable scans."""
+        query: dict[str, Any] = dict(audience)
+        if after is not None:
+            query = {"$and": [query, {"_id": {"$gt": after}}]} if query else {"_id": {"$gt": after}}
+        cursor = self.collection.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)
+        return [document["_id"] async for document in cursor]

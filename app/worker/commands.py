@@ -1,0 +1,74 @@
+"""`journeys worker` and `journeys deploy`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from app.config import Settings
+
+
+@click.command()
+@click.option("--loglevel", default="info", show_default=True)
+def worker(loglevel: str) -> None:
+    """Run a stream worker (Faust) on user-events and timers."""
+    import faust
+
+    from app.worker.app import create_app
+    from app.worker.settings import WorkerSettings
+
+    app, _ = create_app(Settings(), WorkerSettings())
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--draft", is_flag=True, help="Store as a draft: workers do not run it.")
+def deploy(files: tuple[str, ...], draft: bool) -> None:
+    """Validate journey files and deploy them; workers pick them up without a restart."""
+    from app.engine import JourneyError
+    from app.store.journeys import DRAFT, PUBLISHED, DeployError, JourneyRegistry
+    from app.store.mongo import close_client, new_client
+
+    async def run() -> None:
+        settings = Settings()
+        client = new_client(settings)
+        try:
+            registry = JourneyRegistry(client[settings.mongo_db])
+            await registry.ensure_indexes()
+            for name in files:
+                journey = await registry.deploy(
+                    Path(name).read_text(), name, status=DRAFT if draft else PUBLISHED
+                )
+                click.echo(f"{name}: {journey.id} version {journey.version} deployed")
+        finally:
+            await close_client(client)
+
+    try:
+        asyncio.run(run())
+    except (JourneyError, DeployError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command()
+@click.argument("events_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--rebase/--as-is",
+    default=False,
+    help="Shift the events' times so the first happens now, keeping the gaps between them.",
+)
+def publish(events_file: Path, rebase: bool) -> None:
+    """Publish user events from a JSONL file to the user-events topic."""
+    from app.streams.publish import EventLineError, publish, read_events, rebased
+
+    try:
+        events = read_events(events_file)
+    except EventLineError as error:
+        raise click.ClickException(str(error)) from None
+    if rebase:
+        events = rebased(events, datetime.now(UTC))
+    count = asyncio.run(publish(Settings(), events))
+    click.echo(f"{events_file}: {count} events published")

@@ -1,0 +1,109 @@
+"""Emits a user's outbox after the state write: sends go through the branch lock into the Redis
+send buffer, everything else lands on the user's timeline. Every step is idempotent, because an
+outbox may be emitted more than once (after a crash, or while its clearing write is pending)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pymongo.errors import BulkWriteError
+
+from app.dispatch.branch_lock import BranchClaim, BranchLock
+from app.dispatch.record import MessageStep, Recipient
+from app.dispatch.send_buffer import SendBuffer
+from app.store.mongo import Database
+from app.store.users import StoredUser
+from app.worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+SEND = "send"
+DUPLICATE_KEY = 11000
+
+
+def effect_id(effect: dict[str, Any]) -> str:
+    """A send's dispatch id; for other effects a digest of the record, stable across replays."""
+    if effect.get("dispatch_id"):
+        return str(effect["dispatch_id"])
+    return hashlib.sha256(orjson.dumps(effect, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def _moment(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+class Emitter:
+    def __init__(
+        self,
+        branch_lock: BranchLock,
+        send_buffer: SendBuffer,
+        database: Database,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._lock = branch_lock
+        self._buffer = send_buffer
+        self._timeline = database["timeline"]
+        self._metrics = metrics
+
+    async def emit(self, users: list[StoredUser], now: datetime) -> None:
+        sends = [e for user in users for e in user.outbox if e["kind"] == SEND]
+        await self._buffer_sends(sends)
+        timeline = [
+            {"_id": effect_id(e), "user_id": user.user_id, "recorded_at": now, **e}
+            for user in users
+            for e in user.outbox
+            if e["kind"] != SEND
+        ]
+        timeline += [
+            {"_id": effect_id(e), "user_id": e["user_id"], "recorded_at": now, **e} for e in sends
+        ]
+        await self._record_timeline(timeline)
+
+    async def _buffer_sends(self, sends: list[dict[str, Any]]) -> None:
+        branched = [s for s in sends if s.get("branch")]
+        claims = [BranchClaim(s["user_id"], s["branch"][0], s["branch"][1]) for s in branched]
+        held = await self._lock.claim_many(claims)
+        refused = {s["dispatch_id"] for s, ok in zip(branched, held, strict=True) if not ok}
+        for dispatch_id in refused:
+            log.error(
+                "branch lock refused dispatch %s: another branch of its entry won", dispatch_id
+            )
+        self._metrics.branch_refused += len(refused)
+        allowed = [s for s in sends if s["dispatch_id"] not in refused]
+        await self._buffer.add_many(
+            [
+                (
+                    MessageStep(
+                        journey_id=s["journey_id"],
+                        journey_version=int(s["journey_version"]),
+                        step_id=s["step_id"],
+                        channel=s["channel"],
+                        template_id=s["template_id"],
+                    ),
+                    _moment(s["send_at"]),
+                    Recipient(
+                        user_id=s["user_id"],
+                        dispatch_id=s["dispatch_id"],
+                        locale=s.get("locale"),
+                        variables=dict(s.get("variables") or {}),
+                        address=s.get("address"),
+                    ),
+                )
+                for s in allowed
+            ]
+        )
+        self._metrics.sends_buffered += len(allowed)
+
+    async def _record_timeline(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        try:
+            await self._timeline.insert_many(entries, ordered=False)
+        except BulkWriteError as error:
+            # Replayed entries are already there; anything else is a real failure.
+            if any(e.get("code") != DUPLICATE_KEY for e in error.details.get("writeErrors", [])):
+                raise

@@ -1,0 +1,195 @@
+"""One micro-batch of inputs through the engine: decode, group by user, load every user in one
+query, apply the engine, commit each changed user with one conditional write, then emit.
+
+Effects go into the user's outbox inside that same write and are emitted after it, so a crash
+between the write and the emit loses nothing: the input is redelivered (its offset was not
+committed), recognised as applied, and the outbox is emitted again. Emitting twice is harmless:
+the send buffer is a set and the sender drops repeats by dispatch id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.engine import JourneyEngine, ScheduledEntry, TimerFired, UserEvent
+from app.store.users import StoredUser, UserCommit, UserStore
+from app.streams.dead_letters import DeadLetter
+from app.topics import RecordError, load_contract
+from app.worker.emitter import Emitter, effect_id
+from app.worker.metrics import WorkerMetrics
+from app.worker.partitions import partition_of
+
+log = logging.getLogger(__name__)
+
+EngineInput = UserEvent | TimerFired | ScheduledEntry
+SOURCES = ("user-events", "timers")
+MAX_CONFLICT_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """A record as it came off Kafka; `source` is the contract name, not the prefixed topic."""
+
+    source: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class DecodedInput:
+    record: InputRecord
+    input: EngineInput
+
+    @property
+    def user_id(self) -> str:
+        return self.input.user_id
+
+
+def decode(record: InputRecord, max_bytes: int) -> EngineInput:
+    """Bytes to an engine input, or RecordError saying what is wrong with them."""
+    if record.source not in SOURCES:
+        raise RecordError(record.source, "/", "records of this topic are not worker inputs", "")
+    data = load_contract(record.source).decode(record.value, max_bytes)
+    if record.source == "user-events":
+        return UserEvent.from_record(data)
+    if data["kind"] == "timer":
+        return TimerFired(
+            user_id=data["user_id"],
+            timer_id=data["timer_id"],
+            due_at=datetime.fromisoformat(data["due_at"]),
+        )
+    return ScheduledEntry(
+        user_id=data["user_id"],
+        journey_id=data["journey_id"],
+        tick=datetime.fromisoformat(data["tick"]),
+    )
+
+
+class RecentlyEmitted:
+    """Dispatch and timeline ids emitted since they were written, per user, so the user's next
+    write can drop them from the outbox. Bounded: a forgotten user is merely emitted once more."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[str, set[str]] = OrderedDict()
+
+    def add(self, user_id: str, effect_ids: set[str]) -> None:
+        if not effect_ids:
+            return
+        self._ids.setdefault(user_id, set()).update(effect_ids)
+        self._ids.move_to_end(user_id)
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def take(self, user_id: str) -> set[str]:
+        return self._ids.pop(user_id, set())
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        engine: Callable[[], JourneyEngine],
+        store: UserStore,
+        emitter: Emitter,
+        partitions: int,
+        metrics: WorkerMetrics,
+        max_record_bytes: int,
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._emitter = emitter
+        self._partitions = partitions
+        self._metrics = metrics
+        self._max_record_bytes = max_record_bytes
+        self._emitted = RecentlyEmitted()
+
+    async def process(self, records: list[InputRecord], now: datetime) -> list[DeadLetter]:
+        """Applies the batch; returns the records that must go to the dead-letter topic.
+        Transient failures propagate, and the whole batch can then be retried safely."""
+        inputs: list[DecodedInput] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            try:
+                inputs.append(DecodedInput(record, decode(record, self._max_record_bytes)))
+            except (RecordError, ValueError, KeyError) as error:
+                letters.append(self._letter(record, error))
+
+        by_user: dict[str, list[DecodedInput]] = {}
+        for item in inputs:
+            by_user.setdefault(item.user_id, []).append(item)
+
+        pending = set(by_user)
+        for _ in range(MAX_CONFLICT_ROUNDS):
+            if not pending:
+                break
+            users = await self._store.load_many(pending)
+            commits: list[UserCommit] = []
+            unchanged_with_outbox: list[StoredUser] = []
+            for user_id in pending:
+                user = users[user_id]
+                changed, rejected = self._apply(user, by_user[user_id], now)
+                letters.extend(rejected)
+                if changed:
+                    commits.append(UserCommit(user, user.version, self._partition(user)))
+                elif user.outbox:
+                    unchanged_with_outbox.append(user)
+            conflicts = await self._store.commit_many(commits)
+            written = [c.user for c in commits if c.user.user_id not in conflicts]
+            await self._emitter.emit(written + unchanged_with_outbox, now)
+            for user in written:
+                self._emitted.add(user.user_id, {effect_id(e) for e in user.outbox})
+            pending = conflicts
+        if pending:
+            raise RuntimeError(f"users {sorted(pending)} kept changing under this worker")
+
+        self._metrics.inputs += len(records)
+        self._metrics.dead_letters += len(letters)
+        self._metrics.state_writes = self._store.writes
+        return letters
+
+    def _apply(
+        self, user: StoredUser, items: list[DecodedInput], now: datetime
+    ) -> tuple[bool, list[DeadLetter]]:
+        """Runs the user's inputs through the engine, in order. Returns whether the state changed
+        (and so must be written) and the inputs the engine refused."""
+        engine = self._engine()
+        emitted = self._emitted.take(user.user_id)
+        user.outbox = [effect for effect in user.outbox if effect_id(effect) not in emitted]
+        letters: list[DeadLetter] = []
+        for item in items:
+            record = item.record
+            if user.applied(record.source, record.partition, record.offset):
+                continue
+            try:
+                transition = engine.apply(user.state, item.input, now)
+            except (ValueError, KeyError, LookupError) as error:
+                letters.append(self._letter(record, error))
+                continue
+            user.state = transition.state
+            user.outbox.extend(effect.to_record() for effect in transition.effects)
+            user.record_offset(record.source, record.partition, record.offset)
+            self._metrics.observe_input(item.input, now)
+        if user.state.version == user.version:
+            self._emitted.add(user.user_id, emitted)  # still in the stored outbox
+            return False, letters
+        return True, letters  # effects already emitted leave the stored outbox with this write
+
+    def _partition(self, user: StoredUser) -> int:
+        return partition_of(user.user_id, self._partitions)
+
+    @staticmethod
+    def _letter(record: InputRecord, error: Exception) -> DeadLetter:
+        return DeadLetter.from_error(
+            error,
+            source_topic=record.source,
+            original=record.value,
+            key=record.key,
+            partition=record.partition,
+            offset=record.offset,
+        )

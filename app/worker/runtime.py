@@ -1,0 +1,174 @@
+"""The connections and components the worker's agent and timers share, and the rules for running
+a batch: never skip an input, retry what is transient, dead-letter what no retry can fix."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+
+from app.config import Settings
+from app.dispatch.branch_lock import BranchLock
+from app.dispatch.send_buffer import Batcher, SendBuffer
+from app.engine import JourneyEngine
+from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
+from app.store.journeys import JourneyRegistry
+from app.store.mongo import close_client, new_client
+from app.store.users import UserStore
+from app.streams.dead_letters import DeadLetter, DeadLetterWriter
+from app.streams.producer import new_producer
+from app.topics import load_contract
+from app.worker.emitter import Emitter
+from app.worker.metrics import WorkerMetrics
+from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.settings import WorkerSettings
+from app.worker.timer_pump import TimerPump
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_settings: WorkerSettings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.worker_settings = worker_settings
+        self.clock = clock
+        self.metrics = WorkerMetrics()
+        self.ready = asyncio.Event()
+        self.partitions = load_contract("timers").partitions
+        self._engine = JourneyEngine([])
+        self._journeys_fingerprint = ""
+        self._batch_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        s, ws = self.settings, self.worker_settings
+        self.mongo = new_client(s)
+        database = self.mongo[s.mongo_db]
+        self.redis = aioredis.from_url(s.redis_url)
+        self.producer = new_producer(s)
+        await retry_transient(self.producer.start, what="starting the Kafka producer")
+        self.store = UserStore(database)
+        self.registry = JourneyRegistry(database)
+        await retry_transient(self.store.ensure_indexes, what="creating user indexes")
+        await retry_transient(self.registry.ensure_indexes, what="creating journey indexes")
+        await retry_transient(self.refresh_journeys, what="loading journeys")
+        emitter = Emitter(
+            BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds),
+            SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds),
+            database,
+            self.metrics,
+        )
+        self.processor = BatchProcessor(
+            engine=lambda: self._engine,
+            store=self.store,
+            emitter=emitter,
+            partitions=self.partitions,
+            metrics=self.metrics,
+            max_record_bytes=ws.max_record_bytes,
+        )
+        self.dead_letters = DeadLetterWriter(self.producer, s, "worker")
+        self.batcher = Batcher(
+            self.redis,
+            self.producer,
+            s.topic("send"),
+            prefix=s.redis_prefix,
+            batch_size=ws.send_batch_size,
+        )
+        self.timer_pump = TimerPump(
+            self.store,
+            self.producer,
+            s.topic("timers"),
+            self.metrics,
+            lease_seconds=ws.timer_lease_seconds,
+        )
+        self.ready.set()
+
+    async def stop(self) -> None:
+        """Waits for the batch in flight, then closes the connections."""
+        async with self._batch_lock:
+            self.ready.clear()
+            await self.producer.stop()
+            await self.redis.aclose()
+            await close_client(self.mongo)
+
+    @property
+    def engine(self) -> JourneyEngine:
+        return self._engine
+
+    async def refresh_journeys(self) -> None:
+        fingerprint = await self.registry.fingerprint()
+        if fingerprint != self._journeys_fingerprint:
+            self._engine = await self.registry.engine()
+            self._journeys_fingerprint = fingerprint
+            log.info("journeys loaded (fingerprint %s)", fingerprint[:12])
+
+    async def run_batch(self, records: list[InputRecord]) -> None:
+        """Runs to completion even when the worker is stopping: Faust acks the batch as soon as
+        this returns or is cancelled, so a half-done batch must never be left behind."""
+        task = asyncio.ensure_future(self._run_batch_to_completion(records))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    async def _run_batch_to_completion(self, records: list[InputRecord]) -> None:
+        async with self._batch_lock:
+            try:
+                letters = await retry_transient(
+                    lambda: self.processor.process(records, self.clock()), what="a batch"
+                )
+            except Exception:
+                log.exception("a batch of %d failed; retrying its records one by one", len(records))
+                letters = await self._one_by_one(records)
+            await retry_transient(
+                lambda: self.dead_letters.write(letters), what="writing dead letters"
+            )
+
+    async def _one_by_one(self, records: list[InputRecord]) -> list[DeadLetter]:
+        """Isolates the record that breaks a batch, so it alone goes to the dead-letter topic."""
+        letters: list[DeadLetter] = []
+        for record in records:
+            try:
+                letters += await retry_transient(
+                    lambda r=record: self.processor.process([r], self.clock()), what="a record"
+                )
+            except Exception as error:
+                log.exception(
+                    "record %s/%d@%d failed", record.source, record.partition, record.offset
+                )
+                letters.append(
+                    DeadLetter.from_error(
+                        RuntimeError(f"the worker failed on this record: {error!r}"),
+                        source_topic=record.source,
+                        original=record.value,
+                        key=record.key,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+                )
+        return letters
+
+    async def guarded(self, what: str, job: Callable[[], Awaitable[object]]) -> None:
+        """Background jobs (batcher, timer pump, journey refresh) log and go on: their next round
+        retries, and nothing they do is lost by waiting."""
+        if not self.ready.is_set():
+            return
+        try:
+            await job()
+        except TRANSIENT_ERRORS as error:
+            log.warning("%s: transient failure %r; next round retries", what, error)
+            await asyncio.sleep(Backoff().delay(1))
+        except Exception:
+            log.exception("%s failed; next round retries", what)
