@@ -40,13 +40,14 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def rebased(events: Iterable[dict[str, Any]], start: datetime) -> list[dict[str, Any]]:
-    """The same events with the same gaps between them, the first one happening at `start`."""
+def rebased(events: Iterable[dict[str, Any]], end: datetime) -> list[dict[str, Any]]:
+    """The same events with the same gaps between them, the last one happening at `end` (so no
+    event is dated in the future)."""
     events = list(events)
     if not events:
         return events
     times = [datetime.fromisoformat(e["at"]) for e in events]
-    shift = start - min(times)
+    shift = end - max(times)
     return [{**e, "at": utc_text(t + shift)} for e, t in zip(events, times, strict=True)]
 
 

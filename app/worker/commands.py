@@ -58,7 +58,7 @@ def deploy(files: tuple[str, ...], draft: bool) -> None:
 @click.option(
     "--rebase/--as-is",
     default=False,
-    help="Shift the events' times so the first happens now, keeping the gaps between them.",
+    help="Shift the events' times so the last happens now, keeping the gaps between them.",
 )
 def publish(events_file: Path, rebase: bool) -> None:
     """Publish user events from a JSONL file to the user-events topic."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.engine import JourneyEngine, ScheduledEntry, TimerFired, UserEvent
+from app.engine import Analytics, JourneyEngine, ScheduledEntry, Send, TimerFired, UserEvent
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.dead_letters import DeadLetter
 from app.topics import RecordError, load_contract
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 EngineInput = UserEvent | TimerFired | ScheduledEntry
 SOURCES = ("user-events", "timers")
+# Timer effects need no emitting: pending timers live in the state the same write stores.
+EMITTED = (Send, Analytics)
 MAX_CONFLICT_ROUNDS = 5
 
 
@@ -172,7 +174,9 @@ class BatchProcessor:
                 letters.append(self._letter(record, error))
                 continue
             user.state = transition.state
-            user.outbox.extend(effect.to_record() for effect in transition.effects)
+            user.outbox.extend(
+                effect.to_record() for effect in transition.effects if isinstance(effect, EMITTED)
+            )
             user.record_offset(record.source, record.partition, record.offset)
             self._metrics.observe_input(item.input, now)
         if user.state.version == user.version:

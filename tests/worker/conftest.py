@@ -1,0 +1,161 @@
+"""A live pipeline for one test: its own topics, database, Redis keys and consumer group, and a
+real `journeys worker` process that the test can SIGKILL and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.config import Settings
+from app.store.journeys import JourneyRegistry
+from app.store.mongo import close_client, new_client
+from app.streams.publish import publish
+from app.topic_admin import apply_topics
+from app.topics import TOPIC_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, env: dict[str, str], logs: Path) -> None:
+        self.settings = settings
+        self.env = env
+        self.logs = logs
+        self.worker: subprocess.Popen[bytes] | None = None
+        self._consumers: dict[str, AIOKafkaConsumer] = {}
+
+    def start_worker(self) -> None:
+        log = self.logs.open("ab")
+        self.worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "journeys"), "worker", "--loglevel", "warning"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill_worker(self) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is flushed or committed."""
+        assert self.worker is not None
+        self.worker.send_signal(signal.SIGKILL)
+        self.worker.wait()
+
+    def stop_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+
+    async def deploy(self, path: Path) -> None:
+        client = new_client(self.settings)
+        try:
+            await JourneyRegistry(client[self.settings.mongo_db]).deploy(
+                path.read_text(), str(path)
+            )
+        finally:
+            await close_client(client)
+
+    async def publish(self, events: list[dict[str, Any]]) -> None:
+        await publish(self.settings, events)
+
+    async def read(self, topic: str, timeout: float, until: int | None = None) -> list[dict]:
+        """Records on one of the pipeline's topics, read from the start; waits until `until`
+        records arrived or `timeout` seconds passed."""
+        consumer = self._consumers.get(topic)
+        if consumer is None:
+            consumer = AIOKafkaConsumer(
+                self.settings.topic(topic),
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                auto_offset_reset="earliest",
+            )
+            await consumer.start()
+            self._consumers[topic] = consumer
+            consumer.records = []  # type: ignore[attr-defined]
+        records: list[dict] = consumer.records  # type: ignore[attr-defined]
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if until is not None and len(records) >= until:
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            records += [orjson.loads(m.value) for ms in batch.values() for m in ms]
+        return list(records)
+
+    async def dispatched(self, timeout: float, until: int | None = None) -> list[dict]:
+        """Every recipient of every dispatch record so far, flattened, with the record's step;
+        waits until `until` recipients arrived or `timeout` seconds passed."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        recipients = _flatten(await self.read("send", 0.2))
+        while asyncio.get_running_loop().time() < deadline and (
+            until is None or len(recipients) < until
+        ):
+            recipients = _flatten(await self.read("send", 0.5))
+        return recipients
+
+    async def close(self) -> None:
+        self.stop_worker()
+        for consumer in self._consumers.values():
+            await consumer.stop()
+
+
+def _flatten(records: list[dict]) -> list[dict]:
+    return [
+        {**recipient, "journey_id": r["journey_id"], "step_id": r["step_id"]}
+        for r in records
+        for recipient in r["recipients"]
+    ]
+
+
+@pytest.fixture
+async def pipeline(servers: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]:
+    run = uuid.uuid4().hex[:10]
+    settings = dataclasses.replace(
+        servers,
+        topic_prefix=f"test-{run}-",
+        mongo_db=f"test_{run}",
+        redis_prefix=f"test-{run}",
+    )
+    await apply_topics(settings)
+    env = {
+        **os.environ,
+        "TOPIC_PREFIX": settings.topic_prefix,
+        "MONGO_DB": settings.mongo_db,
+        "REDIS_PREFIX": settings.redis_prefix,
+        "WORKER_APP_ID": f"test-worker-{run}",
+        "JOURNEYS_POLL_INTERVAL": "0.5",
+        "WORKER_BATCH_WITHIN": "0.1",
+        "BATCHER_INTERVAL": "0.1",
+        "TIMER_PUMP_INTERVAL": "0.1",
+        "TIMER_LEASE_SECONDS": "3",
+    }
+    pipeline = Pipeline(settings, env, tmp_path / "worker.log")
+    try:
+        yield pipeline
+    finally:
+        await pipeline.close()
+        if pipeline.logs.exists():
+            sys.stderr.write(pipeline.logs.read_text()[-4000:])
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([settings.topic(name) for name in TOPIC_NAMES])
+        finally:
+            await admin.close()
+        client = new_client(settings)
+        await client.drop_database(settings.mongo_db)
+        await close_client(client)

@@ -1,0 +1,107 @@
+"""The batch processor on the real MongoDB-wire server and Redis: one write per changed user per
+batch, sends buffered once, redelivered inputs change nothing, bad records come back as dead
+letters while the good ones around them are applied."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.dispatch.branch_lock import BranchLock
+from app.dispatch.send_buffer import SendBuffer
+from app.engine import JourneyEngine, load_journey
+from app.store.users import UserStore
+from app.worker.emitter import Emitter
+from app.worker.metrics import WorkerMetrics
+from app.worker.processor import BatchProcessor, InputRecord
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def event(event_id: str, user: str, name: str, at: datetime, **extra: object) -> dict:
+    return {"event_id": event_id, "user_id": user, "name": name, "at": at.isoformat(), **extra}
+
+
+def records(*events: dict, offset: int = 0) -> list[InputRecord]:
+    return [
+        InputRecord("user-events", 0, offset + i, e["user_id"].encode(), orjson.dumps(e))
+        for i, e in enumerate(events)
+    ]
+
+
+@pytest.fixture
+async def processor(mongo_db, redis_client, unique):
+    metrics = WorkerMetrics()
+    store = UserStore(mongo_db)
+    await store.ensure_indexes()
+    buffer = SendBuffer(redis_client, prefix=unique)
+    emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, mongo_db, metrics)
+    engine = JourneyEngine([load_journey(EXAMPLES / "classdojo-activation.yaml")])
+    processor = BatchProcessor(lambda: engine, store, emitter, 8, metrics, 64 * 1024)
+    processor.buffer = buffer  # type: ignore[attr-defined]
+    processor.store = store  # type: ignore[attr-defined]
+    return processor
+
+
+async def test_one_write_per_user_per_batch_and_sends_buffered(processor) -> None:
+    batch = records(
+        event(
+            "e1",
+            "u-1",
+            "signed_up",
+            T0,
+            attributes={"email": "a@x.test", "first_name": "Ada", "role": "teacher"},
+        ),
+        event("e2", "u-1", "opened_app", T0 + timedelta(minutes=1)),
+        event(
+            "e3",
+            "u-2",
+            "signed_up",
+            T0,
+            attributes={"email": "b@x.test", "first_name": "Bo", "role": "teacher"},
+        ),
+    )
+    letters = await processor.process(batch, T0 + timedelta(minutes=2))
+    assert letters == []
+    assert processor.store.writes == 2  # two users, three inputs
+    assert await processor.buffer.pending() == 2  # a welcome email each
+    stored = await processor.store.load_many(["u-1", "u-2"])
+    assert stored["u-1"].state.attributes["first_name"] == "Ada"
+    assert stored["u-1"].source_offsets == {"user-events": {"0": 1}}
+    assert stored["u-1"].state.next_due_at() is not None
+
+
+async def test_redelivered_batch_changes_nothing(processor) -> None:
+    batch = records(
+        event("e1", "u-1", "signed_up", T0, attributes={"email": "a@x.test", "role": "teacher"})
+    )
+    await processor.process(batch, T0)
+    before = (await processor.store.load_many(["u-1"]))["u-1"]
+    writes = processor.store.writes
+    assert await processor.process(batch, T0 + timedelta(seconds=5)) == []
+    after = (await processor.store.load_many(["u-1"]))["u-1"]
+    assert processor.store.writes == writes
+    assert after.state.to_document() == before.state.to_document()
+    assert await processor.buffer.pending() == 1
+
+
+async def test_bad_records_are_dead_lettered_and_the_rest_applied(processor) -> None:
+    good = records(
+        event("e1", "u-1", "signed_up", T0, attributes={"email": "a@x.test", "role": "teacher"})
+    )
+    bad = [
+        InputRecord("user-events", 0, 7, b"u-9", b"{not json"),
+        InputRecord("user-events", 0, 8, b"u-9", orjson.dumps({"user_id": "u-9"})),
+        InputRecord("user-events", 0, 9, b"u-9", b"x" * (64 * 1024 + 1)),
+    ]
+    letters = await processor.process([bad[0], *good, bad[1], bad[2]], T0)
+    assert [letter.offset for letter in letters] == [7, 8, 9]
+    assert "not JSON" in letters[0].reason
+    assert "'event_id' is a required property" in letters[1].reason
+    assert "at most 65536 bytes" in letters[2].reason
+    assert letters[1].original == bad[1].value
+    assert await processor.buffer.pending() == 1
