@@ -101,6 +101,23 @@ def load_contract(name: str) -> TopicContract:
     )
 
 
+def read_jsonl(name: str, path: Path) -> list[dict[str, Any]]:
+    """Records of one topic from a JSON-lines file, each validated; a bad line raises RecordError
+    naming the file and line."""
+    contract = load_contract(name)
+    records = []
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(contract.decode(line))
+        except RecordError as error:
+            raise RecordError(
+                name, f"{path}:{number} {error.where}", error.what, error.expected
+            ) from None
+    return records
+
+
 def load_contracts() -> list[TopicContract]:
     return [load_contract(name) for name in TOPIC_NAMES]
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.engine.durations import format_duration
+
 Document = Mapping[str, Any]
 MongoFilter = dict[str, Any]
 
@@ -125,7 +127,7 @@ class TimeSince(Condition):
         return {self.path: {"$lte": now - self.at_least}}
 
     def describe(self) -> str:
-        return f"{self.path} at least {self.at_least} ago"
+        return f"{self.path} at least {format_duration(self.at_least)} ago"
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ class Within(Condition):
         return {self.path: {"$gte": now - self.window}}
 
     def describe(self) -> str:
-        return f"{self.path} within the last {self.window}"
+        return f"{self.path} within the last {format_duration(self.window)}"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 from app.engine.conditions import Condition
 
 NO_ACTION = "no_action"
+
 CHANNELS = ("email", "push", "webhook", "sms")
 
 

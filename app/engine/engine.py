@@ -28,6 +28,7 @@ from app.engine.definitions import (
     SplitStep,
     WaitForStep,
 )
+from app.engine.durations import format_duration
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
 from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent
 from app.engine.state import APPLIED_INPUTS_KEPT, SENDS_KEPT, EntryState, PendingTimer, UserState
@@ -350,7 +351,9 @@ class JourneyEngine:
             and run.at <= entry.goal_until
         ):
             entry.converted = True
-            self._analytics(run, entry, None, "converted", f"{goal.event} within {goal.within}")
+            self._analytics(
+                run, entry, None, "converted", f"{goal.event} within {format_duration(goal.within)}"
+            )
             if entry.holdout:
                 self._finish(run, entry, "completed", "holdout converted")
 
@@ -472,7 +475,7 @@ class JourneyEngine:
                     entry,
                     step.id,
                     "suppressed",
-                    f"frequency cap {cap.limit} per {cap.window} on {cap.channel}",
+                    f"frequency cap {cap.limit} per {format_duration(cap.window)} on {cap.channel}",
                 )
                 return True
         quiet = journey.rules.quiet_hours or self.rules.quiet_hours

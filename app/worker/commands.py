@@ -62,11 +62,12 @@ def deploy(files: tuple[str, ...], draft: bool) -> None:
 )
 def publish(events_file: Path, rebase: bool) -> None:
     """Publish user events from a JSONL file to the user-events topic."""
-    from app.streams.publish import EventLineError, publish, read_events, rebased
+    from app.streams.publish import publish, rebased
+    from app.topics import RecordError, read_jsonl
 
     try:
-        events = read_events(events_file)
-    except EventLineError as error:
+        events = read_jsonl("user-events", events_file)
+    except RecordError as error:
         raise click.ClickException(str(error)) from None
     if rebase:
         events = rebased(events, datetime.now(UTC))

@@ -12,7 +12,8 @@ from aiokafka import AIOKafkaProducer
 
 from app.engine import JourneyEngine, Send, UserEvent, load_journey
 from app.engine.simulator import simulate
-from app.streams.publish import read_events, rebased
+from app.streams.publish import rebased
+from app.topics import read_jsonl
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMO = EXAMPLES / "demo-onboarding.yaml"
@@ -50,7 +51,9 @@ def many_users(count: int, end: datetime) -> list[dict]:
 
 
 async def test_sends_match_the_simulator(pipeline) -> None:
-    events = rebased(read_events(EXAMPLES / "demo-onboarding.events.jsonl"), datetime.now(UTC))
+    events = rebased(
+        read_jsonl("user-events", EXAMPLES / "demo-onboarding.events.jsonl"), datetime.now(UTC)
+    )
     expected = oracle([DEMO], events)
     assert len(expected) == 6  # welcome x3, congrats for cy, push nudge for bo, webhook for ada
 

@@ -1,0 +1,139 @@
+"""`journeys validate`, `journeys graph` and `journeys simulate`: the engine without any server."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+import orjson
+
+from app.engine.definitions import Journey
+from app.engine.effects import Analytics, ScheduleTimer, Send
+from app.engine.engine import JourneyEngine
+from app.engine.inputs import UserEvent
+from app.engine.loader import JourneyError, load_journey, load_rules
+from app.engine.simulator import SimulatedEffect, Simulator
+from app.topics import RecordError, read_jsonl
+
+FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _load(paths: tuple[Path, ...]) -> list[Journey]:
+    try:
+        return [load_journey(path) for path in paths]
+    except JourneyError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=FILE)
+def validate(files: tuple[Path, ...]) -> None:
+    """Check journey files; each error names the file, line and path, found and expected."""
+    failed = False
+    for path in files:
+        try:
+            journey = load_journey(path)
+        except JourneyError as error:
+            click.echo(str(error), err=True)
+            failed = True
+        else:
+            click.echo(
+                f"{path}: ok ({journey.id} version {journey.version}, {len(journey.steps)} steps)"
+            )
+    if failed:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("file", type=FILE)
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write an HTML page.",
+)
+def graph(file: Path, html_out: Path | None) -> None:
+    """Print the journey's flow as Mermaid text (or write it as a self-contained HTML page)."""
+    from app.engine.graph import html_page, mermaid
+
+    (journey,) = _load((file,))
+    if html_out is None:
+        click.echo(mermaid(journey), nl=False)
+    else:
+        html_out.write_text(html_page(journey))
+        click.echo(f"{html_out}: written")
+
+
+def _read_events(path: Path) -> list[UserEvent]:
+    try:
+        return [UserEvent.from_record(record) for record in read_jsonl("user-events", path)]
+    except RecordError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _timeline_line(item: SimulatedEffect) -> str | None:
+    effect, at = item.effect, f"{item.at:%Y-%m-%d %H:%M:%S}"
+    match effect:
+        case Send():
+            branch = f" (branch {effect.branch[1]})" if effect.branch else ""
+            return f"{at}  {effect.step_id}: sent {effect.channel} '{effect.template_id}'{branch}"
+        case ScheduleTimer():
+            return f"{at}  {effect.step_id}: waiting until {effect.due_at:%Y-%m-%d %H:%M:%S}"
+        case Analytics():
+            where = f"{effect.step_id}: " if effect.step_id else ""
+            reason = f" ({effect.reason})" if effect.reason else ""
+            return f"{at}  {where}{effect.event}{reason}"
+    return None
+
+
+@click.command()
+@click.argument("journeys", nargs=-1, required=True, type=FILE)
+@click.option("--events", "events_file", required=True, type=FILE, help="User events, JSON lines.")
+@click.option(
+    "--format", "output", type=click.Choice(["text", "jsonl"]), default="text", show_default=True
+)
+@click.option(
+    "--rules", "rules_file", type=FILE, help="Quiet hours and frequency caps for all journeys."
+)
+@click.option("--days", default=30, show_default=True, help="Days to run on after the last event.")
+def simulate(
+    journeys: tuple[Path, ...], events_file: Path, output: str, rules_file: Path | None, days: int
+) -> None:
+    """Run journeys over events with a virtual clock, no server: a timeline per user."""
+    from datetime import timedelta
+
+    rules = load_rules(rules_file) if rules_file else None
+    simulator = Simulator(JourneyEngine(_load(journeys), rules))
+    simulator.feed(_read_events(events_file))
+    simulator.finish(timedelta(days=days))
+    effects = simulator.effects
+    if output == "jsonl":
+        for item in effects:
+            sys.stdout.buffer.write(orjson.dumps(item.to_record()) + b"\n")
+        return
+    click.echo("times in UTC")
+    for user in dict.fromkeys(item.effect.user_id for item in effects):
+        click.echo(f"{user}")
+        for item in effects:
+            if item.effect.user_id == user and (line := _timeline_line(item)):
+                click.echo(f"  {item.effect.journey_id}  {line}")
+    click.echo("\nper step")
+    counts = Counter(
+        (item.effect.journey_id, item.effect.step_id or "-", _kind(item))
+        for item in effects
+        if not isinstance(item.effect, ScheduleTimer)
+    )
+    for (journey_id, step_id, kind), count in sorted(counts.items()):
+        click.echo(f"  {journey_id:<18} {step_id:<16} {kind:<12} {count}")
+
+
+def _kind(item: SimulatedEffect) -> str:
+    effect = item.effect
+    return effect.event if isinstance(effect, Analytics) else effect.to_record()["kind"]
+
+
+def register(main: click.Group) -> None:
+    for command in (validate, graph, simulate):
+        main.add_command(command)
