@@ -123,8 +123,11 @@ class JourneyEngine:
     def apply(self, state: UserState, item: EngineInput, now: datetime) -> Transition:
         if item.user_id != state.user_id:
             raise ValueError(f"input for user {item.user_id!r} applied to user {state.user_id!r}")
-        if item.input_id in state.applied:
-            return Transition(state, [])
+        if item.input_id in state.applied or (
+            isinstance(item, TimerFired)
+            and not any(t.timer_id == item.timer_id for t in state.timers)
+        ):
+            return Transition(state, [])  # a replay, or a cancelled timer firing late: no change
         run = _Run(state.copy(), [], to_millis(self._time_of(item, now)))
         match item:
             case UserEvent():
@@ -199,9 +202,7 @@ class JourneyEngine:
 
     def _on_timer(self, run: _Run, fired: TimerFired) -> None:
         state = run.state
-        timer = next((t for t in state.timers if t.timer_id == fired.timer_id), None)
-        if timer is None:
-            return  # cancelled or already fired: a late or repeated timer changes nothing
+        timer = next(t for t in state.timers if t.timer_id == fired.timer_id)
         state.timers = [t for t in state.timers if t.timer_id != timer.timer_id]
         entry = state.entries(timer.journey_id).get(timer.entry_id)
         if entry is None:
