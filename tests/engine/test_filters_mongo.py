@@ -104,7 +104,7 @@ def collection(servers: Settings):
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(documents(), min_size=1, max_size=8), st.lists(conditions, min_size=1, max_size=4))
 def test_predicate_and_mongo_filter_select_the_same_users(collection, docs, conds) -> None:
