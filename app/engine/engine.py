@@ -67,12 +67,16 @@ def _parse_attribute(value: Any) -> Any:
     return value
 
 
-def zone_of(state: UserState) -> ZoneInfo:
-    """The user's time zone; UTC when unknown or not a zone this machine knows."""
+def zone_named(name: str | None) -> ZoneInfo:
+    """A time zone by IANA name; UTC when missing or not a zone this machine knows."""
     try:
-        return ZoneInfo(state.timezone or "UTC")
+        return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
+
+
+def zone_of(state: UserState) -> ZoneInfo:
+    return zone_named(state.timezone)
 
 
 def _matches(properties: dict[str, Any], wanted: dict[str, Any]) -> bool:

@@ -1,7 +1,8 @@
 """The worker's Faust app: one agent over user-events and timers (co-partitioned by user id),
 with concurrency 1, so one worker applies a partition's inputs in order; scale comes from more
 partitions and more workers. Background timers drain the send buffers, pump due timers for the
-partitions this worker owns, and pick up newly deployed journeys."""
+partitions this worker owns, pick up newly deployed journeys, and (on the leader) enter the
+audiences of recurring journeys at their ticks."""
 
 from __future__ import annotations
 
@@ -77,5 +78,11 @@ def create_app(
     @app.timer(interval=ws.journeys_poll_interval)
     async def refresh_journeys() -> None:
         await runtime.guarded("refreshing journeys", runtime.refresh_journeys)
+
+    @app.timer(interval=ws.scheduler_interval, on_leader=True)
+    async def run_schedules() -> None:
+        await runtime.guarded(
+            "running schedules", lambda: runtime.scheduler.run(runtime.engine, runtime.clock())
+        )
 
     return app, runtime

@@ -24,6 +24,7 @@ from app.topics import load_contract
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.scheduler import Scheduler
 from app.worker.settings import WorkerSettings
 from app.worker.timer_pump import TimerPump
 
@@ -92,6 +93,7 @@ class WorkerRuntime:
             self.metrics,
             lease_seconds=ws.timer_lease_seconds,
         )
+        self.scheduler = Scheduler(database, self.store, self.producer, s.topic("timers"))
         self.ready.set()
 
     async def stop(self) -> None:

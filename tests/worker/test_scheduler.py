@@ -1,0 +1,78 @@
+"""Recurring journeys: each tick in each user's time zone enters each audience member once, and a
+round cut short is resumed by the next scheduler without entering anyone twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from app.engine import JourneyEngine, UserState, load_journey
+from app.store.users import StoredUser, UserCommit, UserStore
+from app.streams.producer import new_producer
+from app.worker.scheduler import Scheduler
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+NOW = datetime(2026, 11, 9, 8, 0, 30, tzinfo=UTC)  # a Monday
+
+
+async def add_user(store: UserStore, user_id: str, role: str, zone: str | None) -> None:
+    state = UserState.new(user_id)
+    state.attributes, state.timezone, state.version = {"role": role}, zone, 1
+    await store.commit_many([UserCommit(StoredUser(user_id, state), 0, 0)])
+
+
+async def test_ticks_per_time_zone_resume_and_never_enter_twice(
+    servers, mongo_db, new_topic
+) -> None:
+    topic = await new_topic("timers", partitions=1)
+    store = UserStore(mongo_db)
+    for user_id, role, zone in [
+        ("paris-1", "parent", "Europe/Paris"),
+        ("paris-2", "parent", "Europe/Paris"),
+        ("paris-3", "parent", "Europe/Paris"),
+        ("utc-1", "parent", None),
+        ("utc-2", "parent", "UTC"),
+        ("tokyo-1", "parent", "Asia/Tokyo"),
+        ("teacher", "teacher", "Europe/Paris"),
+    ]:
+        await add_user(store, user_id, role, zone)
+    await mongo_db["schedule_runs"].insert_one(
+        {"_id": "weekly-summary", "checked_until": datetime(2026, 11, 8, 22, 0, tzinfo=UTC)}
+    )
+    engine = JourneyEngine([load_journey(EXAMPLES / "weekly-summary.yaml")])
+    producer = new_producer(servers)
+    await producer.start()
+    try:
+        first = Scheduler(mongo_db, store, producer, topic, page_size=2)
+        assert await first.run(engine, NOW, max_pages=2) == 3  # cut short: a leader died
+        second = Scheduler(mongo_db, store, producer, topic, page_size=2)
+        assert await second.run(engine, NOW) == 3
+        assert await second.run(engine, NOW) == 0
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=servers.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[dict] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(records) < 6:
+                batch = await consumer.getmany(timeout_ms=300)
+                records += [orjson.loads(m.value) for ms in batch.values() for m in ms]
+    finally:
+        await consumer.stop()
+    entries = sorted((r["user_id"], r["tick"]) for r in records)
+    assert entries == [
+        ("paris-1", "2026-11-09T07:00:00Z"),
+        ("paris-2", "2026-11-09T07:00:00Z"),
+        ("paris-3", "2026-11-09T07:00:00Z"),
+        ("tokyo-1", "2026-11-08T23:00:00Z"),
+        ("utc-1", "2026-11-09T08:00:00Z"),
+        ("utc-2", "2026-11-09T08:00:00Z"),
+    ]
