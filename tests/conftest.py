@@ -3,10 +3,12 @@ the session starts the local ones with scripts/services when they are not runnin
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from app.config import Settings
+from app.store.mongo import close_client, new_client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +46,17 @@ async def mongo_db(mongo_client: AsyncIOMotorClient) -> AsyncIterator[AsyncIOMot
     name = f"test_{uuid.uuid4().hex[:12]}"
     yield mongo_client[name]
     await mongo_client.drop_database(name)
+
+
+@pytest.fixture(params=["motor", "pymongo"])
+async def store_db(request: pytest.FixtureRequest, servers: Settings) -> AsyncIterator[Any]:
+    """A database of its own through each supported driver: the store must work with both."""
+    settings = dataclasses.replace(servers, mongo_driver=request.param)
+    client = new_client(settings)
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield client[name]
+    await client.drop_database(name)
+    await close_client(client)
 
 
 @pytest.fixture

@@ -34,12 +34,12 @@ def records(*events: dict, offset: int = 0) -> list[InputRecord]:
 
 
 @pytest.fixture
-async def processor(mongo_db, redis_client, unique):
+async def processor(store_db, redis_client, unique):
     metrics = WorkerMetrics()
-    store = UserStore(mongo_db)
+    store = UserStore(store_db)
     await store.ensure_indexes()
     buffer = SendBuffer(redis_client, prefix=unique)
-    emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, mongo_db, metrics)
+    emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
     engine = JourneyEngine([load_journey(EXAMPLES / "classdojo-activation.yaml")])
     processor = BatchProcessor(lambda: engine, store, emitter, 8, metrics, 64 * 1024)
     processor.buffer = buffer  # type: ignore[attr-defined]

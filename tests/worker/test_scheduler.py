@@ -26,10 +26,10 @@ async def add_user(store: UserStore, user_id: str, role: str, zone: str | None) 
 
 
 async def test_ticks_per_time_zone_resume_and_never_enter_twice(
-    servers, mongo_db, new_topic
+    servers, store_db, new_topic
 ) -> None:
     topic = await new_topic("timers", partitions=1)
-    store = UserStore(mongo_db)
+    store = UserStore(store_db)
     for user_id, role, zone in [
         ("paris-1", "parent", "Europe/Paris"),
         ("paris-2", "parent", "Europe/Paris"),
@@ -40,16 +40,16 @@ async def test_ticks_per_time_zone_resume_and_never_enter_twice(
         ("teacher", "teacher", "Europe/Paris"),
     ]:
         await add_user(store, user_id, role, zone)
-    await mongo_db["schedule_runs"].insert_one(
+    await store_db["schedule_runs"].insert_one(
         {"_id": "weekly-summary", "checked_until": datetime(2026, 11, 8, 22, 0, tzinfo=UTC)}
     )
     engine = JourneyEngine([load_journey(EXAMPLES / "weekly-summary.yaml")])
     producer = new_producer(servers)
     await producer.start()
     try:
-        first = Scheduler(mongo_db, store, producer, topic, page_size=2)
+        first = Scheduler(store_db, store, producer, topic, page_size=2)
         assert await first.run(engine, NOW, max_pages=2) == 3  # cut short: a leader died
-        second = Scheduler(mongo_db, store, producer, topic, page_size=2)
+        second = Scheduler(store_db, store, producer, topic, page_size=2)
         assert await second.run(engine, NOW) == 3
         assert await second.run(engine, NOW) == 0
     finally:
