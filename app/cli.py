@@ -31,12 +31,15 @@ def topics_apply() -> None:
 
 def _register_commands() -> None:
     from app.engine.commands import register as register_engine_commands
+    from app.sender.commands import provider_stub, sender
     from app.worker.commands import deploy, publish, worker
 
     register_engine_commands(main)
     main.add_command(worker)
     main.add_command(deploy)
     main.add_command(publish)
+    main.add_command(sender)
+    main.add_command(provider_stub)
 
 
 _register_commands()

@@ -1,0 +1,1 @@
+"""The sender: delivers dispatch records from the `send` topic through providers, exactly once."""

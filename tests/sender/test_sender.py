@@ -1,0 +1,140 @@
+"""The sender against a real provider stub on loopback and the real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from app.sender.service import Sender
+from tests.sender.conftest import SenderRig, recipient, record
+
+
+@asynccontextmanager
+async def running(rig: SenderRig):
+    sender = Sender(rig.settings, rig.sender_settings)
+    task = asyncio.create_task(sender.run())
+    try:
+        yield sender
+    finally:
+        sender.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def dead_letters(rig: SenderRig, count: int) -> list[dict]:
+    consumer = AIOKafkaConsumer(
+        rig.settings.topic("dead-letter"),
+        bootstrap_servers=rig.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    letters: list[dict] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(letters) < count:
+                batch = await consumer.getmany(timeout_ms=300)
+                letters += [orjson.loads(m.value) for ms in batch.values() for m in ms]
+    finally:
+        await consumer.stop()
+    return letters
+
+
+async def test_each_recipient_delivered_once_with_its_idempotency_key(rig: SenderRig) -> None:
+    emails = record("welcome", "email", "welcome", recipient(1), recipient(2, locale="fr-FR"))
+    no_token = record("nudge", "push", "add_class_reminder", recipient(3, address=None))
+    hook = record("hook", "webhook", "add_your_class", recipient(4, address=None))
+    await rig.publish(emails, no_token, hook)
+    async with running(rig):
+        outcomes = await rig.outcomes(4)
+    assert {k: v["outcome"] for k, v in outcomes.items()} == {
+        f"{1:032x}": "sent",
+        f"{2:032x}": "sent",
+        f"{3:032x}": "suppressed",
+        f"{4:032x}": "sent",
+    }
+    assert outcomes[f"{2:032x}"]["locale"] == "fr"
+    assert rig.stub.requests == {f"{1:032x}": 1, f"{2:032x}": 1, f"{4:032x}": 1}
+    french = rig.stub.delivered[f"{2:032x}"]["body"]
+    assert french["subject"] == "Bienvenue, User 2 !"
+    assert french["personalizations"] == [{"to": [{"email": "u2@x.test"}]}]
+
+
+async def test_retries_429_500_hang_and_drop_then_delivers_once(rig: SenderRig) -> None:
+    rig.stub.script.extend(["429", "500", "hang", "drop"])
+    await rig.publish(record("welcome", "email", "welcome", recipient(1)))
+    async with running(rig):
+        outcomes = await rig.outcomes(1, timeout=60)
+    (outcome,) = outcomes.values()
+    assert outcome["outcome"] == "sent" and outcome["attempts"] == 5
+    assert rig.stub.requests[f"{1:032x}"] == 5
+    assert list(rig.stub.delivered) == [f"{1:032x}"]
+
+
+async def test_permanent_400_and_missing_variable_are_dead_lettered(rig: SenderRig) -> None:
+    rig.stub.script.append("400")
+    await rig.publish(record("a", "email", "welcome", recipient(1)))
+    async with running(rig):
+        await rig.outcomes(1)
+        await rig.publish(
+            record("b", "email", "welcome", recipient(2, variables={}), recipient(3)),
+            raw=[b'{"batch_id": "broken"}'],
+        )
+        outcomes = await rig.outcomes(3)
+        letters = await dead_letters(rig, 3)
+    assert {k: v["outcome"] for k, v in outcomes.items()} == {
+        f"{1:032x}": "failed",
+        f"{2:032x}": "failed",
+        f"{3:032x}": "sent",
+    }
+    reasons = {letter["recipient"]: letter["reason"] for letter in letters}
+    assert "answered 400" in reasons[f"{1:032x}"]
+    assert "'first_name' is undefined" in reasons[f"{2:032x}"]
+    assert "'journey_id' is a required property" in reasons[None]
+    assert f"{2:032x}" not in rig.stub.requests  # never half-rendered, never sent
+
+
+async def test_a_redelivered_record_sends_nothing_twice(rig: SenderRig) -> None:
+    batch = record("welcome", "email", "welcome", recipient(1), recipient(2))
+    await rig.publish(batch)
+    async with running(rig):
+        await rig.outcomes(2)
+    await rig.publish(batch)  # the same record again, as after a crash before the commit
+    async with running(rig) as sender:
+        async with asyncio.timeout(30):
+            while sender.metrics.outcomes.get("duplicate", 0) < 2:
+                await asyncio.sleep(0.1)
+    assert rig.stub.requests == {f"{1:032x}": 1, f"{2:032x}": 1}
+
+
+async def test_sigkill_mid_batch_then_restart_delivers_every_key_once(rig: SenderRig) -> None:
+    records = [
+        record(f"s{b}", "email", "welcome", *(recipient(b * 100 + i) for i in range(25)))
+        for b in range(8)
+    ]
+    keys = {r.dispatch_id for batch in records for r in batch.recipients}
+    await rig.publish(*records)
+    env = {**os.environ, **rig.env(), "SENDER_CONCURRENCY": "5", "SENDER_RATE": "40"}
+    command = [str(Path(sys.executable).parent / "journeys"), "sender", "--loglevel", "warning"]
+    first = subprocess.Popen(command, env=env)
+    async with asyncio.timeout(60):
+        while len(rig.stub.delivered) < 30:
+            await asyncio.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = subprocess.Popen(command, env=env)
+    try:
+        outcomes = await rig.outcomes(len(keys), timeout=90)
+    finally:
+        second.terminate()
+        second.wait(30)
+    assert set(outcomes) == keys and {o["outcome"] for o in outcomes.values()} == {"sent"}
+    assert set(rig.stub.delivered) == keys
+    resent = sum(rig.stub.requests.values()) - len(keys)
+    assert 0 <= resent <= 5  # at most the requests in flight when it was killed
