@@ -70,7 +70,10 @@ class ProviderStub:
 
 def _summary(body: dict[str, Any]) -> str:
     subject = body.get("subject") or body.get("title") or ""
-    to = body.get("to") or body.get("user_id") or body.get("personalizations", [{}])[0].get("to")
+    if "personalizations" in body:
+        to = ", ".join(t["email"] for p in body["personalizations"] for t in p["to"])
+    else:
+        to = body.get("to") or body.get("user_id")
     return f"to={to} {subject!r}"
 
 

@@ -42,6 +42,7 @@ class StoredUser:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     source_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     lease_until: datetime | None = None
+    loaded_next_due_at: datetime | None = None
 
     @classmethod
     def new(cls, user_id: str) -> StoredUser:
@@ -62,6 +63,7 @@ class StoredUser:
                 for topic, offsets in (document.get(SOURCE_OFFSETS) or {}).items()
             },
             lease_until=document.get(LEASE_UNTIL),
+            loaded_next_due_at=document.get(NEXT_DUE_AT),
         )
 
     def applied(self, source: str, partition: int, offset: int) -> bool:
@@ -91,8 +93,10 @@ class UserCommit:
         document[SOURCE_OFFSETS] = self.user.source_offsets
         document[NEXT_DUE_AT] = next_due
         document[PARTITION] = self.partition
-        # Keep a timer claim only while the timer it covers is still the next one due.
-        document[LEASE_UNTIL] = self.user.lease_until if next_due is not None else None
+        # A timer claim covers the next due time it was taken for; once that moved (the timer
+        # fired, or another was scheduled sooner) the new one must be claimable at once.
+        unchanged = next_due is not None and next_due == self.user.loaded_next_due_at
+        document[LEASE_UNTIL] = self.user.lease_until if unchanged else None
         return document
 
 

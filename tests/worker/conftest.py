@@ -141,7 +141,6 @@ async def pipeline(servers: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]
         "WORKER_BATCH_WITHIN": "0.1",
         "BATCHER_INTERVAL": "0.1",
         "TIMER_PUMP_INTERVAL": "0.1",
-        "TIMER_LEASE_SECONDS": "3",
     }
     pipeline = Pipeline(settings, env, tmp_path / "worker.log")
     try:
