@@ -30,6 +30,7 @@ def topics_apply() -> None:
 
 
 def _register_commands() -> None:
+    from app.api.commands import api, list_journeys, show, timeline
     from app.engine.commands import register as register_engine_commands
     from app.sender.commands import provider_stub, sender
     from app.worker.commands import deploy, publish, worker
@@ -40,6 +41,8 @@ def _register_commands() -> None:
     main.add_command(publish)
     main.add_command(sender)
     main.add_command(provider_stub)
+    for command in (api, list_journeys, show, timeline):
+        main.add_command(command)
 
 
 _register_commands()

@@ -79,6 +79,10 @@ def create_app(
     async def refresh_journeys() -> None:
         await runtime.guarded("refreshing journeys", runtime.refresh_journeys)
 
+    @app.timer(interval=5.0)
+    async def publish_metrics() -> None:
+        await runtime.guarded("publishing metrics", runtime.publish_metrics)
+
     @app.timer(interval=ws.scheduler_interval, on_leader=True)
     async def run_schedules() -> None:
         await runtime.guarded(

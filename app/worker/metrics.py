@@ -8,6 +8,8 @@ from datetime import datetime
 
 from app.engine import TimerFired
 
+METRICS_KEY = "worker-metrics"  # a Redis hash: worker id -> its latest snapshot
+
 
 @dataclass
 class WorkerMetrics:
@@ -29,3 +31,21 @@ class WorkerMetrics:
     @property
     def writes_per_input(self) -> float:
         return self.state_writes / self.inputs if self.inputs else 0.0
+
+    def snapshot(self) -> dict[str, float]:
+        lateness = sorted(self.timer_lateness)
+
+        def quantile(q: float) -> float:
+            return lateness[min(len(lateness) - 1, int(q * len(lateness)))] if lateness else 0.0
+
+        return {
+            "inputs": self.inputs,
+            "transitions": self.transitions,
+            "state_writes": self.state_writes,
+            "dead_letters": self.dead_letters,
+            "sends_buffered": self.sends_buffered,
+            "branch_refused": self.branch_refused,
+            "timers_published": self.timers_published,
+            "timer_lateness_p50": quantile(0.5),
+            "timer_lateness_p99": quantile(0.99),
+        }

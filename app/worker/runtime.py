@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import orjson
 import redis.asyncio as aioredis
 
 from app.config import Settings
@@ -22,7 +24,7 @@ from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
 from app.topics import load_contract
 from app.worker.emitter import Emitter
-from app.worker.metrics import WorkerMetrics
+from app.worker.metrics import METRICS_KEY, WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.scheduler import Scheduler
 from app.worker.settings import WorkerSettings
@@ -51,6 +53,7 @@ class WorkerRuntime:
         self._engine = JourneyEngine([])
         self._journeys_fingerprint = ""
         self._batch_lock = asyncio.Lock()
+        self.worker_id = uuid.uuid4().hex[:12]
 
     async def start(self) -> None:
         s, ws = self.settings, self.worker_settings
@@ -114,6 +117,12 @@ class WorkerRuntime:
             self._engine = await self.registry.engine()
             self._journeys_fingerprint = fingerprint
             log.info("journeys loaded (fingerprint %s)", fingerprint[:12])
+
+    async def publish_metrics(self) -> None:
+        """Each worker's counters go to one Redis hash, which the API's /metrics reads."""
+        key = f"{self.settings.redis_prefix}:{METRICS_KEY}"
+        await self.redis.hset(key, self.worker_id, orjson.dumps(self.metrics.snapshot()))
+        await self.redis.expire(key, 3600)
 
     async def run_batch(self, records: list[InputRecord]) -> None:
         """Runs to completion even when the worker is stopping: Faust acks the batch as soon as

@@ -1,0 +1,1 @@
+"""The operator surface: journeys, events, flow pictures, timelines, metrics over HTTP."""

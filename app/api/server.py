@@ -1,0 +1,286 @@
+"""The operator surface over HTTP: journeys with versions, events for services that cannot speak
+Kafka, the flow picture with live figures, a user's timeline, metrics, health and readiness.
+
+Every mutating request needs the bearer token from API_TOKEN; with no token configured, mutating
+requests are refused rather than left open. Bodies are size-limited and validated; nothing in a
+journey file can run code (conditions are structured, templates sandboxed)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from app.config import Settings
+from app.engine import JourneyError
+from app.engine.graph import html_page
+from app.store.analytics import step_figures, user_timeline
+from app.store.journeys import ARCHIVED, DRAFT, PUBLISHED, DeployError, JourneyRegistry
+from app.store.mongo import close_client, new_client
+from app.streams.producer import new_producer
+from app.topics import RecordError, load_contract
+from app.worker.metrics import METRICS_KEY
+
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    token: str = field(default_factory=lambda: os.environ.get("API_TOKEN", ""))
+    port: int = field(default_factory=lambda: int(os.environ.get("API_PORT", "8080")))
+    max_body_bytes: int = field(
+        default_factory=lambda: int(os.environ.get("API_MAX_BODY_BYTES", str(256 * 1024)))
+    )
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str, **details: Any) -> web.Response:
+    return _json({"error": message, **details}, status)
+
+
+def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in MUTATING:
+            if not token:
+                return _error(403, "mutating requests are refused: no API_TOKEN is configured")
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return _error(401, "a valid bearer token is required")
+        return await handler(request)
+
+    return middleware
+
+
+class Api:
+    def __init__(self, settings: Settings, api_settings: ApiSettings) -> None:
+        self.settings = settings
+        self.api_settings = api_settings
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[bearer_auth(self.api_settings.token)],
+            client_max_size=self.api_settings.max_body_bytes,
+        )
+        app.cleanup_ctx.append(self._connections)
+        app.add_routes(
+            [
+                web.get("/health", self.health),
+                web.get("/ready", self.ready),
+                web.get("/metrics", self.metrics),
+                web.get("/journeys", self.list_journeys),
+                web.post("/journeys", self.create_draft),
+                web.post("/journeys/validate", self.validate),
+                web.get("/journeys/{journey_id}", self.show_journey),
+                web.post("/journeys/{journey_id}/versions/{version}/publish", self.publish),
+                web.post("/journeys/{journey_id}/versions/{version}/archive", self.archive),
+                web.get("/journeys/{journey_id}/flow", self.flow),
+                web.post("/events", self.post_event),
+                web.get("/users/{user_id}/timeline", self.timeline),
+            ]
+        )
+        return app
+
+    async def _connections(self, app: web.Application):  # type: ignore[no-untyped-def]
+        self.mongo = new_client(self.settings)
+        self.db = self.mongo[self.settings.mongo_db]
+        self.registry = JourneyRegistry(self.db)
+        self.redis = aioredis.from_url(self.settings.redis_url)
+        self.producer = new_producer(self.settings)
+        await self.producer.start()
+        yield
+        await self.producer.stop()
+        await self.redis.aclose()
+        await close_client(self.mongo)
+
+    # --- health ----------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        checks: dict[str, str] = {}
+        for name, probe in (("mongo", lambda: self.db.command("ping")), ("redis", self.redis.ping)):
+            try:
+                await probe()
+                checks[name] = "ok"
+            except Exception as error:  # readiness reports any failure, whatever it is
+                checks[name] = repr(error)
+        ready = all(value == "ok" for value in checks.values())
+        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    # --- journeys --------------------------------------------------------------------------
+
+    async def list_journeys(self, request: web.Request) -> web.Response:
+        return _json(
+            [
+                {
+                    "id": d.journey.id,
+                    "version": d.journey.version,
+                    "name": d.journey.name,
+                    "status": d.status,
+                    "deployed_at": d.deployed_at.isoformat(),
+                }
+                for d in await self.registry.list()
+            ]
+        )
+
+    async def show_journey(self, request: web.Request) -> web.Response:
+        journey_id = request.match_info["journey_id"]
+        versions = [d for d in await self.registry.list() if d.journey.id == journey_id]
+        if not versions:
+            return _error(404, f"no journey '{journey_id}'")
+        source = await self.registry.collection.find(
+            {"journey_id": journey_id}, {"source": 1, "version": 1}
+        ).to_list(None)
+        sources = {d["version"]: d["source"] for d in source}
+        return _json(
+            {
+                "id": journey_id,
+                "versions": [
+                    {
+                        "version": d.journey.version,
+                        "status": d.status,
+                        "source": sources[d.journey.version],
+                    }
+                    for d in versions
+                ],
+            }
+        )
+
+    async def _body_text(self, request: web.Request) -> str:
+        raw = await request.read()
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise web.HTTPBadRequest(text="the body must be UTF-8 text (YAML or JSON)") from None
+
+    async def validate(self, request: web.Request) -> web.Response:
+        from app.engine import load_journey_text
+
+        try:
+            journey = load_journey_text(await self._body_text(request), "request body")
+        except JourneyError as error:
+            return _error(
+                422, str(error), where=error.where, line=error.line, expected=error.expected
+            )
+        return _json({"valid": True, "id": journey.id, "version": journey.version})
+
+    async def create_draft(self, request: web.Request) -> web.Response:
+        try:
+            journey = await self.registry.deploy(
+                await self._body_text(request), "request body", DRAFT
+            )
+        except JourneyError as error:
+            return _error(
+                422, str(error), where=error.where, line=error.line, expected=error.expected
+            )
+        except DeployError as error:
+            return _error(409, str(error))
+        return _json({"id": journey.id, "version": journey.version, "status": DRAFT}, 201)
+
+    async def _set_status(self, request: web.Request, status: str) -> web.Response:
+        journey_id = request.match_info["journey_id"]
+        try:
+            version = int(request.match_info["version"])
+        except ValueError:
+            return _error(400, "the version must be a whole number")
+        if not await self.registry.set_status(journey_id, version, status):
+            return _error(404, f"no version {version} of journey '{journey_id}'")
+        return _json({"id": journey_id, "version": version, "status": status})
+
+    async def publish(self, request: web.Request) -> web.Response:
+        return await self._set_status(request, PUBLISHED)
+
+    async def archive(self, request: web.Request) -> web.Response:
+        return await self._set_status(request, ARCHIVED)
+
+    async def flow(self, request: web.Request) -> web.Response:
+        journey_id = request.match_info["journey_id"]
+        deployed = [d for d in await self.registry.list() if d.journey.id == journey_id]
+        if not deployed:
+            return _error(404, f"no journey '{journey_id}'")
+        wanted = request.query.get("version")
+        chosen = max(
+            (d for d in deployed if wanted is None or str(d.journey.version) == wanted),
+            key=lambda d: d.journey.version,
+            default=None,
+        )
+        if chosen is None:
+            return _error(404, f"no version {wanted} of journey '{journey_id}'")
+        figures = await step_figures(
+            self.db, journey_id, chosen.journey.version, chosen.journey.start
+        )
+        return web.Response(text=html_page(chosen.journey, figures), content_type="text/html")
+
+    # --- events, timelines -----------------------------------------------------------------
+
+    async def post_event(self, request: web.Request) -> web.Response:
+        contract = load_contract("user-events")
+        try:
+            event = contract.decode(await request.read(), self.api_settings.max_body_bytes)
+        except RecordError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
+        await self.producer.send_and_wait(
+            self.settings.topic("user-events"), orjson.dumps(event), key=contract.key_of(event)
+        )
+        return _json({"accepted": event["event_id"]}, 202)
+
+    async def timeline(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        return _json({"user_id": user_id, "timeline": await user_timeline(self.db, user_id)})
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        lines: list[str] = []
+        workers = await self.redis.hgetall(f"{self.settings.redis_prefix}:{METRICS_KEY}")
+        totals: Counter[str] = Counter()
+        for snapshot in workers.values():
+            for name, value in orjson.loads(snapshot).items():
+                totals[name] += value
+        for name, help_text in (
+            ("inputs", "inputs the workers applied"),
+            ("transitions", "engine transitions"),
+            ("state_writes", "user state writes to MongoDB"),
+            ("dead_letters", "records sent to the dead-letter topic by workers"),
+            ("sends_buffered", "sends put in the Redis send buffer"),
+            ("timers_published", "due timers published by the timer pumps"),
+            ("branch_refused", "sends refused by the branch lock"),
+        ):
+            lines += [
+                f"# HELP journeys_{name}_total {help_text}",
+                f"# TYPE journeys_{name}_total counter",
+                f"journeys_{name}_total {totals[name]}",
+            ]
+        writes_per_input = totals["state_writes"] / totals["inputs"] if totals["inputs"] else 0.0
+        lines += [
+            "# TYPE journeys_mongo_writes_per_input gauge",
+            f"journeys_mongo_writes_per_input {writes_per_input}",
+        ]
+        for quantile in ("p50", "p99"):
+            values = [
+                orjson.loads(s).get(f"timer_lateness_{quantile}", 0.0) for s in workers.values()
+            ]
+            worst = max(values, default=0.0)
+            lines.append(f'journeys_timer_lateness_seconds{{quantile="{quantile}"}} {worst}')
+        lines.append("# TYPE journeys_deliveries_total counter")
+        counts: Counter[tuple[str, str]] = Counter()
+        async for d in self.db["deliveries"].find({}, {"channel": 1, "outcome": 1}):
+            counts[(d["channel"], d["outcome"])] += 1
+        for (channel, outcome), count in sorted(counts.items()):
+            lines.append(
+                f'journeys_deliveries_total{{channel="{channel}",outcome="{outcome}"}} {count}'
+            )
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")

@@ -1,0 +1,239 @@
+"""The HTTP API on a real server on loopback with the real stores: refused requests, size limits,
+journeys with versions, events, a user's timeline, the flow page with figures, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer
+
+from app.api.server import Api, ApiSettings
+from app.dispatch.branch_lock import BranchLock
+from app.dispatch.send_buffer import SendBuffer
+from app.engine import JourneyEngine, load_journey
+from app.sender.ledger import DeliveryLedger, Outcome
+from app.store.journeys import JourneyRegistry
+from app.store.mongo import close_client, new_client
+from app.store.users import UserStore
+from app.topic_admin import apply_topics
+from app.worker.emitter import Emitter
+from app.worker.metrics import WorkerMetrics
+from app.worker.processor import BatchProcessor, InputRecord
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def stack(servers):
+    run = uuid.uuid4().hex[:10]
+    settings = dataclasses.replace(
+        servers, topic_prefix=f"test-{run}-", mongo_db=f"test_{run}", redis_prefix=f"test-{run}"
+    )
+    await apply_topics(settings)
+    yield settings
+    client = new_client(settings)
+    await client.drop_database(settings.mongo_db)
+    await close_client(client)
+
+
+async def api_client(settings, token: str = TOKEN, max_body: int = 64 * 1024) -> TestClient:
+    app = Api(settings, ApiSettings(token=token, port=0, max_body_bytes=max_body)).app()
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+async def test_mutations_need_a_configured_token(stack) -> None:
+    open_api = await api_client(stack, token="")
+    guarded = await api_client(stack)
+    try:
+        refused = await open_api.post("/journeys", data="id: x")
+        assert refused.status == 403 and "no API_TOKEN" in (await refused.json())["error"]
+        assert (await guarded.post("/journeys", data="id: x")).status == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await guarded.post("/events", data="{}", headers=wrong)).status == 401
+        assert (await guarded.get("/health")).status == 200
+    finally:
+        await open_api.close()
+        await guarded.close()
+
+
+async def test_oversized_bodies_are_refused(stack) -> None:
+    client = await api_client(stack, max_body=1024)
+    try:
+        response = await client.post("/events", data=b"x" * 4096, headers=AUTH)
+        assert response.status == 413
+    finally:
+        await client.close()
+
+
+async def test_journeys_draft_validate_publish_archive_list_show(stack) -> None:
+    client = await api_client(stack)
+    text = (EXAMPLES / "branching.yaml").read_text()
+    try:
+        bad = await client.post(
+            "/journeys", data=text.replace("delay: 1d", "delay: soon"), headers=AUTH
+        )
+        error = await bad.json()
+        assert bad.status == 422 and error["where"] == "/steps/choose/paths/0/delay"
+        assert error["line"] == 13 and "duration" in error["expected"]
+        created = await client.post("/journeys", data=text, headers=AUTH)
+        assert created.status == 201 and (await created.json())["status"] == "draft"
+        changed = await client.post("/journeys", data=text + "\n# edited\n", headers=AUTH)
+        assert changed.status == 409  # a deployed version never changes
+        path = "/journeys/second-purchase/versions/1"
+        assert (await client.post(f"{path}/publish", headers=AUTH)).status == 200
+        listed = await (await client.get("/journeys")).json()
+        assert [(j["id"], j["version"], j["status"]) for j in listed] == [
+            ("second-purchase", 1, "published")
+        ]
+        assert (await client.post(f"{path}/archive", headers=AUTH)).status == 200
+        shown = await (await client.get("/journeys/second-purchase")).json()
+        assert (
+            shown["versions"][0]["status"] == "archived"
+            and "paths" in shown["versions"][0]["source"]
+        )
+        assert (await client.get("/journeys/nope")).status == 404
+    finally:
+        await client.close()
+
+
+async def test_events_are_validated_then_published(stack) -> None:
+    client = await api_client(stack)
+    try:
+        bad = await client.post("/events", data=orjson.dumps({"user_id": "u"}), headers=AUTH)
+        assert (
+            bad.status == 400 and "'event_id' is a required property" in (await bad.json())["error"]
+        )
+        event = {
+            "event_id": "e-1",
+            "user_id": "u-1",
+            "name": "signed_up",
+            "at": "2026-11-02T09:00:00Z",
+        }
+        accepted = await client.post("/events", data=orjson.dumps(event), headers=AUTH)
+        assert accepted.status == 202
+    finally:
+        await client.close()
+    consumer = AIOKafkaConsumer(
+        stack.topic("user-events"),
+        bootstrap_servers=stack.kafka_bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(20):
+            message = await consumer.getone()
+    finally:
+        await consumer.stop()
+    assert message.key == b"u-1" and orjson.loads(message.value) == event
+
+
+async def fill_timeline(settings) -> None:
+    """Runs the demo journey's sign-up for one user through the real processor."""
+    client = new_client(settings)
+    redis = aioredis.from_url(settings.redis_url)
+    db = client[settings.mongo_db]
+    await JourneyRegistry(db).deploy((EXAMPLES / "demo-onboarding.yaml").read_text(), "demo")
+    metrics = WorkerMetrics()
+    emitter = Emitter(
+        BranchLock(redis, settings.redis_prefix, 60),
+        SendBuffer(redis, settings.redis_prefix),
+        db,
+        metrics,
+    )
+    engine = JourneyEngine([load_journey(EXAMPLES / "demo-onboarding.yaml")])
+    processor = BatchProcessor(lambda: engine, UserStore(db), emitter, 8, metrics, 65536)
+    event = {"event_id": "e1", "user_id": "ada", "name": "signed_up", "at": "2026-11-02T09:00:00Z",
+             "attributes": {"email": "ada@x.test", "first_name": "Ada"}}  # fmt: skip
+    await processor.process(
+        [InputRecord("user-events", 0, 0, b"ada", orjson.dumps(event))], datetime.now(UTC)
+    )
+    sends = await db["timeline"].find({"kind": "send"}).to_list(None)
+    await DeliveryLedger(redis, db, settings.redis_prefix).record(
+        Outcome(
+            sends[0]["dispatch_id"],
+            "sent",
+            "ada",
+            "demo-onboarding",
+            "welcome",
+            "email",
+            "welcome",
+            "en",
+            1,
+        )
+    )
+    await redis.aclose()
+    await close_client(client)
+
+
+async def test_timeline_flow_page_and_metrics(stack) -> None:
+    await fill_timeline(stack)
+    client = await api_client(stack)
+    try:
+        timeline = (await (await client.get("/users/ada/timeline")).json())["timeline"]
+        kinds = [(item["kind"], item.get("event"), item.get("step_id")) for item in timeline]
+        assert kinds[0] == ("analytics", "entered", None)
+        send = next(item for item in timeline if item["kind"] == "send")
+        assert send["step_id"] == "welcome" and send["delivery"]["outcome"] == "sent"
+        page = await (await client.get("/journeys/demo-onboarding/flow")).text()
+        assert 'data-step="welcome"' in page and "entered 1" in page and "sent 1" in page
+        assert "waiting 1" in page  # ada waits for added_class
+        metrics = await (await client.get("/metrics")).text()
+        assert 'journeys_deliveries_total{channel="email",outcome="sent"} 1' in metrics
+        ready = await client.get("/ready")
+        assert ready.status == 200 and (await ready.json())["checks"] == {
+            "mongo": "ok",
+            "redis": "ok",
+        }
+    finally:
+        await client.close()
+
+
+async def test_flow_page_renders_in_chromium_with_its_figures(stack, tmp_path) -> None:
+    browser = shutil.which("chromium")
+    assert browser, "Debian's chromium is installed by scripts/test"
+    await fill_timeline(stack)
+    client = await api_client(stack)
+    try:
+        url = str(client.make_url("/journeys/demo-onboarding/flow"))
+        shot = tmp_path / "flow.png"
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                f"--screenshot={shot}",
+                "--window-size=1400,900",
+                url,
+            ],
+            capture_output=True,
+            timeout=120,
+        )
+        assert shot.exists(), result.stderr.decode()[-2000:]
+        png = shot.read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+        Path(__file__).resolve().parents[2].joinpath(".local").mkdir(exist_ok=True)
+        shutil.copy(shot, Path(__file__).resolve().parents[2] / ".local" / "flow-page.png")
+    finally:
+        await client.close()
