@@ -17,6 +17,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from app.config import Settings
 from app.store.mongo import close_client, new_client
+from tests.pipeline import Pipeline, live_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,3 +92,10 @@ async def new_topic(
     if created:
         await admin.delete_topics(created)
     await admin.close()
+
+
+@pytest.fixture
+async def pipeline(servers: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]:
+    """A live pipeline of its own (see tests/pipeline.py)."""
+    async with live_pipeline(servers, tmp_path) as running:
+        yield running

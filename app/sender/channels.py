@@ -119,7 +119,11 @@ class EmailChannel:
             "from": {"email": self.sender},
             "subject": delivery.message.subject,
             "content": [{"type": "text/plain", "value": delivery.message.body}],
-            "custom_args": {"dispatch_id": delivery.dispatch_id},
+            "custom_args": {
+                "dispatch_id": delivery.dispatch_id,
+                "template": delivery.message.template_id,
+                "locale": delivery.message.locale,
+            },
         }
         headers = {"Idempotency-Key": delivery.dispatch_id, "Authorization": f"Bearer {self.token}"}
         await post_json(session, self.url, body, headers)
@@ -140,7 +144,11 @@ class PushChannel:
             "to": delivery.recipient.address,
             "title": delivery.message.subject,
             "body": delivery.message.body,
-            "data": {"dispatch_id": delivery.dispatch_id},
+            "data": {
+                "dispatch_id": delivery.dispatch_id,
+                "template": delivery.message.template_id,
+                "locale": delivery.message.locale,
+            },
         }
         headers = {"Idempotency-Key": delivery.dispatch_id, "Authorization": f"Bearer {self.token}"}
         await post_json(session, self.url, body, headers)
@@ -158,6 +166,8 @@ class PlainJsonChannel:
             "dispatch_id": delivery.dispatch_id,
             "to": delivery.recipient.address,
             "user_id": delivery.recipient.user_id,
+            "template": delivery.message.template_id,
+            "locale": delivery.message.locale,
             "subject": delivery.message.subject,
             "body": delivery.message.body,
         }

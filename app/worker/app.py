@@ -79,6 +79,12 @@ def create_app(
     async def refresh_journeys() -> None:
         await runtime.guarded("refreshing journeys", runtime.refresh_journeys)
 
+    @app.timer(interval=2.0)
+    async def recover_from_an_empty_redis() -> None:
+        await runtime.guarded(
+            "checking Redis", lambda: runtime.redis_recovery.check(runtime.clock())
+        )
+
     @app.timer(interval=5.0)
     async def publish_metrics() -> None:
         await runtime.guarded("publishing metrics", runtime.publish_metrics)

@@ -32,8 +32,26 @@ def effect_id(effect: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(effect, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def _moment(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+def buffer_entry(send: dict[str, Any]) -> tuple[MessageStep, datetime, Recipient]:
+    """A send effect's record as the send buffer takes it."""
+    send_at = send["send_at"]
+    return (
+        MessageStep(
+            journey_id=send["journey_id"],
+            journey_version=int(send["journey_version"]),
+            step_id=send["step_id"],
+            channel=send["channel"],
+            template_id=send["template_id"],
+        ),
+        send_at if isinstance(send_at, datetime) else datetime.fromisoformat(send_at),
+        Recipient(
+            user_id=send["user_id"],
+            dispatch_id=send["dispatch_id"],
+            locale=send.get("locale"),
+            variables=dict(send.get("variables") or {}),
+            address=send.get("address"),
+        ),
+    )
 
 
 class Emitter:
@@ -74,28 +92,7 @@ class Emitter:
             )
         self._metrics.branch_refused += len(refused)
         allowed = [s for s in sends if s["dispatch_id"] not in refused]
-        await self._buffer.add_many(
-            [
-                (
-                    MessageStep(
-                        journey_id=s["journey_id"],
-                        journey_version=int(s["journey_version"]),
-                        step_id=s["step_id"],
-                        channel=s["channel"],
-                        template_id=s["template_id"],
-                    ),
-                    _moment(s["send_at"]),
-                    Recipient(
-                        user_id=s["user_id"],
-                        dispatch_id=s["dispatch_id"],
-                        locale=s.get("locale"),
-                        variables=dict(s.get("variables") or {}),
-                        address=s.get("address"),
-                    ),
-                )
-                for s in allowed
-            ]
-        )
+        await self._buffer.add_many([buffer_entry(s) for s in allowed])
         self._metrics.sends_buffered += len(allowed)
 
     async def _record_timeline(self, entries: list[dict[str, Any]]) -> None:

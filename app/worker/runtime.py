@@ -26,6 +26,7 @@ from app.topics import load_contract
 from app.worker.emitter import Emitter
 from app.worker.metrics import METRICS_KEY, WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.redis_recovery import RedisRecovery
 from app.worker.scheduler import Scheduler
 from app.worker.settings import WorkerSettings
 from app.worker.timer_pump import TimerPump
@@ -67,12 +68,14 @@ class WorkerRuntime:
         await retry_transient(self.store.ensure_indexes, what="creating user indexes")
         await retry_transient(self.registry.ensure_indexes, what="creating journey indexes")
         await retry_transient(self.refresh_journeys, what="loading journeys")
+        send_buffer = SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds)
         emitter = Emitter(
             BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds),
-            SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds),
+            send_buffer,
             database,
             self.metrics,
         )
+        self.redis_recovery = RedisRecovery(self.redis, s.redis_prefix, send_buffer, database)
         self.processor = BatchProcessor(
             engine=lambda: self._engine,
             store=self.store,

@@ -1,5 +1,5 @@
-"""A live pipeline for one test: its own topics, database, Redis keys and consumer group, and a
-real `journeys worker` process that the test can SIGKILL and restart."""
+"""A live pipeline for one test: its own topics, database, Redis keys and consumer groups, and
+real `journeys worker` and `journeys sender` processes that the test can SIGKILL and restart."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -26,7 +26,8 @@ from app.streams.publish import publish
 from app.topic_admin import apply_topics
 from app.topics import TOPIC_NAMES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
+JOURNEYS = str(Path(sys.executable).parent / "journeys")
 
 
 class Pipeline:
@@ -34,33 +35,41 @@ class Pipeline:
         self.settings = settings
         self.env = env
         self.logs = logs
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._consumers: dict[str, AIOKafkaConsumer] = {}
 
-    def start_worker(self) -> None:
+    def start(self, service: str) -> None:
+        """Starts `journeys worker` or `journeys sender` with the pipeline's environment."""
         log = self.logs.open("ab")
-        self.worker = subprocess.Popen(
-            [str(Path(sys.executable).parent / "journeys"), "worker", "--loglevel", "warning"],
+        self.processes[service] = subprocess.Popen(
+            [JOURNEYS, service, "--loglevel", "warning"],
             cwd=ROOT,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
 
-    def kill_worker(self) -> None:
-        """SIGKILL: no shutdown hook runs, nothing is flushed or committed."""
-        assert self.worker is not None
-        self.worker.send_signal(signal.SIGKILL)
-        self.worker.wait()
+    def start_worker(self) -> None:
+        self.start("worker")
 
-    def stop_worker(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait()
+    def kill(self, service: str) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is flushed or committed."""
+        process = self.processes[service]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def kill_worker(self) -> None:
+        self.kill("worker")
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
     async def deploy(self, path: Path) -> None:
         client = new_client(self.settings)
@@ -108,7 +117,7 @@ class Pipeline:
         return recipients
 
     async def close(self) -> None:
-        self.stop_worker()
+        self.stop_all()
         for consumer in self._consumers.values():
             await consumer.stop()
 
@@ -121,8 +130,8 @@ def _flatten(records: list[dict]) -> list[dict]:
     ]
 
 
-@pytest.fixture
-async def pipeline(servers: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]:
+@asynccontextmanager
+async def live_pipeline(servers: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]:
     run = uuid.uuid4().hex[:10]
     settings = dataclasses.replace(
         servers,
@@ -137,6 +146,7 @@ async def pipeline(servers: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]
         "MONGO_DB": settings.mongo_db,
         "REDIS_PREFIX": settings.redis_prefix,
         "WORKER_APP_ID": f"test-worker-{run}",
+        "SENDER_GROUP_ID": f"test-sender-{run}",
         "JOURNEYS_POLL_INTERVAL": "0.5",
         "WORKER_BATCH_WITHIN": "0.1",
         "BATCHER_INTERVAL": "0.1",

@@ -1,0 +1,65 @@
+"""Redis keeps nothing on disk, so a Redis restart empties the send buffers. The `timeline`
+collection in MongoDB is the durable log of every emitted send: when a worker finds Redis's epoch
+key gone (a new, empty Redis), it puts back every recent send that has no delivery outcome yet.
+Putting back too much is harmless: the sender drops dispatch ids it has already delivered."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+import redis.asyncio as aioredis
+
+from app.dispatch.send_buffer import SendBuffer
+from app.store.mongo import Database
+from app.worker.emitter import buffer_entry
+
+log = logging.getLogger(__name__)
+
+# Sends are buffered for seconds (they are due when emitted); this covers a long outage.
+REPLAY_WINDOW = timedelta(hours=1)
+
+
+class RedisRecovery:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, buffer: SendBuffer, database: Database
+    ) -> None:
+        self._redis = client
+        self._key = f"{prefix}:epoch"
+        self._buffer = buffer
+        self._db = database
+        self.epoch: str | None = None
+        self.replayed = 0
+
+    async def check(self, now: datetime) -> int:
+        """Re-buffers recent undelivered sends if Redis lost its data; returns how many."""
+        current = await self._redis.get(self._key)
+        if current is not None and current.decode() == self.epoch:
+            return 0
+        if current is None:
+            await self._redis.set(self._key, uuid.uuid4().hex, nx=True)
+            current = await self._redis.get(self._key)
+        self.epoch = current.decode() if current else None
+        return await self._replay(now)
+
+    async def _replay(self, now: datetime) -> int:
+        sends = (
+            await self._db["timeline"]
+            .find({"kind": "send", "recorded_at": {"$gte": now - REPLAY_WINDOW}})
+            .to_list(None)
+        )
+        if not sends:
+            return 0
+        delivered = {
+            d["_id"]
+            async for d in self._db["deliveries"].find(
+                {"_id": {"$in": [s["dispatch_id"] for s in sends]}}, {"_id": 1}
+            )
+        }
+        pending = [s for s in sends if s["dispatch_id"] not in delivered]
+        await self._buffer.add_many([buffer_entry(s) for s in pending])
+        if pending:
+            log.warning("Redis was empty: put back %d undelivered sends", len(pending))
+        self.replayed += len(pending)
+        return len(pending)
