@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from app.engine.effects import utc_text
 
-def utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+__all__ = ["DispatchRecord", "MessageStep", "Recipient", "utc_text"]
 
 
 @dataclass(frozen=True)

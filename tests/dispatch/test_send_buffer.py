@@ -3,12 +3,10 @@ each exactly once, and nothing leaves the buffer before it is on the topic."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from app.config import Settings
@@ -16,6 +14,7 @@ from app.dispatch.record import DispatchRecord, MessageStep, Recipient
 from app.dispatch.send_buffer import Batcher, SendBuffer, bucket_of
 from app.streams.producer import new_producer
 from app.topics import load_contract
+from tests.kafka_reader import read_records
 
 WELCOME = MessageStep("onboarding", 1, "welcome", "email", "welcome")
 REMINDER = MessageStep("onboarding", 1, "reminder", "push", "reminder")
@@ -24,22 +23,6 @@ T0 = datetime(2026, 11, 2, 9, 15, 0, 400000, tzinfo=UTC)
 
 def recipient(i: int) -> Recipient:
     return Recipient(f"u-{i}", f"{i:032x}", "en-GB", {"first_name": f"User {i}"}, f"u{i}@x.test")
-
-
-async def read_records(settings: Settings, topic: str, count: int) -> list[dict]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records: list[dict] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(records) < count:
-                batch = await consumer.getmany(timeout_ms=300)
-                records += [orjson.loads(m.value) for ms in batch.values() for m in ms]
-    finally:
-        await consumer.stop()
-    return records
 
 
 def test_bucket_floors_send_time() -> None:
@@ -68,7 +51,7 @@ async def test_batches_of_at_most_batch_size_each_recipient_once(
     finally:
         await producer.stop()
 
-    records = await read_records(servers, topic, 4)
+    records = await read_records(servers.kafka_bootstrap, topic, 4)
     contract = load_contract("send")
     for record in records:
         contract.validate(record)

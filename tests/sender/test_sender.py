@@ -10,10 +10,8 @@ import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import orjson
-from aiokafka import AIOKafkaConsumer
-
 from app.sender.service import Sender
+from tests.kafka_reader import read_records
 from tests.sender.conftest import SenderRig, recipient, record
 
 
@@ -29,21 +27,9 @@ async def running(rig: SenderRig):
 
 
 async def dead_letters(rig: SenderRig, count: int) -> list[dict]:
-    consumer = AIOKafkaConsumer(
-        rig.settings.topic("dead-letter"),
-        bootstrap_servers=rig.settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
+    return await read_records(
+        rig.settings.kafka_bootstrap, rig.settings.topic("dead-letter"), count
     )
-    await consumer.start()
-    letters: list[dict] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(letters) < count:
-                batch = await consumer.getmany(timeout_ms=300)
-                letters += [orjson.loads(m.value) for ms in batch.values() for m in ms]
-    finally:
-        await consumer.stop()
-    return letters
 
 
 async def test_each_recipient_delivered_once_with_its_idempotency_key(rig: SenderRig) -> None:

@@ -3,17 +3,14 @@ round cut short is resumed by the next scheduler without entering anyone twice."
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-
-import orjson
-from aiokafka import AIOKafkaConsumer
 
 from app.engine import JourneyEngine, UserState, load_journey
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.producer import new_producer
 from app.worker.scheduler import Scheduler
+from tests.kafka_reader import read_records
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = datetime(2026, 11, 9, 8, 0, 30, tzinfo=UTC)  # a Monday
@@ -55,18 +52,7 @@ async def test_ticks_per_time_zone_resume_and_never_enter_twice(
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=servers.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records: list[dict] = []
-    try:
-        async with asyncio.timeout(20):
-            while len(records) < 6:
-                batch = await consumer.getmany(timeout_ms=300)
-                records += [orjson.loads(m.value) for ms in batch.values() for m in ms]
-    finally:
-        await consumer.stop()
+    records = await read_records(servers.kafka_bootstrap, topic, 6, timeout=20)
     entries = sorted((r["user_id"], r["tick"]) for r in records)
     assert entries == [
         ("paris-1", "2026-11-09T07:00:00Z"),
