@@ -97,8 +97,9 @@ async def mongo_find_one_and_update(settings: Settings, operations: int) -> Ceil
         await close_client(client)
 
 
-async def mongo_bulk_cas(settings: Settings, users: int, batch: int = 500) -> Ceiling:
-    """The worker's write pattern: conditional replaces of user documents, `batch` per bulk."""
+async def mongo_bulk_cas(settings: Settings, users: int, batch: int = 50) -> Ceiling:
+    """The worker's write pattern: conditional replaces of user documents, `batch` per bulk
+    command (the store's MONGO_BULK_OPS default)."""
     client = new_client(settings)
     collection = client[f"bench_{uuid.uuid4().hex[:8]}"]["users"]
     document = {"attributes": {"plan": "free", "first_name": "Ada"}, "journeys": {}, "outbox": []}

@@ -10,6 +10,7 @@ ids make any replayed send harmless downstream.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,8 +102,9 @@ class UserCommit:
 
 
 class UserStore:
-    def __init__(self, database: Database, collection: str = "users") -> None:
+    def __init__(self, database: Database, collection: str = "users", bulk_ops: int = 0) -> None:
         self.collection = database[collection]
+        self.bulk_ops = bulk_ops or int(os.environ.get("MONGO_BULK_OPS", "50"))
         self.writes = 0
 
     async def ensure_indexes(self) -> None:
@@ -119,8 +121,15 @@ class UserStore:
         return users
 
     async def commit_many(self, commits: list[UserCommit]) -> set[str]:
-        """One bulk write for the batch; returns the users whose stored version had moved on
-        (another writer got there first), who must be reloaded and recomputed."""
+        """One conditional write per user; returns the users whose stored version had moved on
+        (another writer got there first), who must be reloaded and recomputed. The writes go in
+        bulk commands of at most `bulk_ops` (FerretDB 1.24 stalls on much larger ones)."""
+        conflicts: set[str] = set()
+        for first in range(0, len(commits), self.bulk_ops):
+            conflicts |= await self._commit_chunk(commits[first : first + self.bulk_ops])
+        return conflicts
+
+    async def _commit_chunk(self, commits: list[UserCommit]) -> set[str]:
         if not commits:
             return set()
         operations: list[InsertOne | ReplaceOne] = []
@@ -129,11 +138,8 @@ class UserStore:
             if commit.expected_version == 0:
                 operations.append(InsertOne(document))
             else:
-                operations.append(
-                    ReplaceOne(
-                        {"_id": document["_id"], "version": commit.expected_version}, document
-                    )
-                )
+                condition = {"_id": document["_id"], "version": commit.expected_version}
+                operations.append(ReplaceOne(condition, document))
         conflicts: set[str] = set()
         replaced_expected = sum(1 for c in commits if c.expected_version != 0)
         try:

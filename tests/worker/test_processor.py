@@ -4,6 +4,7 @@ letters while the good ones around them are applied."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -105,3 +106,18 @@ async def test_bad_records_are_dead_lettered_and_the_rest_applied(processor) -> 
     assert "at most 65536 bytes" in letters[2].reason
     assert letters[1].original == bad[1].value
     assert await processor.buffer.pending() == 1
+
+
+async def test_a_batch_of_many_users_commits_in_bounded_bulk_commands(processor) -> None:
+    """FerretDB stalls on a bulk_write of ~100 replaces: a batch spanning 240 users must not."""
+    first = [
+        event(f"a{i}", f"many-{i}", "signed_up", T0, attributes={"role": "teacher"})
+        for i in range(240)
+    ]
+    await processor.process(records(*first), T0)
+    second = [
+        event(f"b{i}", f"many-{i}", "opened_app", T0 + timedelta(minutes=1)) for i in range(240)
+    ]
+    writes = processor.store.writes
+    await asyncio.wait_for(processor.process(records(*second, offset=240), T0), 60)
+    assert processor.store.writes - writes == 240
