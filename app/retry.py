@@ -50,7 +50,6 @@ async def retry_transient(
     *,
     what: str,
     backoff: Backoff = Backoff(),
-    max_attempts: int | None = None,
 ) -> T:
     """Runs `operation` until it succeeds, waiting between attempts that failed on a transient
     error. Anything else propagates at once: retrying a bug only hides it."""
@@ -60,8 +59,6 @@ async def retry_transient(
             return await operation()
         except TRANSIENT_ERRORS as exc:
             attempt += 1
-            if max_attempts is not None and attempt >= max_attempts:
-                raise
             wait = backoff.delay(attempt)
             log.warning("%s failed (%r); retry %d in %.2fs", what, exc, attempt, wait)
             await asyncio.sleep(wait)

@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,40 @@ class Pipeline:
         self.stop_all()
         for consumer in self._consumers.values():
             await consumer.stop()
+
+
+def signups(prefix: str, count: int, end: datetime) -> list[dict]:
+    """Users signing up a second before `end`, every third adding a class at `end`; platforms
+    and locales vary so every path of the demo journey is taken."""
+    locales = ["en-GB", "fr-FR", "de", "pt-BR"]
+    events = []
+    for i in range(count):
+        user = f"{prefix}-u{i:03d}"
+        events.append(
+            {
+                "event_id": f"{user}-signup",
+                "user_id": user,
+                "name": "signed_up",
+                "at": (end - timedelta(seconds=1)).isoformat(),
+                "attributes": {
+                    "email": f"{user}@x.test",
+                    "first_name": user,
+                    "platform": ["ios", "web"][i % 2],
+                    "push_token": f"tok-{user}",
+                },
+                "locale": locales[i % len(locales)],
+            }
+        )
+        if i % 3 == 0:
+            events.append(
+                {
+                    "event_id": f"{user}-class",
+                    "user_id": user,
+                    "name": "added_class",
+                    "at": end.isoformat(),
+                }
+            )
+    return events
 
 
 def _flatten(records: list[dict]) -> list[dict]:

@@ -195,9 +195,6 @@ class Not(Condition):
         return f"not {self.part.describe()}"
 
 
-TRUE = All(())
-
-
 def event_count_at_least(event: str, count: int) -> Condition:
     return FieldCompare(f"events.{event}.count", "$gte", count)
 

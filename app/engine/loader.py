@@ -4,7 +4,6 @@ file, the path inside it and its line, what was found and what was expected."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
@@ -95,10 +94,6 @@ class _Document:
         return JourneyError(self.source, where, line, shown, expected)
 
 
-def _missing() -> str:
-    return "no value"
-
-
 class _Reader:
     def __init__(self, document: _Document) -> None:
         self.doc = document
@@ -110,7 +105,7 @@ class _Reader:
 
     def field(self, mapping: dict[str, Any], where: Where, key: str) -> Any:
         if key not in mapping:
-            raise self.doc.error((*where, key), _missing(), f"'{key}' to be set")
+            raise self.doc.error((*where, key), "no value", f"'{key}' to be set")
         return mapping[key]
 
     def name(self, value: Any, where: Where) -> str:
@@ -518,6 +513,3 @@ def load_rules(path: str | Path) -> Rules:
     document = _Document(Path(path).read_text(), str(path))
     reader = _Reader(document)
     return reader.rules(reader.mapping(document.root, ()), ())
-
-
-Loader = Callable[[str, str], Journey]

@@ -28,10 +28,6 @@ class WorkerMetrics:
         if isinstance(item, TimerFired):
             self.timer_lateness.append((now - item.due_at).total_seconds())
 
-    @property
-    def writes_per_input(self) -> float:
-        return self.state_writes / self.inputs if self.inputs else 0.0
-
     def snapshot(self) -> dict[str, float]:
         lateness = sorted(self.timer_lateness)
 

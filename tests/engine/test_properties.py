@@ -153,11 +153,11 @@ def test_applying_an_applied_input_changes_nothing(events: list[UserEvent]) -> N
 def test_holdout_users_get_no_send(events: list[UserEvent]) -> None:
     simulator = simulate(events)
     held_out = {
-        (e.effect.user_id, e.effect.entry_id)
+        (e.effect.journey_id, e.effect.user_id, e.effect.entry_id)
         for e in simulator.effects
         if getattr(e.effect, "event", "") == "entered" and "holdout" in (e.effect.reason or "")
     }
-    assert not {(s.user_id, s.entry_id) for s in sends(simulator)} & held_out
+    assert not {(s.journey_id, s.user_id, s.entry_id) for s in sends(simulator)} & held_out
 
 
 @PROPERTY

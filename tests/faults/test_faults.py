@@ -7,54 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app.engine import JourneyEngine, Send, UserEvent, load_journey
 from app.engine.simulator import simulate
 from app.sender.stub import ProviderStub, serve
+from tests.pipeline import signups
 from tests.sender.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-onboarding.yaml"
-LOCALES = ["en-GB", "fr-FR", "de", "pt-BR"]
 RESOLVED = {
     "welcome": {"en-GB": "en", "fr-FR": "fr", "de": "de", "pt-BR": "en"},
     "class_added": {"en-GB": "en", "fr-FR": "en", "de": "de", "pt-BR": "en"},
     "add_class_reminder": {"en-GB": "en", "fr-FR": "fr", "de": "en", "pt-BR": "en"},
     "add_your_class": {"en-GB": "en", "fr-FR": "en", "de": "en", "pt-BR": "en"},
 }
-
-
-def wave(number: int, users: int, end: datetime) -> list[dict]:
-    events = []
-    for i in range(users):
-        user = f"w{number}-u{i:02d}"
-        events.append(
-            {
-                "event_id": f"{user}-signup",
-                "user_id": user,
-                "name": "signed_up",
-                "at": (end - timedelta(seconds=1)).isoformat(),
-                "attributes": {
-                    "email": f"{user}@x.test",
-                    "first_name": user,
-                    "platform": ["ios", "web"][i % 2],
-                    "push_token": f"tok-{user}",
-                },
-                "locale": LOCALES[i % len(LOCALES)],
-            }
-        )
-        if i % 3 == 0:
-            events.append(
-                {
-                    "event_id": f"{user}-class",
-                    "user_id": user,
-                    "name": "added_class",
-                    "at": end.isoformat(),
-                }
-            )
-    return events
 
 
 def services(*args: str) -> None:
@@ -91,7 +60,7 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
     figures: dict[str, int] = {}
 
     async def publish_wave(number: int) -> None:
-        events = wave(number, 12, datetime.now(UTC))
+        events = signups(f"w{number}", 12, datetime.now(UTC))
         effects = simulate(engine, [UserEvent.from_record(e) for e in events])
         expected.update(
             {e.effect.dispatch_id: e.effect for e in effects if isinstance(e.effect, Send)}

@@ -4,7 +4,7 @@ checked against the simulator: the oracle for the same events."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -14,6 +14,7 @@ from app.engine import JourneyEngine, Send, UserEvent, load_journey
 from app.engine.simulator import simulate
 from app.streams.publish import rebased
 from app.topics import read_jsonl
+from tests.pipeline import signups
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMO = EXAMPLES / "demo-onboarding.yaml"
@@ -23,31 +24,6 @@ def oracle(journeys: list[Path], events: list[dict]) -> set[str]:
     engine = JourneyEngine([load_journey(path) for path in journeys])
     effects = simulate(engine, [UserEvent.from_record(e) for e in events])
     return {e.effect.dispatch_id for e in effects if isinstance(e.effect, Send)}
-
-
-def many_users(count: int, end: datetime) -> list[dict]:
-    events = []
-    for i in range(count):
-        user = f"user-{i:03d}"
-        events.append(
-            {
-                "event_id": f"{user}-signup",
-                "user_id": user,
-                "name": "signed_up",
-                "at": (end - timedelta(seconds=3)).isoformat(),
-                "attributes": {"email": f"{user}@x.test", "platform": ["ios", "web"][i % 2]},
-            }
-        )
-        if i % 3 == 0:
-            events.append(
-                {
-                    "event_id": f"{user}-class",
-                    "user_id": user,
-                    "name": "added_class",
-                    "at": end.isoformat(),
-                }
-            )
-    return events
 
 
 async def test_sends_match_the_simulator(pipeline) -> None:
@@ -68,7 +44,7 @@ async def test_sends_match_the_simulator(pipeline) -> None:
 
 
 async def test_kill_9_and_restart_loses_and_adds_nothing(pipeline) -> None:
-    events = many_users(60, datetime.now(UTC))
+    events = signups("kill", 60, datetime.now(UTC))
     expected = oracle([DEMO], events)
     await pipeline.deploy(DEMO)
     pipeline.start_worker()
