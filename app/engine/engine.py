@@ -97,6 +97,7 @@ class _Run:
     state: UserState
     effects: list[Effect]
     at: datetime
+    input_id: str
 
 
 class JourneyEngine:
@@ -132,7 +133,7 @@ class JourneyEngine:
             and not any(t.timer_id == item.timer_id for t in state.timers)
         ):
             return Transition(state, [])  # a replay, or a cancelled timer firing late: no change
-        run = _Run(state.copy(), [], to_millis(self._time_of(item, now)))
+        run = _Run(state.copy(), [], to_millis(self._time_of(item, now)), item.input_id)
         match item:
             case UserEvent():
                 self._on_event(run, item)
@@ -314,9 +315,10 @@ class JourneyEngine:
             return
         if policy.policy != "every_time" and record["entries"]:
             return  # still inside: one active entry at a time unless re-entry is every_time
-        entry_id = at.strftime("%Y%m%dT%H%M%S") + f"{at.microsecond // 1000:03d}Z"
-        while entry_id in record["entries"]:
-            entry_id += "+"
+        # The entry time, made unique by the input that caused the entry: two entries at the same
+        # millisecond (re-entry every time) must not share dispatch ids, and a replay must.
+        stamp = at.strftime("%Y%m%dT%H%M%S") + f"{at.microsecond // 1000:03d}Z"
+        entry_id = f"{stamp}-{hashlib.sha256(run.input_id.encode()).hexdigest()[:8]}"
         entry = EntryState(
             entry_id=entry_id,
             journey_id=journey.id,

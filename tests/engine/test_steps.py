@@ -207,3 +207,17 @@ def test_the_engine_imports_no_server_client() -> None:
                 )
                 for name in names:
                     assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+def test_entries_at_the_same_millisecond_get_their_own_dispatch_ids() -> None:
+    text = journey(
+        "  hello: {type: message, channel: email, template: hello}\n",
+        head="entry: {event: ping}\nre_entry: every_time\n",
+    )
+    engine = JourneyEngine([load_journey_text(text)])
+    state, ids = UserState.new("u"), []
+    for event_id in ("p1", "p2"):
+        transition = engine.apply(state, UserEvent(event_id, "u", "ping", T0), T0)
+        state = transition.state
+        ids += [e.dispatch_id for e in transition.effects if isinstance(e, Send)]
+    assert len(ids) == 2 and ids[0] != ids[1]
