@@ -22,6 +22,12 @@ from tests.pipeline import Pipeline, live_pipeline
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fault tests restart the shared servers: they run last, so no other test runs against
+    a broker still electing partition leaders after a restart."""
+    items.sort(key=lambda item: "tests/faults/" in item.nodeid)
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings()
