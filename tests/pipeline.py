@@ -108,11 +108,13 @@ class Pipeline:
 
     async def dispatched(self, timeout: float, until: int | None = None) -> list[dict]:
         """Every recipient of every dispatch record so far, flattened, with the record's step;
-        waits until `until` recipients arrived or `timeout` seconds passed."""
+        waits until `until` distinct dispatch ids arrived or `timeout` seconds passed. (The
+        topic may carry a dispatch id twice, after a crash or a Redis restart: the sender
+        drops the repeat.)"""
         deadline = asyncio.get_running_loop().time() + timeout
         recipients = _flatten(await self.read("send", 0.2))
         while asyncio.get_running_loop().time() < deadline and (
-            until is None or len(recipients) < until
+            until is None or len({r["dispatch_id"] for r in recipients}) < until
         ):
             recipients = _flatten(await self.read("send", 0.5))
         return recipients

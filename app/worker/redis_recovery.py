@@ -29,18 +29,15 @@ class RedisRecovery:
         self._key = f"{prefix}:epoch"
         self._buffer = buffer
         self._db = database
-        self.epoch: str | None = None
         self.replayed = 0
 
     async def check(self, now: datetime) -> int:
-        """Re-buffers recent undelivered sends if Redis lost its data; returns how many."""
-        current = await self._redis.get(self._key)
-        if current is not None and current.decode() == self.epoch:
+        """Re-buffers recent undelivered sends if Redis lost its data; returns how many. The
+        worker that finds the epoch key gone and sets a new one does it, once."""
+        if await self._redis.exists(self._key):
             return 0
-        if current is None:
-            await self._redis.set(self._key, uuid.uuid4().hex, nx=True)
-            current = await self._redis.get(self._key)
-        self.epoch = current.decode() if current else None
+        if not await self._redis.set(self._key, uuid.uuid4().hex, nx=True):
+            return 0  # another worker noticed first and replays
         return await self._replay(now)
 
     async def _replay(self, now: datetime) -> int:
