@@ -44,6 +44,7 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 Where = tuple[str | int, ...]
+MAX_NODES = 100_000  # aliases can make a small file expand without bound
 
 
 class JourneyError(ValueError):
@@ -71,15 +72,31 @@ class _Document:
             raise JourneyError(
                 source, (), line, f"invalid YAML ({error})", "a YAML mapping"
             ) from None
-        self.root = self._plain(node, ()) if node is not None else None
+        self.root = self._plain(node, (), ()) if node is not None else None
 
-    def _plain(self, node: yaml.Node, where: Where) -> Any:
-        self.lines[where] = node.start_mark.line + 1
+    def _plain(self, node: yaml.Node, where: Where, parents: tuple[int, ...]) -> Any:
+        line = node.start_mark.line + 1
+        self.lines[where] = line
+        if len(self.lines) > MAX_NODES:
+            raise JourneyError(
+                self.source, where, line, f"more than {MAX_NODES} nodes", "a journey file"
+            )
+        if id(node) in parents:  # an alias inside the node it names
+            raise JourneyError(self.source, where, line, "a recursive alias", "a finite document")
+        inside = (*parents, id(node))
         if isinstance(node, yaml.MappingNode):
-            return {(key := str(k.value)): self._plain(v, (*where, key)) for k, v in node.value}
+            return {
+                (key := str(k.value)): self._plain(v, (*where, key), inside) for k, v in node.value
+            }
         if isinstance(node, yaml.SequenceNode):
-            return [self._plain(item, (*where, i)) for i, item in enumerate(node.value)]
-        return yaml.SafeLoader.construct_object(yaml.SafeLoader(""), node, deep=True)
+            return [self._plain(item, (*where, i), inside) for i, item in enumerate(node.value)]
+        try:
+            return yaml.SafeLoader.construct_object(yaml.SafeLoader(""), node, deep=True)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error)
+            raise JourneyError(
+                self.source, where, line, f"invalid YAML ({problem})", "a plain YAML value"
+            ) from None
 
     def error(self, where: Where, found: Any, expected: str) -> JourneyError:
         line = next(

@@ -6,46 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
-import pytest
 
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import SendBuffer
-from app.engine import JourneyEngine, load_journey
-from app.store.users import UserStore
-from app.worker.emitter import Emitter
-from app.worker.metrics import WorkerMetrics
-from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.processor import InputRecord
+from tests.worker.conftest import event, records
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-
-
-def event(event_id: str, user: str, name: str, at: datetime, **extra: object) -> dict:
-    return {"event_id": event_id, "user_id": user, "name": name, "at": at.isoformat(), **extra}
-
-
-def records(*events: dict, offset: int = 0) -> list[InputRecord]:
-    return [
-        InputRecord("user-events", 0, offset + i, e["user_id"].encode(), orjson.dumps(e))
-        for i, e in enumerate(events)
-    ]
-
-
-@pytest.fixture
-async def processor(store_db, redis_client, unique):
-    metrics = WorkerMetrics()
-    store = UserStore(store_db)
-    await store.ensure_indexes()
-    buffer = SendBuffer(redis_client, prefix=unique)
-    emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
-    engine = JourneyEngine([load_journey(EXAMPLES / "classdojo-activation.yaml")])
-    processor = BatchProcessor(lambda: engine, store, emitter, 8, metrics, 64 * 1024)
-    processor.buffer = buffer  # type: ignore[attr-defined]
-    processor.store = store  # type: ignore[attr-defined]
-    return processor
 
 
 async def test_one_write_per_user_per_batch_and_sends_buffered(processor) -> None:
