@@ -1,10 +1,10 @@
 """Redis as buffer, after the write-up: one job per step and send time instead of one per user.
 
 A send adds its recipient to a Redis set keyed by message step and send-time bucket, and the set's
-header to an index ordered by bucket time. The batcher drains due sets up to `batch_size`
-recipients at a time: read, produce one dispatch record, then remove. A worker that dies between
-producing and removing leaves the recipients in the set; they are produced again and the sender
-drops the repeats by dispatch id. Nothing is removed before it is on the `send` topic.
+header to an index ordered by bucket time. The batcher drains a step's due sets `batch_size`
+recipients at a time, across buckets: read, produce one dispatch record, then remove. A worker
+that dies between producing and removing leaves the recipients in the set; they are produced
+again and the sender drops the repeats by dispatch id. Nothing is removed before it is on the `send` topic.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import redis.asyncio as aioredis
@@ -38,10 +38,17 @@ def _index_key(prefix: str) -> str:
     return f"{prefix}:send-buffers"
 
 
+def _step_tag(step: MessageStep) -> str:
+    # Hash tag: a step's sets and its lease share a Redis Cluster slot.
+    return f"{{{step.journey_id}:{step.journey_version}:{step.step_id}}}"
+
+
 def _set_key(prefix: str, step: MessageStep, bucket: datetime) -> str:
-    # Hash-tagged by step so one buffer's set and lease share a Redis Cluster slot.
-    tag = f"{step.journey_id}:{step.journey_version}:{step.step_id}"
-    return f"{prefix}:send-buffer:{{{tag}}}:{int(bucket.timestamp())}"
+    return f"{prefix}:send-buffer:{_step_tag(step)}:{int(bucket.timestamp())}"
+
+
+def _lease_key(prefix: str, step: MessageStep) -> str:
+    return f"{prefix}:send-buffer:{_step_tag(step)}:lease"
 
 
 def _header(step: MessageStep, bucket: datetime) -> bytes:
@@ -87,7 +94,11 @@ def _parse_header(header: bytes) -> tuple[MessageStep, datetime]:
 
 
 class Batcher:
-    """Drains due send buffers into dispatch records; safe to run in every worker at once."""
+    """Drains due send buffers into dispatch records; safe to run in every worker at once.
+
+    Records leave full: a step's recipients are taken oldest bucket first, across buckets, and a
+    record of fewer than `batch_size` leaves only once its oldest bucket has been closed for
+    `hold_seconds`. A partial record thus waits at most bucket_seconds + hold_seconds."""
 
     def __init__(
         self,
@@ -97,6 +108,8 @@ class Batcher:
         prefix: str,
         batch_size: int = 200,
         lease_seconds: int = 30,
+        bucket_seconds: int = 1,
+        hold_seconds: float = 1.0,
     ) -> None:
         self._redis = client
         self._producer = producer
@@ -104,55 +117,86 @@ class Batcher:
         self._prefix = prefix
         self.batch_size = batch_size
         self._lease_ms = lease_seconds * 1000
+        self._partial_after = timedelta(seconds=bucket_seconds + hold_seconds)
         self._owner = uuid.uuid4().hex
         self._release = client.register_script(RELEASE_LEASE)
         self.records_produced = 0
         self.recipients_produced = 0
 
-    async def drain_due(self, now: datetime, max_buffers: int = 100) -> int:
-        """Produces dispatch records for every buffer due by `now`; returns how many."""
+    async def drain_due(self, now: datetime, max_buffers: int = 1000) -> int:
+        """Produces dispatch records for the buffers due by `now`; returns how many."""
         headers = await self._redis.zrangebyscore(
             _index_key(self._prefix), "-inf", now.timestamp(), start=0, num=max_buffers
         )
-        produced = 0
+        buckets: dict[MessageStep, list[datetime]] = {}
         for header in headers:
-            produced += await self._drain_one(header)
+            step, bucket = _parse_header(header)
+            buckets.setdefault(step, []).append(bucket)
+        produced = 0
+        for step, step_buckets in buckets.items():
+            produced += await self._drain_step(step, sorted(step_buckets), now)
         return produced
 
-    async def _drain_one(self, header: bytes) -> int:
-        step, bucket = _parse_header(header)
-        key = _set_key(self._prefix, step, bucket)
-        lease_key = key + ":lease"
+    async def _drain_step(self, step: MessageStep, buckets: list[datetime], now: datetime) -> int:
+        lease_key = _lease_key(self._prefix, step)
         if not await self._redis.set(lease_key, self._owner, nx=True, px=self._lease_ms):
-            return 0  # another batcher is draining it
+            return 0  # another batcher is draining this step
         produced = 0
         try:
-            while members := await self._redis.srandmember(key, self.batch_size):
+            while taken := await self._take(step, buckets):
+                members = [(bucket, member) for bucket, batch in taken for member in batch]
+                oldest = taken[0][0]
+                if len(members) < self.batch_size and now < oldest + self._partial_after:
+                    break  # wait for more recipients, or for the hold to pass
                 recipients = tuple(
                     sorted(
-                        (Recipient.from_record(orjson.loads(m)) for m in members),
+                        (Recipient.from_record(orjson.loads(m)) for _, m in members),
                         key=lambda r: r.dispatch_id,
                     )
                 )
-                record = DispatchRecord(step=step, send_at=bucket, recipients=recipients)
+                record = DispatchRecord(step=step, send_at=oldest, recipients=recipients)
                 await self._producer.send_and_wait(
                     self._topic,
                     orjson.dumps(record.to_record()),
                     key=record.batch_id.encode(),
                 )
-                await self._redis.srem(key, *members)
+                pipe = self._redis.pipeline(transaction=False)
+                for bucket, batch in taken:
+                    pipe.srem(_set_key(self._prefix, step, bucket), *batch)
+                await pipe.execute()
                 produced += 1
                 self.records_produced += 1
                 self.recipients_produced += len(recipients)
-            await self._forget_if_empty(header, key)
+                if len(members) < self.batch_size:
+                    break
+            await self._forget_empty(step, buckets)
         finally:
             await self._release(keys=[lease_key], args=[self._owner])
         return produced
 
-    async def _forget_if_empty(self, header: bytes, key: str) -> None:
-        """Drops the index entry of an empty set; a send added meanwhile re-adds it."""
+    async def _take(
+        self, step: MessageStep, buckets: list[datetime]
+    ) -> list[tuple[datetime, list[bytes]]]:
+        """Up to `batch_size` members, oldest bucket first (read only; removed once produced)."""
+        taken: list[tuple[datetime, list[bytes]]] = []
+        wanted = self.batch_size
+        for bucket in buckets:
+            members = await self._redis.srandmember(_set_key(self._prefix, step, bucket), wanted)
+            if members:
+                taken.append((bucket, members))
+                wanted -= len(members)
+            if wanted == 0:
+                break
+        return taken
+
+    async def _forget_empty(self, step: MessageStep, buckets: list[datetime]) -> None:
+        """Drops the index entries of empty sets; a send added meanwhile re-adds its entry."""
         index = _index_key(self._prefix)
-        await self._redis.zrem(index, header)
-        if await self._redis.scard(key):
-            _, bucket = _parse_header(header)
-            await self._redis.zadd(index, {header: bucket.timestamp()})
+        for bucket in buckets:
+            header = _header(step, bucket)
+            key = _set_key(self._prefix, step, bucket)
+            if await self._redis.scard(key):
+                continue
+            await self._redis.zrem(index, header)
+            if await self._redis.scard(key):
+                await self._redis.zadd(index, {header: bucket.timestamp()})

@@ -91,6 +91,8 @@ class WorkerRuntime:
             s.topic("send"),
             prefix=s.redis_prefix,
             batch_size=ws.send_batch_size,
+            bucket_seconds=ws.send_bucket_seconds,
+            hold_seconds=ws.send_hold_seconds,
         )
         self.timer_pump = TimerPump(
             self.store,

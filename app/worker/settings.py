@@ -23,6 +23,8 @@ class WorkerSettings:
     max_record_bytes: int = field(default_factory=lambda: _int("MAX_RECORD_BYTES", 256 * 1024))
     send_batch_size: int = field(default_factory=lambda: _int("SEND_BATCH_SIZE", 200))
     send_bucket_seconds: int = field(default_factory=lambda: _int("SEND_BUCKET_SECONDS", 1))
+    # How long a closed bucket's last few recipients wait for company before leaving alone.
+    send_hold_seconds: float = field(default_factory=lambda: _float("SEND_HOLD_SECONDS", 1.0))
     batcher_interval: float = field(default_factory=lambda: _float("BATCHER_INTERVAL", 0.2))
     timer_pump_interval: float = field(default_factory=lambda: _float("TIMER_PUMP_INTERVAL", 0.2))
     timer_lease_seconds: float = field(default_factory=lambda: _float("TIMER_LEASE_SECONDS", 30))

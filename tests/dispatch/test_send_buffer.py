@@ -46,8 +46,11 @@ async def test_batches_of_at_most_batch_size_each_recipient_once(
     await producer.start()
     try:
         batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=200)
-        assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 4
+        # Full records leave at once; the 50 and the 3 wait for company until the hold passes.
+        assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 2
         assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 0
+        assert await batcher.drain_due(T0 + timedelta(seconds=2)) == 2
+        assert await batcher.drain_due(T0 + timedelta(seconds=2)) == 0
     finally:
         await producer.stop()
 
@@ -77,7 +80,7 @@ async def test_recipients_stay_buffered_when_the_produce_fails(
     try:
         batcher = Batcher(redis_client, producer, "never-written", prefix=unique)
         with pytest.raises(MessageSizeTooLargeError):
-            await batcher.drain_due(T0 + timedelta(seconds=1))
+            await batcher.drain_due(T0 + timedelta(seconds=3))
     finally:
         await producer.stop()
     assert await buffer.pending() == 5
@@ -94,12 +97,38 @@ async def test_a_leased_buffer_is_left_to_its_batcher(
     try:
         first = Batcher(redis_client, producer, topic, prefix=unique)
         second = Batcher(redis_client, producer, topic, prefix=unique)
-        keys = await redis_client.keys(f"{unique}:send-buffer:*")
-        (set_key,) = keys
-        await redis_client.set(set_key.decode() + ":lease", "someone-else", px=30000)
-        assert await first.drain_due(T0 + timedelta(seconds=1)) == 0
-        assert await second.drain_due(T0 + timedelta(seconds=1)) == 0
-        await redis_client.delete(set_key.decode() + ":lease")
-        assert await first.drain_due(T0 + timedelta(seconds=1)) == 1
+        lease = f"{unique}:send-buffer:{{onboarding:1:welcome}}:lease"
+        await redis_client.set(lease, "someone-else", px=30000)
+        assert await first.drain_due(T0 + timedelta(seconds=3)) == 0
+        assert await second.drain_due(T0 + timedelta(seconds=3)) == 0
+        await redis_client.delete(lease)
+        assert await first.drain_due(T0 + timedelta(seconds=3)) == 1
     finally:
         await producer.stop()
+
+
+async def test_a_steps_buckets_fill_one_record_oldest_first(
+    servers: Settings, redis_client, new_topic, unique: str
+) -> None:
+    topic = await new_topic("send")
+    buffer = SendBuffer(redis_client, prefix=unique)
+    later = T0 + timedelta(seconds=1)
+    await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(150)])
+    await buffer.add_many([(WELCOME, later, recipient(i)) for i in range(150, 300)])
+    producer = new_producer(servers)
+    await producer.start()
+    try:
+        batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=200)
+        assert await batcher.drain_due(later) == 1  # 150 of the first bucket, 50 of the second
+        assert await buffer.pending() == 100
+        assert await batcher.drain_due(later + timedelta(seconds=1)) == 0  # still held
+        assert await batcher.drain_due(later + timedelta(seconds=2)) == 1
+    finally:
+        await producer.stop()
+    records = await read_records(servers.kafka_bootstrap, topic, 2)
+    first, second = sorted(records, key=lambda r: r["send_at"])
+    assert first["send_at"] == "2026-11-02T09:15:00Z" and len(first["recipients"]) == 200
+    assert {f"{i:032x}" for i in range(150)} <= {r["dispatch_id"] for r in first["recipients"]}
+    assert second["send_at"] == "2026-11-02T09:15:01Z" and len(second["recipients"]) == 100
+    assert await buffer.pending() == 0
+    assert await redis_client.zcard(f"{unique}:send-buffers") == 0
