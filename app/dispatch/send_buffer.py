@@ -4,7 +4,8 @@ A send adds its recipient to a Redis set keyed by message step and send-time buc
 header to an index ordered by bucket time. The batcher drains a step's due sets `batch_size`
 recipients at a time, across buckets: read, produce one dispatch record, then remove. A worker
 that dies between producing and removing leaves the recipients in the set; they are produced
-again and the sender drops the repeats by dispatch id. Nothing is removed before it is on the `send` topic.
+again and the sender drops the repeats by dispatch id. Nothing is removed before it is on the
+`send` topic.
 """
 
 from __future__ import annotations
