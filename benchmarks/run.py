@@ -1,9 +1,11 @@
 """One command for Journeys' figures: the raw ceilings of the servers beneath it and the pipeline
-measured in the same run, with ratios against those ceilings.
+measured in the same run, with ratios against those ceilings, the targets met or not, and the
+fault suite at a larger size than in CI.
 
     scripts/bench [--quick]
 
-Prints a table and writes benchmarks/results/latest.json."""
+Prints a table and writes benchmarks/results/latest.json, e2e-latency.png and
+timer-lateness.png."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import asyncio
 import dataclasses
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -26,21 +29,27 @@ from aiokafka import AIOKafkaConsumer
 
 from app.config import Settings
 from app.dispatch.record import DispatchRecord, MessageStep, Recipient
+from app.engine import JourneyEngine, UserEvent, UserState, load_journey_text
 from app.sender.stub import ProviderStub, serve
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.users import StoredUser, UserCommit
 from app.streams.producer import new_producer
 from app.topic_admin import apply_topics
+from app.topics import load_contract
 from app.worker.metrics import METRICS_KEY
+from app.worker.partitions import partition_of
 from benchmarks.ceilings import (
     kafka_produce_consume,
     mongo_bulk_cas,
     mongo_find_one_and_update,
     redis_set_nx,
 )
+from benchmarks.plots import latency_plot, percentile_plot
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+RESULTS = RESULTS_DIR / "latest.json"
 JOURNEYS = str(Path(sys.executable).parent / "journeys")
 BENCH_JOURNEY = """
 id: bench
@@ -59,12 +68,31 @@ steps:
   wait: {type: delay, duration: 3s, next: hello}
   hello: {type: message, channel: push, template: add_class_reminder}
 """
+# Users parked on a 30-day delay: the pending timers the timer pump works among.
+PARKED_JOURNEY = """
+id: bench-parked
+version: 1
+entry: {event: park}
+steps:
+  wait: {type: delay, duration: 30d, next: hello}
+  hello: {type: message, channel: push, template: add_class_reminder}
+"""
 SIZES = {
-    "quick": {"kafka": 20_000, "fou": 300, "cas": 1_000, "redis": 50_000, "users": 300,
-              "events": 1_500, "timers": 300, "recipients": 2_000},
-    "full": {"kafka": 200_000, "fou": 2_000, "cas": 5_000, "redis": 500_000, "users": 2_000,
-             "events": 10_000, "timers": 2_000, "recipients": 20_000},
+    "quick": {"kafka": 20_000, "fou": 300, "cas": 1_000, "redis": 50_000, "warm_users": 200,
+              "users": 2_000, "events": 4_000, "timers": 400, "pending_timers": 20_000,
+              "recipients": 2_000, "fault_wave_users": 40},
+    "full": {"kafka": 200_000, "fou": 2_000, "cas": 5_000, "redis": 500_000, "warm_users": 1_000,
+             "users": 100_000, "events": 1_000_000, "timers": 2_000, "pending_timers": 1_000_000,
+             "recipients": 20_000, "fault_wave_users": 200},
 }  # fmt: skip
+# (figure, comparison, bound, what the target says)
+TARGETS = (
+    ("ratio_pipeline_to_store", ">=", 0.70, "pipeline >= 70% of the store's bulk CAS ceiling"),
+    ("mongo_writes_per_user_batch", "<=", 1.0, "at most one Mongo write per user per batch"),
+    ("dispatch_records_per_1m_sends", "<=", 5_000, "1M sends in at most 5,000 dispatch records"),
+    ("timer_lateness_p99_s", "<=", 1.0, "timer lateness p99 <= 1 s among the pending timers"),
+    ("worker_rss_growth_ratio", "<=", 1.25, "worker memory flat in the number of users"),
+)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -120,9 +148,12 @@ class Namespace:
             snapshots = await client.hgetall(f"{self.settings.redis_prefix}:{METRICS_KEY}")
         finally:
             await client.aclose()
-        totals: dict[str, float] = {}
+        totals: dict[str, Any] = {}
         for snapshot in snapshots.values():
             for name, value in orjson.loads(snapshot).items():
+                if isinstance(value, list):
+                    totals[name] = value  # one worker here: its distribution as it is
+                    continue
                 totals[name] = (
                     max(totals.get(name, 0), value)
                     if "lateness" in name
@@ -169,14 +200,15 @@ async def read_recipients(
     return recipients, arrivals, records
 
 
-def events(name: str, count: int, users: int, spacing: float = 0.0) -> list[dict]:
-    start = datetime.now(UTC)
+def events(name: str, count: int, users: int, prefix: str = "") -> list[dict]:
+    """`count` events named `name`, spread over `users` users (ids shared across calls)."""
+    at = datetime.now(UTC).isoformat()
     return [
         {
-            "event_id": f"{name}-{i}",
-            "user_id": f"user-{i % users:06d}",
+            "event_id": f"{prefix}{name}-{i}",
+            "user_id": f"{prefix}user-{i % users:07d}",
             "name": name,
-            "at": datetime.fromtimestamp(start.timestamp() + i * spacing, UTC).isoformat(),
+            "at": at,
             "attributes": {
                 "email": f"u{i % users}@x.test",
                 "push_token": f"tok-{i % users}",
@@ -207,54 +239,93 @@ async def publish(settings: Settings, items: list[dict], rate: float | None = No
         await producer.stop()
 
 
+async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None:
+    """Stores `count` users waiting on a 30-day timer, as the worker would have written them."""
+    engine = JourneyEngine([load_journey_text(PARKED_JOURNEY)])
+    partitions = load_contract("user-events").partitions
+    now = datetime.now(UTC)
+    client = new_client(settings)
+    users = client[settings.mongo_db]["users"]
+    try:
+        for first in range(0, count, chunk):
+            documents = []
+            for i in range(first, min(count, first + chunk)):
+                user_id = f"parked-{i:07d}"
+                park = UserEvent(event_id=f"park-{i}", user_id=user_id, name="park", at=now)
+                state = engine.apply(UserState.new(user_id), park, now).state
+                stored = StoredUser(user_id=user_id, state=state)
+                documents.append(
+                    UserCommit(stored, 0, partition_of(user_id, partitions)).document()
+                )
+            await users.insert_many(documents, ordered=False)
+    finally:
+        await close_client(client)
+
+
+def rss_mb(process: subprocess.Popen[bytes], field: str) -> float:
+    status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith(field)).split()[1]) / 1024
+
+
 async def pipeline(settings: Settings, size: dict[str, int]) -> dict[str, Any]:
     ns = Namespace(settings)
-    await ns.setup([BENCH_JOURNEY, TIMER_JOURNEY])
+    await ns.setup([BENCH_JOURNEY, TIMER_JOURNEY, PARKED_JOURNEY])
+    await park_users(ns.settings, size["pending_timers"])
     worker = ns.start("worker")
     try:
         await asyncio.sleep(8)  # the worker joins its group and loads the journeys
+        warm = events("ping", size["warm_users"], size["warm_users"], prefix="warm")
+        await publish(ns.settings, warm)
+        await read_recipients(ns.settings, len(warm), timeout=600)
+        rss_warm = rss_mb(worker, "VmRSS")
+
         burst = events("ping", size["events"], size["users"])
         started = time.monotonic()
         await publish(ns.settings, burst)
-        recipients, _, records = await read_recipients(ns.settings, len(burst), timeout=600)
+        recipients, _, _ = await read_recipients(ns.settings, len(warm) + len(burst), 3600)
         elapsed = time.monotonic() - started
         rate = len(burst) / elapsed
+        rss_loaded = rss_mb(worker, "VmRSS")
 
-        paced = events("ping", max(200, size["events"] // 5), size["users"])
-        paced = [{**e, "event_id": "paced-" + e["event_id"]} for e in paced]
+        paced = events("ping", max(200, size["events"] // 5), size["users"], prefix="paced")
         await publish(ns.settings, paced, rate=rate / 2)
-        all_recipients, arrivals, _ = await read_recipients(
-            ns.settings, len(burst) + len(paced), timeout=600
+        seen = {r["dispatch_id"] for r in recipients}
+        everything, arrivals, records = await read_recipients(
+            ns.settings, len(seen) + len(paced), timeout=3600
         )
         latencies = [
             arrival - datetime.fromisoformat(r["send_at"]).timestamp()
-            for r, arrival in zip(all_recipients, arrivals, strict=True)
-            if r["dispatch_id"] not in {x["dispatch_id"] for x in recipients}
+            for r, arrival in zip(everything, arrivals, strict=True)
+            if r["dispatch_id"] not in seen
         ]
 
         await publish(ns.settings, events("tick", size["timers"], size["timers"]))
-        await read_recipients(ns.settings, len(burst) + len(paced) + size["timers"], timeout=600)
+        await read_recipients(ns.settings, len(everything) + size["timers"], timeout=3600)
         await asyncio.sleep(6)  # the worker publishes its counters every 5 s
         metrics = await ns.worker_metrics()
-        rss_kb = int(
-            next(
-                line
-                for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines()
-                if line.startswith("VmHWM")
-            ).split()[1]
+        latency_plot(latencies, RESULTS_DIR / "e2e-latency.png", "event to dispatch record")
+        percentile_plot(
+            metrics["timer_lateness_percentiles"],
+            RESULTS_DIR / "timer-lateness.png",
+            f"timer lateness, {size['pending_timers']:,} other timers pending",
         )
         return {
             "pipeline_events_per_s": rate,
             "pipeline_events": len(burst),
             "pipeline_users": size["users"],
             "mongo_writes_per_input": metrics["state_writes"] / metrics["inputs"],
-            "dispatch_records_per_1m_sends": records / len(recipients) * 1_000_000,
+            "mongo_writes_per_user_batch": metrics["state_writes"] / metrics["user_batches"],
+            "dispatch_records_per_1m_sends": records / len(everything) * 1_000_000,
             "e2e_latency_p50_s": quantile(latencies, 0.5),
             "e2e_latency_p99_s": quantile(latencies, 0.99),
+            "e2e_paced_events_per_s": rate / 2,
             "timer_lateness_p50_s": metrics["timer_lateness_p50"],
             "timer_lateness_p99_s": metrics["timer_lateness_p99"],
-            "pending_timers": size["timers"],
-            "worker_peak_rss_mb": rss_kb / 1024,
+            "pending_timers": size["pending_timers"],
+            "worker_rss_after_warm_users_mb": rss_warm,
+            "worker_rss_after_all_users_mb": rss_loaded,
+            "worker_rss_growth_ratio": rss_loaded / rss_warm,
+            "worker_peak_rss_mb": rss_mb(worker, "VmHWM"),
         }
     finally:
         await ns.close()
@@ -328,6 +399,11 @@ async def main(mode: str) -> dict[str, Any]:
     results["ratio_pipeline_to_store"] = rate / results["store_bulk_cas_per_s"]
     results["ratio_pipeline_to_kafka"] = rate / results["kafka_produce_consume_per_s"]
     results["ratio_pipeline_to_redis"] = rate / results["redis_set_nx_per_s"]
+    results["targets"] = {
+        name: {"target": f"{op} {bound:g}", "met": met(results[name], op, bound), "means": means}
+        for name, op, bound, means in TARGETS
+    }
+    results["faults"] = fault_suite(size["fault_wave_users"])
     results["mode"] = mode
     results["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -337,12 +413,44 @@ async def main(mode: str) -> dict[str, Any]:
     return results
 
 
+def met(value: float, op: str, bound: float) -> bool:
+    return value >= bound if op == ">=" else value <= bound
+
+
+def fault_suite(wave_users: int) -> dict[str, Any]:
+    """The fault-injection test at a larger size; its per-fault figures as it printed them."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/faults"],
+        cwd=ROOT,
+        env={**os.environ, "FAULT_WAVE_USERS": str(wave_users)},
+        capture_output=True,
+        text=True,
+    )
+    figures: dict[str, Any] = {"passed": result.returncode == 0, "wave_users": wave_users}
+    for line in result.stdout.splitlines():
+        if match := re.match(r"fault suite: (.+?): (\{.*\})$", line):
+            figures[match[1]] = orjson.loads(match[2].replace("'", '"'))
+    return figures
+
+
 def table(results: dict[str, Any]) -> str:
-    width = max(len(k) for k in results)
+    plain = {k: v for k, v in results.items() if not isinstance(v, dict)}
+    width = max(len(k) for k in plain)
     lines = []
-    for key, value in results.items():
+    for key, value in plain.items():
         shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
         lines.append(f"{key:<{width}}  {shown}")
+    lines.append("\ntargets")
+    for name, target in results["targets"].items():
+        verdict = "met" if target["met"] else "NOT MET"
+        lines.append(
+            f"  {target['means']:<52} {results[name]:>12,.3f} {target['target']:>10}  {verdict}"
+        )
+    lines.append(f"\nfault suite ({results['faults']['wave_users']} users per wave)")
+    for fault, figures in results["faults"].items():
+        if isinstance(figures, dict):
+            lines.append(f"  {fault:<16} " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+    lines.append(f"  passed: {results['faults']['passed']}")
     return "\n".join(lines)
 
 
@@ -350,8 +458,8 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the few-minutes size")
     args = parser.parse_args()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(main("quick" if args.quick else "full"))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     print(table(results))
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")

@@ -249,7 +249,8 @@ class Api:
         totals: Counter[str] = Counter()
         for snapshot in workers.values():
             for name, value in orjson.loads(snapshot).items():
-                totals[name] += value
+                if isinstance(value, int | float):
+                    totals[name] += value
         for name, help_text in (
             ("inputs", "inputs the workers applied"),
             ("transitions", "engine transitions"),

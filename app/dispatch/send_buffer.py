@@ -97,9 +97,10 @@ def _parse_header(header: bytes) -> tuple[MessageStep, datetime]:
 class Batcher:
     """Drains due send buffers into dispatch records; safe to run in every worker at once.
 
-    Records leave full: a step's recipients are taken oldest bucket first, across buckets, and a
-    record of fewer than `batch_size` leaves only once its oldest bucket has been closed for
-    `hold_seconds`. A partial record thus waits at most bucket_seconds + hold_seconds."""
+    Records leave full: a step's recipients are taken oldest bucket first, across buckets. Fewer
+    than `batch_size` leave once their number has not grown for `hold_seconds` (the flow has
+    paused), or after `max_wait_seconds` whatever the flow. Bucket times say when a send is due,
+    not when it was added (a burst of old events fills an old bucket), so they cannot tell."""
 
     def __init__(
         self,
@@ -109,8 +110,8 @@ class Batcher:
         prefix: str,
         batch_size: int = 200,
         lease_seconds: int = 30,
-        bucket_seconds: int = 1,
         hold_seconds: float = 1.0,
+        max_wait_seconds: float = 5.0,
     ) -> None:
         self._redis = client
         self._producer = producer
@@ -118,7 +119,10 @@ class Batcher:
         self._prefix = prefix
         self.batch_size = batch_size
         self._lease_ms = lease_seconds * 1000
-        self._partial_after = timedelta(seconds=bucket_seconds + hold_seconds)
+        self._hold = timedelta(seconds=hold_seconds)
+        self._max_wait = timedelta(seconds=max_wait_seconds)
+        # step -> (recipients waiting, when that number was first seen, when the wait began)
+        self._waiting: dict[MessageStep, tuple[int, datetime, datetime]] = {}
         self._owner = uuid.uuid4().hex
         self._release = client.register_script(RELEASE_LEASE)
         self.records_produced = 0
@@ -147,8 +151,10 @@ class Batcher:
             while taken := await self._take(step, buckets):
                 members = [(bucket, member) for bucket, batch in taken for member in batch]
                 oldest = taken[0][0]
-                if len(members) < self.batch_size and now < oldest + self._partial_after:
-                    break  # wait for more recipients, or for the hold to pass
+                if len(members) < self.batch_size and not self._partial_may_leave(
+                    step, len(members), now
+                ):
+                    break
                 recipients = tuple(
                     sorted(
                         (Recipient.from_record(orjson.loads(m)) for _, m in members),
@@ -170,10 +176,26 @@ class Batcher:
                 self.recipients_produced += len(recipients)
                 if len(members) < self.batch_size:
                     break
+            else:
+                self._waiting.pop(step, None)  # nothing left
             await self._forget_empty(step, buckets)
         finally:
             await self._release(keys=[lease_key], args=[self._owner])
         return produced
+
+    def _partial_may_leave(self, step: MessageStep, count: int, now: datetime) -> bool:
+        seen = self._waiting.get(step)
+        if seen is None:
+            self._waiting[step] = (count, now, now)
+            return False
+        seen_count, count_since, waiting_since = seen
+        if count != seen_count:
+            self._waiting[step] = (count, now, waiting_since)
+            return now - waiting_since >= self._max_wait
+        if now - count_since >= self._hold or now - waiting_since >= self._max_wait:
+            del self._waiting[step]
+            return True
+        return False
 
     async def _take(
         self, step: MessageStep, buckets: list[datetime]

@@ -16,6 +16,7 @@ class WorkerMetrics:
     inputs: int = 0
     transitions: int = 0
     state_writes: int = 0
+    user_batches: int = 0  # (user, micro-batch) pairs: at most one state write each
     dead_letters: int = 0
     sends_buffered: int = 0
     branch_refused: int = 0
@@ -28,7 +29,7 @@ class WorkerMetrics:
         if isinstance(item, TimerFired):
             self.timer_lateness.append((now - item.due_at).total_seconds())
 
-    def snapshot(self) -> dict[str, float]:
+    def snapshot(self) -> dict[str, float | list[float]]:
         lateness = sorted(self.timer_lateness)
 
         def quantile(q: float) -> float:
@@ -38,10 +39,12 @@ class WorkerMetrics:
             "inputs": self.inputs,
             "transitions": self.transitions,
             "state_writes": self.state_writes,
+            "user_batches": self.user_batches,
             "dead_letters": self.dead_letters,
             "sends_buffered": self.sends_buffered,
             "branch_refused": self.branch_refused,
             "timers_published": self.timers_published,
             "timer_lateness_p50": quantile(0.5),
             "timer_lateness_p99": quantile(0.99),
+            "timer_lateness_percentiles": [quantile(i / 100) for i in range(101)],
         }

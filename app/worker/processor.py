@@ -151,6 +151,7 @@ class BatchProcessor:
             raise RuntimeError(f"users {sorted(pending)} kept changing under this worker")
 
         self._metrics.inputs += len(records)
+        self._metrics.user_batches += len(by_user)
         self._metrics.dead_letters += len(letters)
         self._metrics.state_writes = self._store.writes
         return letters

@@ -91,8 +91,8 @@ class WorkerRuntime:
             s.topic("send"),
             prefix=s.redis_prefix,
             batch_size=ws.send_batch_size,
-            bucket_seconds=ws.send_bucket_seconds,
             hold_seconds=ws.send_hold_seconds,
+            max_wait_seconds=ws.send_max_wait_seconds,
         )
         self.timer_pump = TimerPump(
             self.store,

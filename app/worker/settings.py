@@ -23,8 +23,12 @@ class WorkerSettings:
     max_record_bytes: int = field(default_factory=lambda: _int("MAX_RECORD_BYTES", 256 * 1024))
     send_batch_size: int = field(default_factory=lambda: _int("SEND_BATCH_SIZE", 200))
     send_bucket_seconds: int = field(default_factory=lambda: _int("SEND_BUCKET_SECONDS", 1))
-    # How long a closed bucket's last few recipients wait for company before leaving alone.
+    # A record of fewer than send_batch_size leaves once the flow paused this long, or at the
+    # latest after the max wait.
     send_hold_seconds: float = field(default_factory=lambda: _float("SEND_HOLD_SECONDS", 1.0))
+    send_max_wait_seconds: float = field(
+        default_factory=lambda: _float("SEND_MAX_WAIT_SECONDS", 5.0)
+    )
     batcher_interval: float = field(default_factory=lambda: _float("BATCHER_INTERVAL", 0.2))
     timer_pump_interval: float = field(default_factory=lambda: _float("TIMER_PUMP_INTERVAL", 0.2))
     timer_lease_seconds: float = field(default_factory=lambda: _float("TIMER_LEASE_SECONDS", 30))

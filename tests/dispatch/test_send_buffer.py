@@ -46,11 +46,11 @@ async def test_batches_of_at_most_batch_size_each_recipient_once(
     await producer.start()
     try:
         batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=200)
-        # Full records leave at once; the 50 and the 3 wait for company until the hold passes.
+        # Full records leave at once; the 50 and the 3 wait until their number stops growing.
         assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 2
-        assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 0
+        assert await batcher.drain_due(T0 + timedelta(seconds=1.5)) == 0
         assert await batcher.drain_due(T0 + timedelta(seconds=2)) == 2
-        assert await batcher.drain_due(T0 + timedelta(seconds=2)) == 0
+        assert await batcher.drain_due(T0 + timedelta(seconds=3)) == 0
     finally:
         await producer.stop()
 
@@ -79,8 +79,9 @@ async def test_recipients_stay_buffered_when_the_produce_fails(
     await producer.start()
     try:
         batcher = Batcher(redis_client, producer, "never-written", prefix=unique)
+        assert await batcher.drain_due(T0 + timedelta(seconds=3)) == 0  # five: wait for more
         with pytest.raises(MessageSizeTooLargeError):
-            await batcher.drain_due(T0 + timedelta(seconds=3))
+            await batcher.drain_due(T0 + timedelta(seconds=4))
     finally:
         await producer.stop()
     assert await buffer.pending() == 5
@@ -102,7 +103,8 @@ async def test_a_leased_buffer_is_left_to_its_batcher(
         assert await first.drain_due(T0 + timedelta(seconds=3)) == 0
         assert await second.drain_due(T0 + timedelta(seconds=3)) == 0
         await redis_client.delete(lease)
-        assert await first.drain_due(T0 + timedelta(seconds=3)) == 1
+        assert await first.drain_due(T0 + timedelta(seconds=3)) == 0  # one: wait for more
+        assert await first.drain_due(T0 + timedelta(seconds=4)) == 1
     finally:
         await producer.stop()
 
@@ -121,14 +123,38 @@ async def test_a_steps_buckets_fill_one_record_oldest_first(
         batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=200)
         assert await batcher.drain_due(later) == 1  # 150 of the first bucket, 50 of the second
         assert await buffer.pending() == 100
-        assert await batcher.drain_due(later + timedelta(seconds=1)) == 0  # still held
-        assert await batcher.drain_due(later + timedelta(seconds=2)) == 1
+        await buffer.add_many([(WELCOME, later, recipient(i)) for i in range(300, 350)])
+        assert await batcher.drain_due(later + timedelta(seconds=0.9)) == 0  # grew: wait
+        assert await batcher.drain_due(later + timedelta(seconds=1.5)) == 0  # still in the hold
+        assert await batcher.drain_due(later + timedelta(seconds=1.9)) == 1  # paused 1 s: leave
     finally:
         await producer.stop()
     records = await read_records(servers.kafka_bootstrap, topic, 2)
     first, second = sorted(records, key=lambda r: r["send_at"])
     assert first["send_at"] == "2026-11-02T09:15:00Z" and len(first["recipients"]) == 200
     assert {f"{i:032x}" for i in range(150)} <= {r["dispatch_id"] for r in first["recipients"]}
-    assert second["send_at"] == "2026-11-02T09:15:01Z" and len(second["recipients"]) == 100
+    assert second["send_at"] == "2026-11-02T09:15:01Z" and len(second["recipients"]) == 150
     assert await buffer.pending() == 0
     assert await redis_client.zcard(f"{unique}:send-buffers") == 0
+
+
+async def test_a_trickle_leaves_after_the_max_wait(
+    servers: Settings, redis_client, new_topic, unique: str
+) -> None:
+    topic = await new_topic("send")
+    buffer = SendBuffer(redis_client, prefix=unique)
+    producer = new_producer(servers)
+    await producer.start()
+    try:
+        batcher = Batcher(redis_client, producer, topic, prefix=unique, max_wait_seconds=5)
+        for second in range(5):  # one more recipient every half second: never a pause
+            await buffer.add_many([(WELCOME, T0, recipient(second * 2))])
+            assert await batcher.drain_due(T0 + timedelta(seconds=second)) == 0
+            await buffer.add_many([(WELCOME, T0, recipient(second * 2 + 1))])
+            assert await batcher.drain_due(T0 + timedelta(seconds=second + 0.5)) == 0
+        await buffer.add_many([(WELCOME, T0, recipient(10))])
+        assert await batcher.drain_due(T0 + timedelta(seconds=5)) == 1
+    finally:
+        await producer.stop()
+    (record,) = await read_records(servers.kafka_bootstrap, topic, 1)
+    assert len(record["recipients"]) == 11

@@ -6,6 +6,7 @@ right recipient with the right template and locale: zero duplicates, zero missin
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,9 @@ RESOLVED = {
     "add_class_reminder": {"en-GB": "en", "fr-FR": "fr", "de": "en", "pt-BR": "en"},
     "add_your_class": {"en-GB": "en", "fr-FR": "en", "de": "en", "pt-BR": "en"},
 }
+# Users signing up before each fault; the benchmark command runs a larger size.
+WAVE_USERS = int(os.environ.get("FAULT_WAVE_USERS", "12"))
+FAULTS = ("kill -9 worker", "kill -9 sender", "restart redis", "restart mongo", "restart kafka")
 
 
 def services(*args: str) -> None:
@@ -57,14 +61,14 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
     )
     engine = JourneyEngine([load_journey(DEMO)])
     expected: dict[str, Send] = {}
-    figures: dict[str, int] = {}
+    fault_of: dict[str, str] = {}  # dispatch id -> the fault its wave ran into
 
     async def publish_wave(number: int) -> None:
-        events = signups(f"w{number}", 12, datetime.now(UTC))
+        events = signups(f"w{number}", WAVE_USERS, datetime.now(UTC))
         effects = simulate(engine, [UserEvent.from_record(e) for e in events])
-        expected.update(
-            {e.effect.dispatch_id: e.effect for e in effects if isinstance(e.effect, Send)}
-        )
+        sends = {e.effect.dispatch_id: e.effect for e in effects if isinstance(e.effect, Send)}
+        expected.update(sends)
+        fault_of.update(dict.fromkeys(sends, FAULTS[number - 1]))
         await pipeline.publish(events)
 
     try:
@@ -98,7 +102,7 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
         services("down", "kafka")
         services("up", "kafka")
 
-        async with asyncio.timeout(240):
+        async with asyncio.timeout(240 + WAVE_USERS):
             while len(stub.delivered) < len(expected):
                 await asyncio.sleep(0.5)
         await asyncio.sleep(5)  # anything extra would arrive now
@@ -116,13 +120,16 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
         want = (recipient, send.template_id, RESOLVED[send.template_id][send.locale or "en-GB"])
         if delivered_as(delivery["body"], delivery["channel"]) != want:
             wrong.append((dispatch_id, want, delivered_as(delivery["body"], delivery["channel"])))
-    figures.update(
-        expected=len(expected),
-        delivered=len(stub.delivered),
-        missing=len(missing),
-        unexpected=len(unexpected),
-        wrong=len(wrong),
-        resent_requests=sum(stub.requests.values()) - len(stub.delivered),
-    )
-    print(f"fault suite: {figures}")
+    for fault in FAULTS:
+        ids = {d for d, f in fault_of.items() if f == fault}
+        figures = {
+            "expected": len(ids),
+            "delivered": len(ids & set(stub.delivered)),
+            "missing": len(ids & missing),
+            "wrong": sum(1 for w in wrong if w[0] in ids),
+            # Requests the provider stub answered from its idempotency-key memory.
+            "repeated_requests": sum(stub.requests[d] - 1 for d in ids if stub.requests[d] > 1),
+        }
+        print(f"fault suite: {fault}: {figures}")
+    print(f"fault suite: unexpected deliveries: {len(unexpected)}")
     assert (missing, unexpected, wrong) == (set(), set(), [])
