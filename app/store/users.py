@@ -11,7 +11,7 @@ ids make any replayed send harmless downstream.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -172,21 +172,35 @@ class UserStore:
     async def claim_due(
         self, partitions: Iterable[int], now: datetime, lease_until: datetime, limit: int
     ) -> list[StoredUser]:
-        """Users of these partitions with a timer due, not claimed by a live lease; claims them."""
+        """Users of these partitions with a timer due, not claimed by a live lease; claims them.
+        A scan by due time: the timer pump's slow sweep, behind the Redis due index."""
         query = {
             PARTITION: {"$in": list(partitions)},
             NEXT_DUE_AT: {"$lte": now},
             "$or": [{LEASE_UNTIL: None}, {LEASE_UNTIL: {"$lte": now}}],
         }
         documents = await self.collection.find(query).sort(NEXT_DUE_AT, ASCENDING).to_list(limit)
-        if not documents:
-            return []
-        ids = [document["_id"] for document in documents]
+        users = [StoredUser.from_document(document) for document in documents]
+        await self.lease(users, now, lease_until)
+        return users
+
+    async def lease(self, users: list[StoredUser], now: datetime, lease_until: datetime) -> None:
+        """Claims these users' due timers until `lease_until`, unless a live lease holds them."""
+        if not users:
+            return
         await self.collection.update_many(
-            {"_id": {"$in": ids}, "$or": [{LEASE_UNTIL: None}, {LEASE_UNTIL: {"$lte": now}}]},
+            {
+                "_id": {"$in": [user.user_id for user in users]},
+                "$or": [{LEASE_UNTIL: None}, {LEASE_UNTIL: {"$lte": now}}],
+            },
             {"$set": {LEASE_UNTIL: lease_until}},
         )
-        return [StoredUser.from_document(document) for document in documents]
+
+    async def users_with_timers(self) -> AsyncIterator[tuple[str, int, datetime]]:
+        """(user id, partition, next due time) of every user with a pending timer."""
+        cursor = self.collection.find({NEXT_DUE_AT: {"$ne": None}}, {NEXT_DUE_AT: 1, PARTITION: 1})
+        async for document in cursor:
+            yield document["_id"], document[PARTITION], document[NEXT_DUE_AT]
 
     async def user_ids_matching(
         self, audience: Mapping[str, Any], after: str | None, limit: int

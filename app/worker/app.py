@@ -75,6 +75,13 @@ def create_app(
             "pumping timers", lambda: runtime.timer_pump.pump(owned, runtime.clock())
         )
 
+    @app.timer(interval=ws.timer_sweep_interval)
+    async def sweep_timers() -> None:
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == timers_topic}
+        await runtime.guarded(
+            "sweeping timers", lambda: runtime.timer_pump.sweep(owned, runtime.clock())
+        )
+
     @app.timer(interval=ws.journeys_poll_interval)
     async def refresh_journeys() -> None:
         await runtime.guarded("refreshing journeys", runtime.refresh_journeys)

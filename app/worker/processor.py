@@ -1,5 +1,6 @@
 """One micro-batch of inputs through the engine: decode, group by user, load every user in one
-query, apply the engine, commit each changed user with one conditional write, then emit.
+query, apply the engine, commit each changed user with one conditional write, then emit and
+record the users' next due times in the Redis due index.
 
 Effects go into the user's outbox inside that same write and are emitted after it, so a crash
 between the write and the emit loses nothing: the input is redelivered (its offset was not
@@ -19,6 +20,7 @@ from app.engine import Analytics, JourneyEngine, ScheduledEntry, Send, TimerFire
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.dead_letters import DeadLetter
 from app.topics import RecordError, load_contract
+from app.worker.due_index import DueIndex
 from app.worker.emitter import Emitter, effect_id
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
@@ -99,6 +101,7 @@ class BatchProcessor:
         engine: Callable[[], JourneyEngine],
         store: UserStore,
         emitter: Emitter,
+        due_index: DueIndex,
         partitions: int,
         metrics: WorkerMetrics,
         max_record_bytes: int,
@@ -106,6 +109,7 @@ class BatchProcessor:
         self._engine = engine
         self._store = store
         self._emitter = emitter
+        self._due_index = due_index
         self._partitions = partitions
         self._metrics = metrics
         self._max_record_bytes = max_record_bytes
@@ -144,6 +148,12 @@ class BatchProcessor:
             conflicts = await self._store.commit_many(commits)
             written = [c.user for c in commits if c.user.user_id not in conflicts]
             await self._emitter.emit(written + unchanged_with_outbox, now)
+            # Unchanged users too: a redelivered batch repairs entries a crash left unrecorded.
+            await self._due_index.record(
+                (user.user_id, self._partition(user), user.state.next_due_at())
+                for user_id, user in users.items()
+                if user_id not in conflicts
+            )
             for user in written:
                 self._emitted.add(user.user_id, {effect_id(e) for e in user.outbox})
             pending = conflicts

@@ -1,7 +1,8 @@
-"""Redis keeps nothing on disk, so a Redis restart empties the send buffers. The `timeline`
-collection in MongoDB is the durable log of every emitted send: when a worker finds Redis's epoch
-key gone (a new, empty Redis), it puts back every recent send that has no delivery outcome yet.
-Putting back too much is harmless: the sender drops dispatch ids it has already delivered."""
+"""Redis keeps nothing on disk, so a Redis restart empties the send buffers and the due index.
+The `timeline` collection in MongoDB is the durable log of every emitted send: when a worker finds
+Redis's epoch key gone (a new, empty Redis), it puts back every recent send that has no delivery
+outcome yet, and refills the due index from the user documents. Putting back too much is
+harmless: the sender drops dispatch ids it has already delivered."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import redis.asyncio as aioredis
 
 from app.dispatch.send_buffer import SendBuffer
 from app.store.mongo import Database
+from app.store.users import UserStore
+from app.worker.due_index import DueIndex
 from app.worker.emitter import buffer_entry
 
 log = logging.getLogger(__name__)
@@ -23,12 +26,20 @@ REPLAY_WINDOW = timedelta(hours=1)
 
 class RedisRecovery:
     def __init__(
-        self, client: aioredis.Redis, prefix: str, buffer: SendBuffer, database: Database
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        buffer: SendBuffer,
+        database: Database,
+        due_index: DueIndex,
+        store: UserStore,
     ) -> None:
         self._redis = client
         self._key = f"{prefix}:epoch"
         self._buffer = buffer
         self._db = database
+        self._due_index = due_index
+        self._store = store
         self.replayed = 0
 
     async def check(self, now: datetime) -> int:
@@ -38,7 +49,11 @@ class RedisRecovery:
             return 0
         if not await self._redis.set(self._key, uuid.uuid4().hex, nx=True):
             return 0  # another worker noticed first and replays
-        return await self._replay(now)
+        replayed = await self._replay(now)
+        refilled = await self._due_index.refill(self._store)
+        if refilled:
+            log.warning("Redis was empty: put back %d users with timers", refilled)
+        return replayed
 
     async def _replay(self, now: datetime) -> int:
         sends = (

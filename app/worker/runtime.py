@@ -23,6 +23,7 @@ from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
 from app.topics import load_contract
+from app.worker.due_index import DueIndex
 from app.worker.emitter import Emitter
 from app.worker.metrics import METRICS_KEY, WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
@@ -75,11 +76,15 @@ class WorkerRuntime:
             database,
             self.metrics,
         )
-        self.redis_recovery = RedisRecovery(self.redis, s.redis_prefix, send_buffer, database)
+        due_index = DueIndex(self.redis, s.redis_prefix)
+        self.redis_recovery = RedisRecovery(
+            self.redis, s.redis_prefix, send_buffer, database, due_index, self.store
+        )
         self.processor = BatchProcessor(
             engine=lambda: self._engine,
             store=self.store,
             emitter=emitter,
+            due_index=due_index,
             partitions=self.partitions,
             metrics=self.metrics,
             max_record_bytes=ws.max_record_bytes,
@@ -96,6 +101,7 @@ class WorkerRuntime:
         )
         self.timer_pump = TimerPump(
             self.store,
+            due_index,
             self.producer,
             s.topic("timers"),
             self.metrics,

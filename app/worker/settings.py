@@ -32,6 +32,10 @@ class WorkerSettings:
     batcher_interval: float = field(default_factory=lambda: _float("BATCHER_INTERVAL", 0.2))
     timer_pump_interval: float = field(default_factory=lambda: _float("TIMER_PUMP_INTERVAL", 0.2))
     timer_lease_seconds: float = field(default_factory=lambda: _float("TIMER_LEASE_SECONDS", 30))
+    # The MongoDB scan behind the Redis due index: a collection scan on FerretDB, so not often.
+    timer_sweep_interval: float = field(
+        default_factory=lambda: _float("TIMER_SWEEP_INTERVAL", 300.0)
+    )
     journeys_poll_interval: float = field(
         default_factory=lambda: _float("JOURNEYS_POLL_INTERVAL", 2.0)
     )

@@ -1,7 +1,9 @@
-"""Durable timers: due times live in the user documents (set and cleared with the state, indexed
-by next due time). Each worker pumps the partitions it owns: it claims due users with a lease and
-publishes one record per due timer to `timers`, keyed by user id. A timer that fires twice is a
-no-op in the engine; a pump that dies leaves a lease that expires, so timers fire late but fire."""
+"""Durable timers: due times live in the user documents (set and cleared with the state), and the
+Redis due index says which users to look at. Each worker pumps the partitions it owns: it takes
+the users the index says are due, checks them against MongoDB, claims the due ones with a lease
+and publishes one record per due timer to `timers`, keyed by user id. A timer that fires twice
+is a no-op in the engine; a pump that dies leaves a lease that expires, so timers fire late but
+fire. A slow sweep of MongoDB by due time backs the index up."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.dispatch.record import utc_text
-from app.store.users import UserStore
+from app.store.users import StoredUser, UserStore
+from app.worker.due_index import DueIndex
 from app.worker.metrics import WorkerMetrics
 
 
@@ -20,6 +23,7 @@ class TimerPump:
     def __init__(
         self,
         store: UserStore,
+        index: DueIndex,
         producer: AIOKafkaProducer,
         timers_topic: str,
         metrics: WorkerMetrics,
@@ -27,6 +31,7 @@ class TimerPump:
         users_per_round: int = 1000,
     ) -> None:
         self._store = store
+        self._index = index
         self._producer = producer
         self._topic = timers_topic
         self._metrics = metrics
@@ -34,11 +39,37 @@ class TimerPump:
         self._limit = users_per_round
 
     async def pump(self, partitions: Iterable[int], now: datetime) -> int:
-        """Publishes the timers due by `now` on these partitions; returns how many."""
+        """Publishes the timers the due index shows due by `now`; returns how many."""
+        entries = await self._index.due(partitions, now, self._limit)
+        if not entries:
+            return 0
+        partition_of = dict(entries)
+        users = await self._store.load_many(partition_of)
+        lease_until = now + self._lease
+        claimable: list[StoredUser] = []
+        corrections: list[tuple[str, int, datetime | None]] = []
+        for user_id, user in users.items():
+            due_at = user.loaded_next_due_at
+            if due_at is None or due_at > now:
+                corrections.append((user_id, partition_of[user_id], due_at))  # stale entry
+            elif user.lease_until is not None and user.lease_until > now:
+                corrections.append((user_id, partition_of[user_id], user.lease_until))
+            else:
+                claimable.append(user)
+                corrections.append((user_id, partition_of[user_id], lease_until))
+        await self._store.lease(claimable, now, lease_until)
+        await self._index.correct(corrections, seen_due_by=now)
+        return await self._publish(claimable, now)
+
+    async def sweep(self, partitions: Iterable[int], now: datetime) -> int:
+        """Publishes due timers found by scanning MongoDB, whatever the index says."""
         owned = sorted(set(partitions))
         if not owned:
             return 0
         users = await self._store.claim_due(owned, now, now + self._lease, self._limit)
+        return await self._publish(users, now)
+
+    async def _publish(self, users: list[StoredUser], now: datetime) -> int:
         futures = []
         for user in users:
             for timer in user.state.due_timers(now):

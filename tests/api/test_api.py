@@ -26,6 +26,7 @@ from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
 from app.store.users import UserStore
 from app.topic_admin import apply_topics
+from app.worker.due_index import DueIndex
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
@@ -155,7 +156,8 @@ async def fill_timeline(settings) -> None:
         metrics,
     )
     engine = JourneyEngine([load_journey(EXAMPLES / "demo-onboarding.yaml")])
-    processor = BatchProcessor(lambda: engine, UserStore(db), emitter, 8, metrics, 65536)
+    due_index = DueIndex(redis, settings.redis_prefix)
+    processor = BatchProcessor(lambda: engine, UserStore(db), emitter, due_index, 8, metrics, 65536)
     event = {"event_id": "e1", "user_id": "ada", "name": "signed_up", "at": "2026-11-02T09:00:00Z",
              "attributes": {"email": "ada@x.test", "first_name": "Ada"}}  # fmt: skip
     await processor.process(

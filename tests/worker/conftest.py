@@ -12,6 +12,7 @@ from app.dispatch.branch_lock import BranchLock
 from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, load_journey
 from app.store.users import UserStore
+from app.worker.due_index import DueIndex
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
@@ -38,7 +39,8 @@ async def processor(store_db, redis_client, unique):
     buffer = SendBuffer(redis_client, prefix=unique)
     emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
     engine = JourneyEngine([load_journey(EXAMPLES / "classdojo-activation.yaml")])
-    processor = BatchProcessor(lambda: engine, store, emitter, 8, metrics, 64 * 1024)
+    due_index = DueIndex(redis_client, unique)
+    processor = BatchProcessor(lambda: engine, store, emitter, due_index, 8, metrics, 64 * 1024)
     processor.buffer = buffer  # type: ignore[attr-defined]
     processor.store = store  # type: ignore[attr-defined]
     return processor

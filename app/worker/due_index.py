@@ -1,0 +1,91 @@
+"""Which users have a timer due, in Redis: one sorted set per partition, user ids scored by their
+next due time. The user documents in MongoDB stay the truth; this index only saves the timer pump
+from scanning them (FerretDB cannot use an index on `next_due_at`).
+
+It is kept right from both sides. The worker records every user of a batch after the batch's
+write, changed or not, so a crash between the write and the record is repaired when the input is
+redelivered. The pump repairs what it finds stale. A new, empty Redis is refilled from MongoDB by
+the worker that notices, with ZADD LT so a refill never postpones a fresher entry. And a slow sweep
+of MongoDB by due time catches anything else, late but never lost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import redis.asyncio as aioredis
+
+from app.store.users import UserStore
+
+# Only an entry still due by the time the pump looked is corrected: one re-scored by a worker
+# since then is fresher than what the pump read.
+CORRECT = """
+local score = redis.call('zscore', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '' then return redis.call('zrem', KEYS[1], ARGV[1]) end
+return redis.call('zadd', KEYS[1], ARGV[3], ARGV[1])
+"""
+
+
+class DueIndex:
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._correct = client.register_script(CORRECT)
+
+    def _key(self, partition: int) -> str:
+        return f"{self._prefix}:due:{{p{partition}}}"
+
+    async def record(self, entries: Iterable[tuple[str, int, datetime | None]]) -> None:
+        """(user id, partition, next due time or None when the user has no timer)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, partition, due_at in entries:
+            if due_at is None:
+                pipe.zrem(self._key(partition), user_id)
+            else:
+                pipe.zadd(self._key(partition), {user_id: due_at.timestamp()})
+        await pipe.execute()
+
+    async def correct(
+        self, entries: Iterable[tuple[str, int, datetime | None]], seen_due_by: datetime
+    ) -> None:
+        """Re-scores (or removes, for None) entries the pump saw due by `seen_due_by`, unless a
+        worker recorded a fresher entry meanwhile."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, partition, due_at in entries:
+            score = "" if due_at is None else due_at.timestamp()
+            await self._correct(  # queued on the pipeline
+                keys=[self._key(partition)],
+                args=[user_id, seen_due_by.timestamp(), score],
+                client=pipe,
+            )
+        await pipe.execute()
+
+    async def due(
+        self, partitions: Iterable[int], now: datetime, limit: int
+    ) -> list[tuple[str, int]]:
+        """Up to `limit` (user id, partition) due by `now`, earliest first in each partition."""
+        owned = sorted(set(partitions))
+        if not owned:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        each = max(1, limit // len(owned))
+        for partition in owned:
+            pipe.zrangebyscore(self._key(partition), "-inf", now.timestamp(), start=0, num=each)
+        return [
+            (member.decode(), partition)
+            for partition, members in zip(owned, await pipe.execute(), strict=True)
+            for member in members
+        ]
+
+    async def refill(self, store: UserStore, chunk: int = 1_000) -> int:
+        """Puts every stored user with a timer back; returns how many."""
+        count = 0
+        pipe = self._redis.pipeline(transaction=False)
+        async for user_id, partition, due_at in store.users_with_timers():
+            pipe.zadd(self._key(partition), {user_id: due_at.timestamp()}, lt=True)
+            count += 1
+            if count % chunk == 0:
+                await pipe.execute()
+        await pipe.execute()
+        return count
