@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -97,12 +99,14 @@ async def mongo_find_one_and_update(settings: Settings, operations: int) -> Ceil
         await close_client(client)
 
 
-async def mongo_bulk_cas(settings: Settings, users: int, batch: int = 50) -> Ceiling:
-    """The worker's write pattern: conditional replaces of user documents, `batch` per bulk
-    command (the store's MONGO_BULK_OPS default)."""
+async def mongo_bulk_cas(
+    settings: Settings, users: int, document: Mapping[str, Any], batch: int = 50
+) -> Ceiling:
+    """The worker's write pattern: conditional replaces of documents like its user documents
+    (their size is most of the cost), `batch` per bulk command (the MONGO_BULK_OPS default)."""
     client = new_client(settings)
     collection = client[f"bench_{uuid.uuid4().hex[:8]}"]["users"]
-    document = {"attributes": {"plan": "free", "first_name": "Ada"}, "journeys": {}, "outbox": []}
+    document = {k: v for k, v in document.items() if k not in ("_id", "version")}
     try:
         await collection.insert_many(
             [{"_id": f"u-{i}", "version": 1, **document} for i in range(users)]

@@ -39,6 +39,7 @@ from app.topic_admin import apply_topics
 from app.topics import load_contract
 from app.worker.metrics import METRICS_KEY
 from app.worker.partitions import partition_of
+from app.worker.processor import EMITTED
 from benchmarks.ceilings import (
     kafka_produce_consume,
     mongo_bulk_cas,
@@ -262,6 +263,18 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
         await close_client(client)
 
 
+def typical_user_document() -> dict[str, Any]:
+    """A user document as the worker stores it after the pipeline's two pings."""
+    engine = JourneyEngine([load_journey_text(BENCH_JOURNEY)])
+    now = datetime.now(UTC)
+    stored = StoredUser.new("user-0000000")
+    for ping in events("ping", 2, 1):
+        transition = engine.apply(stored.state, UserEvent.from_record(ping), now)
+        stored.state = transition.state
+        stored.outbox = [e.to_record() for e in transition.effects if isinstance(e, EMITTED)]
+    return UserCommit(stored, 0, 0).document()
+
+
 def rss_mb(process: subprocess.Popen[bytes], field: str) -> float:
     status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
     return int(next(line for line in status if line.startswith(field)).split()[1]) / 1024
@@ -299,7 +312,8 @@ async def pipeline(settings: Settings, size: dict[str, int]) -> dict[str, Any]:
             if r["dispatch_id"] not in seen
         ]
 
-        await publish(ns.settings, events("tick", size["timers"], size["timers"]))
+        # Timers come due at a steady rate, as in production, not all in the same millisecond.
+        await publish(ns.settings, events("tick", size["timers"], size["timers"]), rate=100)
         await read_recipients(ns.settings, len(everything) + size["timers"], timeout=3600)
         await asyncio.sleep(6)  # the worker publishes its counters every 5 s
         metrics = await ns.worker_metrics()
@@ -387,8 +401,12 @@ async def main(mode: str) -> dict[str, Any]:
         await mongo_find_one_and_update(
             dataclasses.replace(settings, mongo_driver="pymongo"), size["fou"]
         ),
-        await mongo_bulk_cas(settings, size["cas"]),
-        await mongo_bulk_cas(dataclasses.replace(settings, mongo_driver="pymongo"), size["cas"]),
+        await mongo_bulk_cas(settings, size["cas"], typical_user_document()),
+        await mongo_bulk_cas(
+            dataclasses.replace(settings, mongo_driver="pymongo"),
+            size["cas"],
+            typical_user_document(),
+        ),
         await redis_set_nx(settings, size["redis"]),
     ]
     results: dict[str, Any] = {f"{c.name}_per_s": c.per_second for c in ceilings}

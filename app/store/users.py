@@ -10,6 +10,7 @@ ids make any replayed send harmless downstream.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -123,11 +124,13 @@ class UserStore:
     async def commit_many(self, commits: list[UserCommit]) -> set[str]:
         """One conditional write per user; returns the users whose stored version had moved on
         (another writer got there first), who must be reloaded and recomputed. The writes go in
-        bulk commands of at most `bulk_ops` (FerretDB 1.24 stalls on much larger ones)."""
-        conflicts: set[str] = set()
-        for first in range(0, len(commits), self.bulk_ops):
-            conflicts |= await self._commit_chunk(commits[first : first + self.bulk_ops])
-        return conflicts
+        bulk commands of at most `bulk_ops`, several in flight at once."""
+        chunks = [
+            commits[first : first + self.bulk_ops]
+            for first in range(0, len(commits), self.bulk_ops)
+        ]
+        results = await asyncio.gather(*(self._commit_chunk(chunk) for chunk in chunks))
+        return set().union(*results)
 
     async def _commit_chunk(self, commits: list[UserCommit]) -> set[str]:
         if not commits:

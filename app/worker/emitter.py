@@ -4,6 +4,7 @@ outbox may be emitted more than once (after a crash, or while its clearing write
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from datetime import datetime
@@ -69,7 +70,6 @@ class Emitter:
 
     async def emit(self, users: list[StoredUser], now: datetime) -> None:
         sends = [e for user in users for e in user.outbox if e["kind"] == SEND]
-        await self._buffer_sends(sends)
         timeline = [
             {"_id": effect_id(e), "user_id": user.user_id, "recorded_at": now, **e}
             for user in users
@@ -79,7 +79,8 @@ class Emitter:
         timeline += [
             {"_id": effect_id(e), "user_id": e["user_id"], "recorded_at": now, **e} for e in sends
         ]
-        await self._record_timeline(timeline)
+        # Independent and idempotent: a failure of either fails the batch, which is redone.
+        await asyncio.gather(self._buffer_sends(sends), self._record_timeline(timeline))
 
     async def _buffer_sends(self, sends: list[dict[str, Any]]) -> None:
         branched = [s for s in sends if s.get("branch")]
