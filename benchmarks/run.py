@@ -29,17 +29,20 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import Settings
 from app.dispatch.record import DispatchRecord, MessageStep, Recipient
+from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, UserEvent, UserState, load_journey_text
 from app.sender.stub import ProviderStub, serve
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
-from app.store.users import StoredUser, UserCommit
+from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.producer import new_producer
 from app.topic_admin import apply_topics
 from app.topics import load_contract
+from app.worker.due_index import DueIndex
 from app.worker.metrics import METRICS_KEY
 from app.worker.partitions import partition_of
 from app.worker.processor import EMITTED
+from app.worker.redis_recovery import RedisRecovery
 from benchmarks.ceilings import (
     kafka_produce_consume,
     mongo_bulk_cas,
@@ -167,10 +170,16 @@ class Namespace:
     async def close(self) -> None:
         for process in self.processes:
             process.terminate()
-            process.wait(30)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         client = new_client(self.settings)
-        await client.drop_database(self.settings.mongo_db)
-        await close_client(client)
+        try:
+            await client.drop_database(self.settings.mongo_db)
+        finally:
+            await close_client(client)
 
 
 async def read_recipients(
@@ -250,25 +259,34 @@ async def publish(settings: Settings, items: list[dict], rate: float | None = No
 
 
 async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None:
-    """Stores `count` users waiting on a 30-day timer, as the worker would have written them."""
+    """Stores `count` users waiting on a 30-day timer, as a worker would have left them: user
+    documents, due index entries, and Redis marked as holding them (so no refill is due)."""
     engine = JourneyEngine([load_journey_text(PARKED_JOURNEY)])
     partitions = load_contract("user-events").partitions
     now = datetime.now(UTC)
     client = new_client(settings)
-    users = client[settings.mongo_db]["users"]
+    database = client[settings.mongo_db]
+    redis = aioredis.from_url(settings.redis_url)
+    prefix = settings.redis_prefix
+    store = UserStore(database)
+    due_index = DueIndex(redis, prefix)
+    recovery = RedisRecovery(redis, prefix, SendBuffer(redis, prefix), database, due_index, store)
     try:
+        await recovery.check(now)  # an empty store: sets the epoch, puts nothing back
         for first in range(0, count, chunk):
-            documents = []
+            commits = []
             for i in range(first, min(count, first + chunk)):
                 user_id = f"parked-{i:07d}"
                 park = UserEvent(event_id=f"park-{i}", user_id=user_id, name="park", at=now)
                 state = engine.apply(UserState.new(user_id), park, now).state
                 stored = StoredUser(user_id=user_id, state=state)
-                documents.append(
-                    UserCommit(stored, 0, partition_of(user_id, partitions)).document()
-                )
-            await users.insert_many(documents, ordered=False)
+                commits.append(UserCommit(stored, 0, partition_of(user_id, partitions)))
+            await database["users"].insert_many([c.document() for c in commits], ordered=False)
+            await due_index.record(
+                (c.user.user_id, c.partition, c.user.state.next_due_at()) for c in commits
+            )
     finally:
+        await redis.aclose()
         await close_client(client)
 
 

@@ -34,7 +34,7 @@ class WorkerSettings:
     timer_lease_seconds: float = field(default_factory=lambda: _float("TIMER_LEASE_SECONDS", 30))
     # The MongoDB scan behind the Redis due index: a collection scan on FerretDB, so not often.
     timer_sweep_interval: float = field(
-        default_factory=lambda: _float("TIMER_SWEEP_INTERVAL", 300.0)
+        default_factory=lambda: _float("TIMER_SWEEP_INTERVAL", 3600.0)
     )
     journeys_poll_interval: float = field(
         default_factory=lambda: _float("JOURNEYS_POLL_INTERVAL", 2.0)
