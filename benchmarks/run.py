@@ -4,8 +4,8 @@ fault suite at a larger size than in CI.
 
     scripts/bench [--quick]
 
-Prints a table and writes benchmarks/results/latest.json, e2e-latency.png and
-timer-lateness.png."""
+Prints a table and writes benchmarks/results/latest.json, and MODE.json, e2e-latency-MODE.png and
+timer-lateness-MODE.png for MODE quick or full."""
 
 from __future__ import annotations
 
@@ -238,9 +238,14 @@ def events(name: str, count: int, users: int, prefix: str = "") -> list[dict]:
     ]
 
 
-async def publish(settings: Settings, items: list[dict], rate: float | None = None) -> None:
+async def publish(
+    settings: Settings, items: list[dict], rate: float | None = None
+) -> dict[str, float]:
+    """Publishes the events, at `rate` per second if given (each stamped as it goes out);
+    returns when each user's last event went out, as a Unix time."""
     producer = new_producer(settings)
     await producer.start()
+    sent_at: dict[str, float] = {}
     try:
         started = time.monotonic()
         futures = []
@@ -248,6 +253,7 @@ async def publish(settings: Settings, items: list[dict], rate: float | None = No
             if rate:
                 await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
                 item = {**item, "at": datetime.now(UTC).isoformat()}
+            sent_at[item["user_id"]] = time.time()
             futures.append(
                 await producer.send(
                     settings.topic("user-events"), orjson.dumps(item), key=item["user_id"].encode()
@@ -256,6 +262,7 @@ async def publish(settings: Settings, items: list[dict], rate: float | None = No
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+    return sent_at
 
 
 async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None:
@@ -307,7 +314,7 @@ def rss_mb(process: subprocess.Popen[bytes], field: str) -> float:
     return int(next(line for line in status if line.startswith(field)).split()[1]) / 1024
 
 
-async def pipeline(settings: Settings, size: dict[str, int]) -> dict[str, Any]:
+async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[str, Any]:
     ns = Namespace(settings)
     await ns.setup([BENCH_JOURNEY, TIMER_JOURNEY, PARKED_JOURNEY])
     await park_users(ns.settings, size["pending_timers"])
@@ -330,16 +337,16 @@ async def pipeline(settings: Settings, size: dict[str, int]) -> dict[str, Any]:
 
         # At half the maximum rate, reading as the records come: event to dispatch latency.
         paced = events("ping", max(200, size["events"] // 5), size["users"], prefix="paced")
+        paced = paced[: size["users"]]  # one event per user: a recipient names its event
         reading_from = asyncio.Event()
         reading = asyncio.create_task(
             read_recipients(ns.settings, len(paced), timeout=3600, started=reading_from)
         )
         await reading_from.wait()
-        await publish(ns.settings, paced, rate=rate / 2)
+        sent_at = await publish(ns.settings, paced, rate=rate / 2)
         arrived, arrivals, _ = await reading
         latencies = [
-            arrival - datetime.fromisoformat(r["send_at"]).timestamp()
-            for r, arrival in zip(arrived, arrivals, strict=True)
+            arrival - sent_at[r["user_id"]] for r, arrival in zip(arrived, arrivals, strict=True)
         ]
 
         # Timers come due at a steady rate, as in production, not all in the same millisecond.
@@ -348,10 +355,10 @@ async def pipeline(settings: Settings, size: dict[str, int]) -> dict[str, Any]:
         everything, _, records = await read_recipients(ns.settings, sends, timeout=3600)
         await asyncio.sleep(6)  # the worker publishes its counters every 5 s
         metrics = await ns.worker_metrics()
-        latency_plot(latencies, RESULTS_DIR / "e2e-latency.png", "event to dispatch record")
+        latency_plot(latencies, RESULTS_DIR / f"e2e-latency-{mode}.png", "event to dispatch record")
         percentile_plot(
             metrics["timer_lateness_percentiles"],
-            RESULTS_DIR / "timer-lateness.png",
+            RESULTS_DIR / f"timer-lateness-{mode}.png",
             f"timer lateness, {size['pending_timers']:,} other timers pending",
         )
         return {
@@ -442,7 +449,7 @@ async def main(mode: str) -> dict[str, Any]:
     ]
     results: dict[str, Any] = {f"{c.name}_per_s": c.per_second for c in ceilings}
     results["store_bulk_cas_per_s"] = results["mongo_bulk_cas_motor_per_s"]
-    results.update(await pipeline(settings, size))
+    results.update(await pipeline(settings, size, mode))
     results.update(await sender(settings, size["recipients"]))
     rate = results["pipeline_events_per_s"]
     results["ratio_pipeline_to_store"] = rate / results["store_bulk_cas_per_s"]
@@ -509,7 +516,9 @@ def cli() -> None:
     args = parser.parse_args()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(main("quick" if args.quick else "full"))
-    RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    text = orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n"
+    RESULTS.write_bytes(text)
+    (RESULTS_DIR / f"{results['mode']}.json").write_bytes(text)  # the latest run of each size
     print(table(results))
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
 
