@@ -7,7 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo import ReturnDocument
+from pymongo import ReplaceOne, ReturnDocument
 
 from app.config import Settings
 
@@ -80,6 +80,24 @@ async def test_mongo_find_one_and_update_round_trip(mongo_db: AsyncIOMotorDataba
     )
     assert stale is None
     assert (await users.find_one({"_id": "u-1"}))["attributes"] == {"plan": "free"}
+
+
+async def test_mongo_bulk_compare_and_set_of_hundreds_in_one_command(
+    mongo_db: AsyncIOMotorDatabase,
+) -> None:
+    """Unpatched FerretDB 1.24 deadlocked on one update command of 100 (see scripts/services)."""
+    users = mongo_db["users"]
+    await users.insert_many([{"_id": f"u-{i}", "version": 1} for i in range(300)])
+    replaces = [
+        ReplaceOne({"_id": f"u-{i}", "version": 1 if i % 3 else 9}, {"version": 2})
+        for i in range(300)
+    ]
+    result = await asyncio.wait_for(users.bulk_write(replaces, ordered=False), 60)
+    assert result.matched_count == 200  # every third one's version did not match
+    stale = await users.find({"version": 1}, {"_id": 1}).to_list(None)
+    assert sorted(d["_id"] for d in stale) == sorted(f"u-{i}" for i in range(0, 300, 3))
+    found = await users.find({"_id": {"$in": ["u-7", "u-8", "nobody"]}, "version": 2}).to_list(None)
+    assert sorted(d["_id"] for d in found) == ["u-7", "u-8"]
 
 
 async def test_redis_set_nx_admits_only_the_first_writer(

@@ -76,7 +76,7 @@ async def test_bad_records_are_dead_lettered_and_the_rest_applied(processor) -> 
 
 
 async def test_a_batch_of_many_users_commits_in_bounded_bulk_commands(processor) -> None:
-    """FerretDB stalls on a bulk_write of ~100 replaces: a batch spanning 240 users must not."""
+    """A batch spanning 240 users writes each once, in bulk commands of MONGO_BULK_OPS."""
     first = [
         event(f"a{i}", f"many-{i}", "signed_up", T0, attributes={"role": "teacher"})
         for i in range(240)
