@@ -87,7 +87,7 @@ SIZES = {
               "timers": 400, "pending_timers": 20_000, "recipients": 2_000,
               "fault_wave_users": 40},
     "full": {"kafka": 200_000, "fou": 2_000, "cas": 5_000, "redis": 500_000,
-             "warm_users": 1_000, "warm_events": 100_000, "users": 100_000, "events": 1_000_000,
+             "warm_users": 10_000, "warm_events": 100_000, "users": 100_000, "events": 1_000_000,
              "timers": 2_000, "pending_timers": 1_000_000, "recipients": 20_000,
              "fault_wave_users": 200},
 }  # fmt: skip
@@ -324,7 +324,7 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
         # The same load over few users, then over many: memory flat in users means equal RSS.
         warm = events("ping", size["warm_events"], size["warm_users"], prefix="warm")
         await publish(ns.settings, warm)
-        await read_recipients(ns.settings, len(warm), timeout=600)
+        await read_recipients(ns.settings, len(warm), timeout=3600)
         rss_warm = rss_mb(worker, "VmRSS")
 
         burst = events("ping", size["events"], size["users"])
