@@ -5,13 +5,14 @@ record the users' next due times in the Redis due index.
 Effects go into the user's outbox inside that same write and are emitted after it, so a crash
 between the write and the emit loses nothing: the input is redelivered (its offset was not
 committed), recognised as applied, and the outbox is emitted again. Emitting twice is harmless:
-the send buffer is a set and the sender drops repeats by dispatch id.
+the send buffer is a set and the sender drops repeats by dispatch id. An emitted outbox is marked
+in Redis and dropped by the user's next write, which costs no extra write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,8 @@ from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.dead_letters import DeadLetter
 from app.topics import RecordError, load_contract
 from app.worker.due_index import DueIndex
-from app.worker.emitter import Emitter, effect_id
+from app.worker.emitted_marks import EmittedMarks
+from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
 
@@ -75,26 +77,6 @@ def decode(record: InputRecord, max_bytes: int) -> EngineInput:
     )
 
 
-class RecentlyEmitted:
-    """Dispatch and timeline ids emitted since they were written, per user, so the user's next
-    write can drop them from the outbox. Bounded: a forgotten user is merely emitted once more."""
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._capacity = capacity
-        self._ids: OrderedDict[str, set[str]] = OrderedDict()
-
-    def add(self, user_id: str, effect_ids: set[str]) -> None:
-        if not effect_ids:
-            return
-        self._ids.setdefault(user_id, set()).update(effect_ids)
-        self._ids.move_to_end(user_id)
-        while len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
-
-    def take(self, user_id: str) -> set[str]:
-        return self._ids.pop(user_id, set())
-
-
 class BatchProcessor:
     def __init__(
         self,
@@ -102,6 +84,7 @@ class BatchProcessor:
         store: UserStore,
         emitter: Emitter,
         due_index: DueIndex,
+        emitted_marks: EmittedMarks,
         partitions: int,
         metrics: WorkerMetrics,
         max_record_bytes: int,
@@ -110,10 +93,10 @@ class BatchProcessor:
         self._store = store
         self._emitter = emitter
         self._due_index = due_index
+        self._marks = emitted_marks
         self._partitions = partitions
         self._metrics = metrics
         self._max_record_bytes = max_record_bytes
-        self._emitted = RecentlyEmitted()
 
     async def process(self, records: list[InputRecord], now: datetime) -> list[DeadLetter]:
         """Applies the batch; returns the records that must go to the dead-letter topic.
@@ -135,6 +118,8 @@ class BatchProcessor:
             if not pending:
                 break
             users = await self._store.load_many(pending)
+            for user_id in await self._marks.emitted({u: user.outbox for u, user in users.items()}):
+                users[user_id].outbox = []  # went out after its write: not to be stored again
             commits: list[UserCommit] = []
             unchanged_with_outbox: list[StoredUser] = []
             for user_id in pending:
@@ -147,15 +132,17 @@ class BatchProcessor:
                     unchanged_with_outbox.append(user)
             conflicts = await self._store.commit_many(commits)
             written = [c.user for c in commits if c.user.user_id not in conflicts]
-            await self._emitter.emit(written + unchanged_with_outbox, now)
-            # Unchanged users too: a redelivered batch repairs entries a crash left unrecorded.
-            await self._due_index.record(
-                (user.user_id, self._partition(user), user.state.next_due_at())
-                for user_id, user in users.items()
-                if user_id not in conflicts
+            emitted = written + unchanged_with_outbox
+            await self._emitter.emit(emitted, now)
+            await asyncio.gather(
+                self._marks.mark((user.user_id, user.outbox) for user in emitted),
+                # Unchanged users too: a redelivered batch repairs entries a crash left unrecorded.
+                self._due_index.record(
+                    (user.user_id, self._partition(user), user.state.next_due_at())
+                    for user_id, user in users.items()
+                    if user_id not in conflicts
+                ),
             )
-            for user in written:
-                self._emitted.add(user.user_id, {effect_id(e) for e in user.outbox})
             pending = conflicts
         if pending:
             raise RuntimeError(f"users {sorted(pending)} kept changing under this worker")
@@ -172,8 +159,6 @@ class BatchProcessor:
         """Runs the user's inputs through the engine, in order. Returns whether the state changed
         (and so must be written) and the inputs the engine refused."""
         engine = self._engine()
-        emitted = self._emitted.take(user.user_id)
-        user.outbox = [effect for effect in user.outbox if effect_id(effect) not in emitted]
         letters: list[DeadLetter] = []
         for item in items:
             record = item.record
@@ -190,10 +175,7 @@ class BatchProcessor:
             )
             user.record_offset(record.source, record.partition, record.offset)
             self._metrics.observe_input(item.input, now)
-        if user.state.version == user.version:
-            self._emitted.add(user.user_id, emitted)  # still in the stored outbox
-            return False, letters
-        return True, letters  # effects already emitted leave the stored outbox with this write
+        return user.state.version != user.version, letters
 
     def _partition(self, user: StoredUser) -> int:
         return partition_of(user.user_id, self._partitions)

@@ -24,6 +24,7 @@ from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
 from app.topics import load_contract
 from app.worker.due_index import DueIndex
+from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
 from app.worker.metrics import METRICS_KEY, WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
@@ -85,6 +86,7 @@ class WorkerRuntime:
             store=self.store,
             emitter=emitter,
             due_index=due_index,
+            emitted_marks=EmittedMarks(self.redis, s.redis_prefix),
             partitions=self.partitions,
             metrics=self.metrics,
             max_record_bytes=ws.max_record_bytes,

@@ -27,6 +27,7 @@ from app.store.mongo import close_client, new_client
 from app.store.users import UserStore
 from app.topic_admin import apply_topics
 from app.worker.due_index import DueIndex
+from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
@@ -157,7 +158,10 @@ async def fill_timeline(settings) -> None:
     )
     engine = JourneyEngine([load_journey(EXAMPLES / "demo-onboarding.yaml")])
     due_index = DueIndex(redis, settings.redis_prefix)
-    processor = BatchProcessor(lambda: engine, UserStore(db), emitter, due_index, 8, metrics, 65536)
+    marks = EmittedMarks(redis, settings.redis_prefix)
+    processor = BatchProcessor(
+        lambda: engine, UserStore(db), emitter, due_index, marks, 8, metrics, 65536
+    )
     event = {"event_id": "e1", "user_id": "ada", "name": "signed_up", "at": "2026-11-02T09:00:00Z",
              "attributes": {"email": "ada@x.test", "first_name": "Ada"}}  # fmt: skip
     await processor.process(

@@ -13,6 +13,7 @@ from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, load_journey
 from app.store.users import UserStore
 from app.worker.due_index import DueIndex
+from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
@@ -40,7 +41,10 @@ async def processor(store_db, redis_client, unique):
     emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
     engine = JourneyEngine([load_journey(EXAMPLES / "classdojo-activation.yaml")])
     due_index = DueIndex(redis_client, unique)
-    processor = BatchProcessor(lambda: engine, store, emitter, due_index, 8, metrics, 64 * 1024)
+    marks = EmittedMarks(redis_client, unique)
+    processor = BatchProcessor(
+        lambda: engine, store, emitter, due_index, marks, 8, metrics, 64 * 1024
+    )
     processor.buffer = buffer  # type: ignore[attr-defined]
     processor.store = store  # type: ignore[attr-defined]
     return processor

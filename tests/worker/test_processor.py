@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from app.worker.emitter import effect_id
 from app.worker.processor import InputRecord
 from tests.worker.conftest import event, records
 
@@ -88,3 +89,34 @@ async def test_a_batch_of_many_users_commits_in_bounded_bulk_commands(processor)
     writes = processor.store.writes
     await asyncio.wait_for(processor.process(records(*second, offset=240), T0), 60)
     assert processor.store.writes - writes == 240
+
+
+async def test_an_emitted_outbox_leaves_with_the_users_next_write(processor) -> None:
+    signed_up = event(
+        "e1", "u-1", "signed_up", T0, attributes={"email": "a@x.test", "role": "teacher"}
+    )
+    await processor.process(records(signed_up), T0)
+    first = (await processor.store.load_many(["u-1"]))["u-1"]
+    assert any(effect["kind"] == "send" for effect in first.outbox)
+    later = T0 + timedelta(minutes=1)
+    await processor.process(records(event("e2", "u-1", "opened_app", later), offset=1), later)
+    second = (await processor.store.load_many(["u-1"]))["u-1"]
+    assert second.version > first.version
+    assert not {effect_id(e) for e in first.outbox} & {effect_id(e) for e in second.outbox}
+
+
+async def test_an_outbox_not_marked_as_emitted_is_kept_and_emitted_again(
+    processor, redis_client, unique
+) -> None:
+    signed_up = event(
+        "e1", "u-1", "signed_up", T0, attributes={"email": "a@x.test", "role": "teacher"}
+    )
+    await processor.process(records(signed_up), T0)
+    first = (await processor.store.load_many(["u-1"]))["u-1"]
+    await redis_client.set(f"{unique}:emitted:{{u-1}}", "the digest of another outbox")
+    await redis_client.delete(*await redis_client.keys(f"{unique}:send-buffer*"))
+    later = T0 + timedelta(minutes=1)
+    await processor.process(records(event("e2", "u-1", "opened_app", later), offset=1), later)
+    second = (await processor.store.load_many(["u-1"]))["u-1"]
+    assert {effect_id(e) for e in first.outbox} <= {effect_id(e) for e in second.outbox}
+    assert await processor.buffer.pending() == 1  # the welcome email, buffered again

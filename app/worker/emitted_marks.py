@@ -1,0 +1,67 @@
+"""Which stored outboxes have been emitted, so a user's next write can drop them.
+
+An outbox is written with the user's state and emitted after the write; clearing it would cost a
+second write, so the next write of that user clears it instead. This needs to know, at the next
+load, that the stored outbox went out: a mark in Redis, one short key per user holding a digest of
+the emitted outbox's effect ids, set after the emit. Kept in Redis rather than in the worker, the
+marks cost the worker no memory per user and survive its restarts.
+
+A mark only ever drops an outbox identical to the one emitted. A lost or expired mark means the
+outbox is emitted once more with the user's next write, which is harmless: the send buffer is a
+set, the timeline ignores known ids and the sender drops dispatch ids it has delivered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from app.worker.emitter import effect_id
+
+MARK_SECONDS = 7 * 24 * 3600
+
+
+def outbox_digest(outbox: list[dict[str, Any]]) -> str:
+    ids = sorted(effect_id(effect) for effect in outbox)
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24]
+
+
+class EmittedMarks:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, ttl_seconds: int = MARK_SECONDS
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+
+    def _key(self, user_id: str) -> str:
+        return f"{self._prefix}:emitted:{{{user_id}}}"  # hash tag: the user's Redis Cluster slot
+
+    async def mark(self, outboxes: Iterable[tuple[str, list[dict[str, Any]]]]) -> None:
+        """Records these (user id, outbox) pairs as emitted."""
+        marks = [(user_id, outbox_digest(outbox)) for user_id, outbox in outboxes if outbox]
+        if not marks:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, digest in marks:
+            pipe.set(self._key(user_id), digest, ex=self._ttl)
+        await pipe.execute()
+
+    async def emitted(self, outboxes: Mapping[str, list[dict[str, Any]]]) -> set[str]:
+        """The users whose given outbox is the one they were marked for."""
+        users = [user_id for user_id, outbox in outboxes.items() if outbox]
+        if not users:
+            return set()
+        # GETs in a pipeline, not MGET: the keys live in different Redis Cluster slots.
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id in users:
+            pipe.get(self._key(user_id))
+        marks = await pipe.execute()
+        return {
+            user_id
+            for user_id, mark in zip(users, marks, strict=True)
+            if mark is not None and mark.decode() == outbox_digest(outboxes[user_id])
+        }
