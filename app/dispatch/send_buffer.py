@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
@@ -100,7 +101,9 @@ class Batcher:
     Records leave full: a step's recipients are taken oldest bucket first, across buckets. Fewer
     than `batch_size` leave once their number has not grown for `hold_seconds` (the flow has
     paused), or after `max_wait_seconds` whatever the flow. Bucket times say when a send is due,
-    not when it was added (a burst of old events fills an old bucket), so they cannot tell."""
+    not when it was added (a burst of old events fills an old bucket), so they cannot tell.
+    Sends arrive a micro-batch at a time, so the hold is stretched to one and a half of the
+    longest recent micro-batch: a pause between two batches is not a pause in the flow."""
 
     def __init__(
         self,
@@ -121,6 +124,7 @@ class Batcher:
         self._lease_ms = lease_seconds * 1000
         self._hold = timedelta(seconds=hold_seconds)
         self._max_wait = timedelta(seconds=max_wait_seconds)
+        self._batch_seconds: deque[float] = deque(maxlen=20)
         # step -> (recipients waiting, when that number was first seen, when the wait began)
         self._waiting: dict[MessageStep, tuple[int, datetime, datetime]] = {}
         self._owner = uuid.uuid4().hex
@@ -183,6 +187,14 @@ class Batcher:
             await self._release(keys=[lease_key], args=[self._owner])
         return produced
 
+    def observe_batch(self, seconds: float) -> None:
+        """How long a micro-batch of the worker took, sends buffered included."""
+        self._batch_seconds.append(seconds)
+
+    def _hold_for(self) -> timedelta:
+        longest_batch = max(self._batch_seconds, default=0.0)
+        return max(self._hold, timedelta(seconds=1.5 * longest_batch))
+
     def _partial_may_leave(self, step: MessageStep, count: int, now: datetime) -> bool:
         seen = self._waiting.get(step)
         if seen is None:
@@ -192,7 +204,7 @@ class Batcher:
         if count != seen_count:
             self._waiting[step] = (count, now, waiting_since)
             return now - waiting_since >= self._max_wait
-        if now - count_since >= self._hold or now - waiting_since >= self._max_wait:
+        if now - count_since >= self._hold_for() or now - waiting_since >= self._max_wait:
             del self._waiting[step]
             return True
         return False

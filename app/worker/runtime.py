@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -149,10 +150,12 @@ class WorkerRuntime:
 
     async def _run_batch_to_completion(self, records: list[InputRecord]) -> None:
         async with self._batch_lock:
+            started = time.monotonic()
             try:
                 letters = await retry_transient(
                     lambda: self.processor.process(records, self.clock()), what="a batch"
                 )
+                self.batcher.observe_batch(time.monotonic() - started)
             except Exception:
                 log.exception("a batch of %d failed; retrying its records one by one", len(records))
                 letters = await self._one_by_one(records)
