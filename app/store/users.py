@@ -2,6 +2,10 @@
 survive a crash (outbox of effects not yet emitted, last applied offset per source partition) and
 to find due timers (next due time, partition, claim lease).
 
+The outbox is stored as one binary value (its records in JSON): the store never queries it, and
+a document's cost to read and write grows with its number of values, which the outbox's records
+would otherwise dominate.
+
 Each batch commits every changed user with one conditional replace (compare-and-set on the state
 version) in a single `bulk_write`. FerretDB applies updates read-modify-write, so the CAS is a
 guard, not the guarantee: one consumer per partition keeps a user's writer single, and dispatch
@@ -17,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+from bson import Binary
 from pymongo import ASCENDING, InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError
 
@@ -59,7 +65,7 @@ class StoredUser:
             user_id=user_id,
             state=state,
             version=state.version,
-            outbox=list(document.get(OUTBOX) or []),
+            outbox=_outbox_of(document.get(OUTBOX)),
             source_offsets={
                 topic: {str(p): int(o) for p, o in offsets.items()}
                 for topic, offsets in (document.get(SOURCE_OFFSETS) or {}).items()
@@ -78,6 +84,13 @@ class StoredUser:
         offsets[str(partition)] = max(offset, offsets.get(str(partition), -1))
 
 
+def _outbox_of(stored: bytes | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The outbox as stored: JSON bytes, or a list in documents written before it was packed."""
+    if isinstance(stored, bytes):
+        return list(orjson.loads(stored))
+    return list(stored or [])
+
+
 @dataclass(frozen=True)
 class UserCommit:
     """The finalized state of one user after a batch, and the version it was computed from."""
@@ -91,7 +104,7 @@ class UserCommit:
         document = dict(state.to_document())
         document["_id"] = self.user.user_id
         next_due = state.next_due_at()
-        document[OUTBOX] = self.user.outbox
+        document[OUTBOX] = Binary(orjson.dumps(self.user.outbox))
         document[SOURCE_OFFSETS] = self.user.source_offsets
         document[NEXT_DUE_AT] = next_due
         document[PARTITION] = self.partition
