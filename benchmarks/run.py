@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import math
 import os
 import platform
 import re
@@ -303,12 +304,14 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
         await close_client(client)
 
 
-def typical_user_document() -> dict[str, Any]:
-    """A user document as the worker stores it after the pipeline's two pings."""
+def typical_user_document(size: dict[str, int]) -> dict[str, Any]:
+    """The average user document the burst writes: each user's document is written after each
+    of its events, so on average after half of them (documents grow with a user's sends)."""
+    pings = math.ceil((size["events"] // size["users"] + 1) / 2)
     engine = JourneyEngine([load_journey_text(BENCH_JOURNEY)])
     now = datetime.now(UTC)
     stored = StoredUser.new("user-0000000")
-    for ping in events("ping", 2, 1):
+    for ping in events("ping", pings, 1):
         transition = engine.apply(stored.state, UserEvent.from_record(ping), now)
         stored.state = transition.state
         stored.outbox = [e.to_record() for e in transition.effects if isinstance(e, EMITTED)]
@@ -445,13 +448,13 @@ async def main(mode: str) -> dict[str, Any]:
         await mongo_find_one_and_update(
             dataclasses.replace(settings, mongo_driver="pymongo"), size["fou"]
         ),
-        await mongo_bulk_cas(settings, size["cas"], typical_user_document()),
+        await mongo_bulk_cas(settings, size["cas"], typical_user_document(size)),
         await mongo_bulk_cas(
             dataclasses.replace(settings, mongo_driver="pymongo"),
             size["cas"],
-            typical_user_document(),
+            typical_user_document(size),
         ),
-        await mongo_read_and_cas(settings, size["cas"], typical_user_document()),
+        await mongo_read_and_cas(settings, size["cas"], typical_user_document(size)),
         await redis_set_nx(settings, size["redis"]),
     ]
     results: dict[str, Any] = {f"{c.name}_per_s": c.per_second for c in ceilings}
