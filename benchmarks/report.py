@@ -1,0 +1,170 @@
+"""The README's benchmark tables, rendered from the latest result of each size, so the figures in
+the README are the ones the benchmark wrote.
+
+    .venv/bin/python -m benchmarks.report
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MODES = ("quick", "medium", "full")
+
+Figures = dict[str, Any]
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _s(value: float) -> str:
+    return f"{value:.2f} s"
+
+
+def _verdict(results: Figures, name: str, shown: str) -> str:
+    return f"{shown}, met" if results["targets"][name]["met"] else f"{shown}, **not met**"
+
+
+ROWS: tuple[tuple[str, Callable[[Figures], str]], ...] = (
+    ("Kafka produce-then-consume", lambda r: f"{_n(r['kafka_produce_consume_per_s'])} msg/s"),
+    ("Redis `SET NX`, pipelined", lambda r: f"{_n(r['redis_set_nx_per_s'])} /s"),
+    (
+        "`find_one_and_update`, Motor / PyMongo async",
+        lambda r: (
+            f"{_n(r['mongo_find_one_and_update_motor_per_s'])} / "
+            f"{_n(r['mongo_find_one_and_update_pymongo_per_s'])} /s"
+        ),
+    ),
+    (
+        "bulk CAS replaces, Motor / PyMongo async",
+        lambda r: (
+            f"{_n(r['mongo_bulk_cas_motor_per_s'])} / {_n(r['mongo_bulk_cas_pymongo_per_s'])} /s"
+        ),
+    ),
+    (
+        "read by `$in`, then bulk CAS replaces (a micro-batch's store work)",
+        lambda r: f"{_n(r['mongo_read_and_cas_motor_per_s'])} users/s",
+    ),
+    (
+        "pipeline, user-events in to dispatch records out",
+        lambda r: (
+            f"{_n(r['pipeline_events_per_s'])} events/s ({_n(r['pipeline_events'])} "
+            f"events, {_n(r['pipeline_users'])} users)"
+        ),
+    ),
+    (
+        "pipeline / store bulk-CAS ceiling (target >= 0.70)",
+        lambda r: _verdict(r, "ratio_pipeline_to_store", f"{r['ratio_pipeline_to_store']:.2f}"),
+    ),
+    (
+        "pipeline / read-and-CAS ceiling",
+        lambda r: f"{r['ratio_pipeline_to_store_read_and_cas']:.2f}",
+    ),
+    (
+        "MongoDB writes per input; per user per micro-batch (target <= 1)",
+        lambda r: _verdict(
+            r,
+            "mongo_writes_per_user_batch",
+            f"{r['mongo_writes_per_input']:.2f}; {r['mongo_writes_per_user_batch']:.2f}",
+        ),
+    ),
+    (
+        "dispatch records per 1M sends (target <= 5,000)",
+        lambda r: _verdict(
+            r, "dispatch_records_per_1m_sends", _n(r["dispatch_records_per_1m_sends"])
+        ),
+    ),
+    (
+        "event-to-dispatch latency p50 / p99",
+        lambda r: (
+            f"{_s(r['e2e_latency_p50_s'])} / {_s(r['e2e_latency_p99_s'])} at "
+            f"{_n(r['e2e_paced_events_per_s'])} events/s"
+        ),
+    ),
+    (
+        "timer lateness p50 / p99 (target p99 <= 1 s)",
+        lambda r: _verdict(
+            r,
+            "timer_lateness_p99_s",
+            f"{_s(r['timer_lateness_p50_s'])} / {_s(r['timer_lateness_p99_s'])} with "
+            f"{_n(r['pending_timers'])} pending",
+        ),
+    ),
+    (
+        "worker RSS, few users -> many (target ratio <= 1.25)",
+        lambda r: (
+            _verdict(
+                r,
+                "worker_rss_growth_ratio",
+                f"{_n(r['worker_rss_after_warm_users_mb'])} -> "
+                f"{_n(r['worker_rss_after_all_users_mb'])} MB ({r['worker_rss_growth_ratio']:.2f})",
+            )
+            + f"; peak {_n(r['worker_peak_rss_mb'])} MB"
+        ),
+    ),
+    (
+        "sender deliveries to the local provider stub",
+        lambda r: f"{_n(r['sender_deliveries_per_s'])} /s",
+    ),
+    (
+        "fault suite at the benchmark's size",
+        lambda r: (
+            ("passed" if r["faults"]["passed"] else "**failed**")
+            + f" ({r['faults']['wave_users']} users per wave)"
+        ),
+    ),
+)
+
+
+def load(mode: str) -> Figures | None:
+    path = RESULTS_DIR / f"{mode}.json"
+    return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
+def _cell(render: Callable[[Figures], str], results: Figures) -> str:
+    try:
+        return render(results)
+    except KeyError:
+        return "not measured in that run"  # a figure added after it
+
+
+def figures_table(runs: dict[str, Figures]) -> str:
+    lines = [
+        "| figure | " + " | ".join(f"`{mode}`" for mode in runs) + " |",
+        "| --- |" + " --- |" * len(runs),
+    ]
+    for label, render in ROWS:
+        lines.append(f"| {label} | " + " | ".join(_cell(render, r) for r in runs.values()) + " |")
+    return "\n".join(lines)
+
+
+def faults_table(results: Figures) -> str:
+    lines = [
+        "| fault | expected | delivered | missing | wrong | repeated requests |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for fault, figures in results["faults"].items():
+        if isinstance(figures, dict):
+            lines.append(
+                f"| {fault} | {figures['expected']} | {figures['delivered']} | "
+                f"{figures['missing']} | {figures['wrong']} | {figures['repeated_requests']} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    runs = {mode: results for mode in MODES if (results := load(mode))}
+    print(figures_table(runs))
+    largest = list(runs)[-1]
+    wave = runs[largest]["faults"]["wave_users"]
+    print(f"\nFault suite at the `{largest}` size ({wave} users per wave):\n")
+    print(faults_table(runs[largest]))
+
+
+if __name__ == "__main__":
+    main()
