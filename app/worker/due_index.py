@@ -2,6 +2,10 @@
 next due time. The user documents in MongoDB stay the truth; this index only saves the timer pump
 from scanning them (FerretDB cannot use an index on `next_due_at`).
 
+The pump claims due entries in Redis itself: one script per partition re-scores the entries due
+by now to the end of a lease, so two pumps never take the same entry, and one that dies leaves
+entries that come due again when the lease ends. A claim costs no MongoDB write.
+
 It is kept right from both sides. The worker records every user of a batch after the batch's
 write, changed or not, so a crash between the write and the record is repaired when the input is
 redelivered. The pump repairs what it finds stale. A new, empty Redis is refilled from MongoDB by
@@ -17,11 +21,17 @@ import redis.asyncio as aioredis
 
 from app.store.users import UserStore
 
-# Only an entry still due by the time the pump looked is corrected: one re-scored by a worker
-# since then is fresher than what the pump read.
+# Takes up to ARGV[3] entries due by ARGV[1], re-scored to the lease end ARGV[2].
+CLAIM = """
+local due = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, member in ipairs(due) do redis.call('zadd', KEYS[1], ARGV[2], member) end
+return due
+"""
+# Only an entry still as the claim left it is corrected: one re-scored by a worker since then is
+# fresher than what the pump read.
 CORRECT = """
 local score = redis.call('zscore', KEYS[1], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
 if ARGV[3] == '' then return redis.call('zrem', KEYS[1], ARGV[1]) end
 return redis.call('zadd', KEYS[1], ARGV[3], ARGV[1])
 """
@@ -31,6 +41,7 @@ class DueIndex:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
+        self._claim = client.register_script(CLAIM)
         self._correct = client.register_script(CORRECT)
 
     def _key(self, partition: int) -> str:
@@ -46,37 +57,42 @@ class DueIndex:
                 pipe.zadd(self._key(partition), {user_id: due_at.timestamp()})
         await pipe.execute()
 
-    async def correct(
-        self, entries: Iterable[tuple[str, int, datetime | None]], seen_due_by: datetime
-    ) -> None:
-        """Re-scores (or removes, for None) entries the pump saw due by `seen_due_by`, unless a
-        worker recorded a fresher entry meanwhile."""
-        pipe = self._redis.pipeline(transaction=False)
-        for user_id, partition, due_at in entries:
-            score = "" if due_at is None else due_at.timestamp()
-            await self._correct(  # queued on the pipeline
-                keys=[self._key(partition)],
-                args=[user_id, seen_due_by.timestamp(), score],
-                client=pipe,
-            )
-        await pipe.execute()
-
-    async def due(
-        self, partitions: Iterable[int], now: datetime, limit: int
+    async def claim(
+        self, partitions: Iterable[int], now: datetime, until: datetime, limit: int
     ) -> list[tuple[str, int]]:
-        """Up to `limit` (user id, partition) due by `now`, earliest first in each partition."""
+        """Up to `limit` (user id, partition) due by `now`, earliest first in each partition,
+        claimed until `until`: no other claim takes them before then."""
         owned = sorted(set(partitions))
         if not owned:
             return []
         pipe = self._redis.pipeline(transaction=False)
         each = max(1, limit // len(owned))
         for partition in owned:
-            pipe.zrangebyscore(self._key(partition), "-inf", now.timestamp(), start=0, num=each)
+            await self._claim(  # queued on the pipeline
+                keys=[self._key(partition)],
+                args=[now.timestamp(), until.timestamp(), each],
+                client=pipe,
+            )
         return [
             (member.decode(), partition)
             for partition, members in zip(owned, await pipe.execute(), strict=True)
             for member in members
         ]
+
+    async def correct(
+        self, entries: Iterable[tuple[str, int, datetime | None]], claimed_until: datetime
+    ) -> None:
+        """Re-scores (or removes, for None) entries claimed until `claimed_until`, unless a worker
+        recorded a fresher entry since the claim."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, partition, due_at in entries:
+            score = "" if due_at is None else due_at.timestamp()
+            await self._correct(  # queued on the pipeline
+                keys=[self._key(partition)],
+                args=[user_id, claimed_until.timestamp(), score],
+                client=pipe,
+            )
+        await pipe.execute()
 
     async def refill(self, store: UserStore, chunk: int = 1_000) -> int:
         """Puts every stored user with a timer back; returns how many."""

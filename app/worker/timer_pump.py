@@ -1,8 +1,8 @@
 """Durable timers: due times live in the user documents (set and cleared with the state), and the
-Redis due index says which users to look at. Each worker pumps the partitions it owns: it takes
-the users the index says are due, checks them against MongoDB, claims the due ones with a lease
+Redis due index says which users to look at. Each worker pumps the partitions it owns: it claims
+the users the index shows due (a lease in Redis, no MongoDB write), checks them against MongoDB
 and publishes one record per due timer to `timers`, keyed by user id. A timer that fires twice
-is a no-op in the engine; a pump that dies leaves a lease that expires, so timers fire late but
+is a no-op in the engine; a pump that dies leaves claims that expire, so timers fire late but
 fire. A slow sweep of MongoDB by due time backs the index up."""
 
 from __future__ import annotations
@@ -40,26 +40,25 @@ class TimerPump:
 
     async def pump(self, partitions: Iterable[int], now: datetime) -> int:
         """Publishes the timers the due index shows due by `now`; returns how many."""
-        entries = await self._index.due(partitions, now, self._limit)
+        lease_until = now + self._lease
+        entries = await self._index.claim(partitions, now, lease_until, self._limit)
         if not entries:
             return 0
         partition_of = dict(entries)
         users = await self._store.load_many(partition_of)
-        lease_until = now + self._lease
-        claimable: list[StoredUser] = []
+        due: list[StoredUser] = []
         corrections: list[tuple[str, int, datetime | None]] = []
         for user_id, user in users.items():
             due_at = user.loaded_next_due_at
             if due_at is None or due_at > now:
                 corrections.append((user_id, partition_of[user_id], due_at))  # stale entry
             elif user.lease_until is not None and user.lease_until > now:
+                # Claimed by the sweep: it publishes them.
                 corrections.append((user_id, partition_of[user_id], user.lease_until))
             else:
-                claimable.append(user)
-                corrections.append((user_id, partition_of[user_id], lease_until))
-        await self._store.lease(claimable, now, lease_until)
-        await self._index.correct(corrections, seen_due_by=now)
-        return await self._publish(claimable, now)
+                due.append(user)  # its entry stays claimed until the lease ends
+        await self._index.correct(corrections, claimed_until=lease_until)
+        return await self._publish(due, now)
 
     async def sweep(self, partitions: Iterable[int], now: datetime) -> int:
         """Publishes due timers found by scanning MongoDB, whatever the index says."""

@@ -5,6 +5,7 @@ MongoDB sweep fires timers the index never saw."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,6 +37,7 @@ async def pump(servers: Settings, processor, redis_client, new_topic, unique):
     pump = TimerPump(processor.store, index, producer, topic, WorkerMetrics(), lease_seconds=30)
     pump.topic = topic  # type: ignore[attr-defined]
     pump.index = index  # type: ignore[attr-defined]
+    pump.producer = producer  # type: ignore[attr-defined]
     yield pump
     await producer.stop()
 
@@ -78,6 +80,26 @@ async def test_the_pump_fires_what_is_due_once_per_lease(
     assert {r["due_at"] for r in fired} == {"2026-11-02T10:00:00Z"}
     # Nobody processed them (a lost publish): the lease lapses and they fire again.
     assert await pump.pump(partitions, T0 + HOUR + timedelta(seconds=31)) == 5
+
+
+async def test_two_pumps_never_take_the_same_timer_and_write_nothing_to_mongodb(
+    servers: Settings, processor, pump, redis_client, unique
+) -> None:
+    users = [f"u-{i}" for i in range(20)]
+    await processor.process(
+        records(
+            *(event(f"e{i}", u, "signed_up", T0, attributes=TEACHER) for i, u in enumerate(users))
+        ),
+        T0,
+    )
+    other = TimerPump(processor.store, DueIndex(redis_client, unique), pump.producer, pump.topic,
+                      WorkerMetrics(), lease_seconds=30)  # fmt: skip
+    counts = await asyncio.gather(*(p.pump(range(8), T0 + HOUR) for p in (pump, other) * 3))
+    assert sum(counts) == 20
+    fired = await read_records(servers.kafka_bootstrap, pump.topic, 20)
+    assert sorted(r["user_id"] for r in fired) == sorted(users)
+    documents = await processor.store.collection.find({}, {"lease_until": 1}).to_list(None)
+    assert {d.get("lease_until") for d in documents} == {None}
 
 
 async def test_the_pump_corrects_stale_entries(processor, pump, redis_client, unique) -> None:
