@@ -27,7 +27,11 @@ func main() {
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener: ferretdb.ListenerConfig{TCP: *listen},
 		Handler:  "sqlite",
-		SQLiteURL: "file:" + *dir + "/",
+		// WAL with synchronous=NORMAL: a commit survives the process crashing (what the fault
+		// suite does) without an fsync each, which made every write cost about 60% more.
+		// Like MongoDB's default (the journal is flushed every 100 ms), the last commits can
+		// be lost to a power cut or an OS crash.
+		SQLiteURL: "file:" + *dir + "/?_pragma=synchronous(normal)",
 	})
 	if err != nil {
 		log.Fatal(err)
