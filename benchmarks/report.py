@@ -26,6 +26,11 @@ def _s(value: float) -> str:
     return f"{value:.2f} s"
 
 
+def _against(results: Figures) -> str:
+    """Runs before the ceilings were taken on the pipeline's own collection used an empty one."""
+    return "" if "store_users" in results else " (against the empty-store ceiling)"
+
+
 def _verdict(results: Figures, name: str, shown: str) -> str:
     return f"{shown}, met" if results["targets"][name]["met"] else f"{shown}, **not met**"
 
@@ -41,14 +46,22 @@ ROWS: tuple[tuple[str, Callable[[Figures], str]], ...] = (
         ),
     ),
     (
-        "bulk CAS replaces, Motor / PyMongo async",
+        "bulk CAS replaces on an empty store, Motor / PyMongo async",
         lambda r: (
             f"{_n(r['mongo_bulk_cas_motor_per_s'])} / {_n(r['mongo_bulk_cas_pymongo_per_s'])} /s"
         ),
     ),
     (
-        "read by `$in`, then bulk CAS replaces (a micro-batch's store work)",
+        "read by `$in` then bulk CAS (a micro-batch's store work), empty store",
         lambda r: f"{_n(r['mongo_read_and_cas_motor_per_s'])} users/s",
+    ),
+    (
+        "**store ceiling**: bulk CAS on the pipeline's users collection after the burst",
+        lambda r: f"{_n(r['store_bulk_cas_per_s'])} /s ({_n(r['store_users'])} documents)",
+    ),
+    (
+        "read by `$in` then bulk CAS, on the pipeline's users collection",
+        lambda r: f"{_n(r['store_read_and_cas_per_s'])} users/s",
     ),
     (
         "pipeline, user-events in to dispatch records out",
@@ -59,11 +72,13 @@ ROWS: tuple[tuple[str, Callable[[Figures], str]], ...] = (
     ),
     (
         "pipeline / store bulk-CAS ceiling (target >= 0.70)",
-        lambda r: _verdict(r, "ratio_pipeline_to_store", f"{r['ratio_pipeline_to_store']:.2f}"),
+        lambda r: _verdict(
+            r, "ratio_pipeline_to_store", f"{r['ratio_pipeline_to_store']:.2f}{_against(r)}"
+        ),
     ),
     (
-        "pipeline / read-and-CAS ceiling",
-        lambda r: f"{r['ratio_pipeline_to_store_read_and_cas']:.2f}",
+        "pipeline / read-and-CAS on the pipeline's users collection",
+        lambda r: f"{r['ratio_pipeline_to_store_read_and_cas']:.2f}{_against(r)}",
     ),
     (
         "MongoDB writes per input; per user per micro-batch (target <= 1)",
