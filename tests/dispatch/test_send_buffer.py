@@ -138,48 +138,46 @@ async def test_a_steps_buckets_fill_one_record_oldest_first(
     assert await redis_client.zcard(f"{unique}:send-buffers") == 0
 
 
-async def test_a_trickle_leaves_after_the_max_wait(
-    servers: Settings, redis_client, new_topic, unique: str
-) -> None:
+@pytest.fixture
+async def sending(servers: Settings, redis_client, new_topic, unique: str):
+    """A send topic of its own, an empty send buffer and a started producer."""
     topic = await new_topic("send")
-    buffer = SendBuffer(redis_client, prefix=unique)
     producer = new_producer(servers)
     await producer.start()
-    try:
-        batcher = Batcher(redis_client, producer, topic, prefix=unique, max_wait_seconds=5)
-        for second in range(5):  # one more recipient every half second: never a pause
-            await buffer.add_many([(WELCOME, T0, recipient(second * 2))])
-            assert await batcher.drain_due(T0 + timedelta(seconds=second)) == 0
-            await buffer.add_many([(WELCOME, T0, recipient(second * 2 + 1))])
-            assert await batcher.drain_due(T0 + timedelta(seconds=second + 0.5)) == 0
-        await buffer.add_many([(WELCOME, T0, recipient(10))])
-        assert await batcher.drain_due(T0 + timedelta(seconds=5)) == 1
-    finally:
-        await producer.stop()
+    yield topic, SendBuffer(redis_client, prefix=unique), producer
+    await producer.stop()
+
+
+async def test_a_trickle_leaves_after_the_max_wait(
+    servers: Settings, sending, redis_client, unique: str
+) -> None:
+    topic, buffer, producer = sending
+    batcher = Batcher(redis_client, producer, topic, prefix=unique, max_wait_seconds=5)
+    for second in range(5):  # one more recipient every half second: never a pause
+        await buffer.add_many([(WELCOME, T0, recipient(second * 2))])
+        assert await batcher.drain_due(T0 + timedelta(seconds=second)) == 0
+        await buffer.add_many([(WELCOME, T0, recipient(second * 2 + 1))])
+        assert await batcher.drain_due(T0 + timedelta(seconds=second + 0.5)) == 0
+    await buffer.add_many([(WELCOME, T0, recipient(10))])
+    assert await batcher.drain_due(T0 + timedelta(seconds=5)) == 1
     (record,) = await read_records(servers.kafka_bootstrap, topic, 1)
     assert len(record["recipients"]) == 11
 
 
 async def test_the_hold_outlasts_the_pause_between_slow_micro_batches(
-    servers: Settings, redis_client, new_topic, unique: str
+    servers: Settings, sending, redis_client, unique: str
 ) -> None:
-    topic = await new_topic("send")
-    buffer = SendBuffer(redis_client, prefix=unique)
-    producer = new_producer(servers)
-    await producer.start()
-    try:
-        batcher = Batcher(
-            redis_client, producer, topic, prefix=unique, hold_seconds=1, max_wait_seconds=10
-        )
-        batcher.observe_batch(2.0)  # micro-batches take 2 s: hold 3 s
-        await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(120)])
-        assert await batcher.drain_due(T0) == 0
-        assert await batcher.drain_due(T0 + timedelta(seconds=2.5)) == 0  # between two batches
-        await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(120, 240)])
-        assert await batcher.drain_due(T0 + timedelta(seconds=2.6)) == 1  # full: 200 leave
-        assert await batcher.drain_due(T0 + timedelta(seconds=5.5)) == 0  # 40 wait 2.9 s
-        assert await batcher.drain_due(T0 + timedelta(seconds=5.7)) == 1  # paused 3.1 s: leave
-    finally:
-        await producer.stop()
+    topic, buffer, producer = sending
+    batcher = Batcher(
+        redis_client, producer, topic, prefix=unique, hold_seconds=1, max_wait_seconds=10
+    )
+    batcher.observe_batch(2.0)  # micro-batches take 2 s: hold 3 s
+    await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(120)])
+    assert await batcher.drain_due(T0) == 0
+    assert await batcher.drain_due(T0 + timedelta(seconds=2.5)) == 0  # between two batches
+    await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(120, 240)])
+    assert await batcher.drain_due(T0 + timedelta(seconds=2.6)) == 1  # full: 200 leave
+    assert await batcher.drain_due(T0 + timedelta(seconds=5.5)) == 0  # 40 wait 2.9 s
+    assert await batcher.drain_due(T0 + timedelta(seconds=5.7)) == 1  # paused 3.1 s: leave
     records = await read_records(servers.kafka_bootstrap, topic, 2)
     assert sorted(len(r["recipients"]) for r in records) == [40, 200]

@@ -46,6 +46,14 @@ async def score(redis_client, unique: str, user_id: str) -> float | None:
     return await redis_client.zscore(due_key(unique, user_id), user_id)
 
 
+async def sign_up(processor, count: int) -> list[str]:
+    """`count` teachers sign up at T0, each with a timer due an hour later."""
+    users = [f"u-{i}" for i in range(count)]
+    signups = (event(f"e{i}", u, "signed_up", T0, attributes=TEACHER) for i, u in enumerate(users))
+    await processor.process(records(*signups), T0)
+    return users
+
+
 async def test_each_batch_records_next_due_times(processor, redis_client, unique) -> None:
     await processor.process(records(event("e1", "u-1", "signed_up", T0, attributes=TEACHER)), T0)
     assert await score(redis_client, unique, "u-1") == (T0 + HOUR).timestamp()
@@ -62,13 +70,7 @@ async def test_each_batch_records_next_due_times(processor, redis_client, unique
 async def test_the_pump_fires_what_is_due_once_per_lease(
     servers: Settings, processor, pump, redis_client, unique
 ) -> None:
-    users = [f"u-{i}" for i in range(5)]
-    await processor.process(
-        records(
-            *(event(f"e{i}", u, "signed_up", T0, attributes=TEACHER) for i, u in enumerate(users))
-        ),
-        T0,
-    )
+    users = await sign_up(processor, 5)
     partitions = range(8)
     assert await pump.pump(partitions, T0 + timedelta(minutes=59)) == 0
     assert await pump.pump(partitions, T0 + HOUR) == 5
@@ -85,13 +87,7 @@ async def test_the_pump_fires_what_is_due_once_per_lease(
 async def test_two_pumps_never_take_the_same_timer_and_write_nothing_to_mongodb(
     servers: Settings, processor, pump, redis_client, unique
 ) -> None:
-    users = [f"u-{i}" for i in range(20)]
-    await processor.process(
-        records(
-            *(event(f"e{i}", u, "signed_up", T0, attributes=TEACHER) for i, u in enumerate(users))
-        ),
-        T0,
-    )
+    users = await sign_up(processor, 20)
     other = TimerPump(processor.store, DueIndex(redis_client, unique), pump.producer, pump.topic,
                       WorkerMetrics(), lease_seconds=30)  # fmt: skip
     counts = await asyncio.gather(*(p.pump(range(8), T0 + HOUR) for p in (pump, other) * 3))
