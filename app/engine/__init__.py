@@ -1,11 +1,18 @@
 """The journey engine: pure functions of (user state, input, now). Nothing here talks to Kafka,
 MongoDB, Redis or the network; the workers and the simulator are the shells around it."""
 
-from app.engine.definitions import Journey, Rules
+from app.engine.definitions import Journey, Rules, VersionedRules
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
 from app.engine.engine import JourneyEngine, dispatch_id
 from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent
-from app.engine.loader import JourneyError, load_journey, load_journey_text, load_rules
+from app.engine.loader import (
+    JourneyError,
+    load_definition_text,
+    load_journey,
+    load_journey_text,
+    load_rules,
+    load_rules_text,
+)
 from app.engine.state import PendingTimer, UserState
 
 __all__ = [
@@ -25,8 +32,11 @@ __all__ = [
     "Transition",
     "UserEvent",
     "UserState",
+    "VersionedRules",
     "dispatch_id",
+    "load_definition_text",
     "load_journey",
     "load_journey_text",
     "load_rules",
+    "load_rules_text",
 ]
