@@ -1,4 +1,4 @@
-"""`journeys api` and the CLI counterparts of the API: `list`, `show`, `timeline`."""
+"""`journeys api` and the CLI counterparts of the API: `list`, `rules`, `show`, `timeline`."""
 
 from __future__ import annotations
 
@@ -47,6 +47,18 @@ def list_journeys() -> None:
 
     for d in _with_database(lambda db: JourneyRegistry(db).list()):
         click.echo(f"{d.journey.id:<24} v{d.journey.version:<4} {d.status:<10} {d.journey.name}")
+
+
+@click.command("rules")
+def list_rules() -> None:
+    """List deployed rules versions; workers apply the newest published one."""
+    from app.store.rules import RulesRegistry
+
+    deployed = _with_database(lambda db: RulesRegistry(db).list())
+    if not deployed:
+        click.echo("no rules deployed")
+    for d in deployed:
+        click.echo(f"rules v{d.rules.version:<4} {d.status:<10} {d.rules.rules.describe()}")
 
 
 @click.command()

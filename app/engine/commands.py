@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 import orjson
 
-from app.engine.definitions import Journey
+from app.engine.definitions import Journey, VersionedRules
 from app.engine.effects import Analytics, ScheduleTimer, Send
 from app.engine.engine import JourneyEngine
 from app.engine.inputs import UserEvent
-from app.engine.loader import JourneyError, load_journey, load_rules
+from app.engine.loader import JourneyError, load_definition_text, load_journey, load_rules
 from app.engine.simulator import SimulatedEffect, Simulator
 from app.topics import RecordError, read_jsonl
 
@@ -30,20 +30,25 @@ def _load(paths: tuple[Path, ...]) -> list[Journey]:
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=FILE)
 def validate(files: tuple[Path, ...]) -> None:
-    """Check journey files; each error names the file, line and path, found and expected."""
+    """Check journey files and rules files (kind: rules); each error names the file, line and
+    path, found and expected."""
     failed = False
     for path in files:
         try:
-            journey = load_journey(path)
+            loaded = load_definition_text(path.read_text(), str(path))
         except JourneyError as error:
             click.echo(str(error), err=True)
             failed = True
         else:
-            click.echo(
-                f"{path}: ok ({journey.id} version {journey.version}, {len(journey.steps)} steps)"
-            )
+            click.echo(f"{path}: ok ({_describe(loaded)})")
     if failed:
         sys.exit(1)
+
+
+def _describe(loaded: Journey | VersionedRules) -> str:
+    if isinstance(loaded, VersionedRules):
+        return f"rules version {loaded.version}: {loaded.rules.describe()}"
+    return f"{loaded.id} version {loaded.version}, {len(loaded.steps)} steps"
 
 
 @click.command()
@@ -95,7 +100,10 @@ def _timeline_line(item: SimulatedEffect) -> str | None:
     "--format", "output", type=click.Choice(["text", "jsonl"]), default="text", show_default=True
 )
 @click.option(
-    "--rules", "rules_file", type=FILE, help="Quiet hours and frequency caps for all journeys."
+    "--rules",
+    "rules_file",
+    type=FILE,
+    help="A rules file (quiet hours and frequency caps for all journeys), as deployed.",
 )
 @click.option("--days", default=30, show_default=True, help="Days to run on after the last event.")
 def simulate(
@@ -104,7 +112,10 @@ def simulate(
     """Run journeys over events with a virtual clock, no server: a timeline per user."""
     from datetime import timedelta
 
-    rules = load_rules(rules_file) if rules_file else None
+    try:
+        rules = load_rules(rules_file) if rules_file else None
+    except JourneyError as error:
+        raise click.ClickException(str(error)) from None
     simulator = Simulator(JourneyEngine(_load(journeys), rules))
     simulator.feed(_read_events(events_file))
     simulator.finish(timedelta(days=days))

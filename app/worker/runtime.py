@@ -20,6 +20,7 @@ from app.engine import JourneyEngine
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.rules import RulesRegistry
 from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
@@ -68,8 +69,10 @@ class WorkerRuntime:
         await retry_transient(self.producer.start, what="starting the Kafka producer")
         self.store = UserStore(database)
         self.registry = JourneyRegistry(database)
+        self.rules = RulesRegistry(database)
         await retry_transient(self.store.ensure_indexes, what="creating user indexes")
         await retry_transient(self.registry.ensure_indexes, what="creating journey indexes")
+        await retry_transient(self.rules.ensure_indexes, what="creating rules indexes")
         await retry_transient(self.refresh_journeys, what="loading journeys")
         send_buffer = SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds)
         emitter = Emitter(
@@ -126,11 +129,12 @@ class WorkerRuntime:
         return self._engine
 
     async def refresh_journeys(self) -> None:
-        fingerprint = await self.registry.fingerprint()
+        """Reloads the journeys and the rules for every journey when either changed."""
+        fingerprint = await self.registry.fingerprint() + await self.rules.fingerprint()
         if fingerprint != self._journeys_fingerprint:
-            self._engine = await self.registry.engine()
+            self._engine = await self.registry.engine(await self.rules.current())
             self._journeys_fingerprint = fingerprint
-            log.info("journeys loaded (fingerprint %s)", fingerprint[:12])
+            log.info("journeys and rules loaded (fingerprint %s)", fingerprint[:12])
 
     async def publish_metrics(self) -> None:
         """Each worker's counters go to one Redis hash, which the API's /metrics reads."""
