@@ -52,6 +52,7 @@ class Versions:
                 await self.set_status(key, status)
                 existing["status"] = status
             return existing
+        now = datetime.now(UTC)
         document = {
             "_id": key,
             **fields,
@@ -59,7 +60,7 @@ class Versions:
             "source": text,
             "source_name": source_name,
             "digest": digest(text),
-            "deployed_at": datetime.now(UTC),
+            "deployed_at": now.replace(microsecond=now.microsecond // 1000 * 1000),  # as stored
         }
         await self.collection.insert_one(document)
         return document
