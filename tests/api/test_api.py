@@ -112,6 +112,49 @@ async def test_journeys_draft_validate_publish_archive_list_show(stack) -> None:
         await client.close()
 
 
+RULES = "kind: rules\nversion: 1\nfrequency_caps:\n  - {channel: email, limit: 1, window: 1d}\n"
+
+
+async def test_rules_draft_validate_publish_archive_list(stack) -> None:
+    client = await api_client(stack)
+    try:
+        assert (await client.post("/rules", data=RULES)).status == 401
+        assert (await client.post("/rules/versions/1/publish")).status == 401
+        bad = await client.post("/rules", data=RULES.replace("1d", "daily"), headers=AUTH)
+        error = await bad.json()
+        assert bad.status == 422 and error["where"] == "/frequency_caps/0/window"
+        assert error["line"] == 4 and "duration" in error["expected"]
+        checked = await client.post("/journeys/validate", data=RULES, headers=AUTH)
+        assert await checked.json() == {"valid": True, "kind": "rules", "version": 1}
+        journey = await client.post(
+            "/journeys/validate", data=(EXAMPLES / "branching.yaml").read_text(), headers=AUTH
+        )
+        assert (await journey.json())["kind"] == "journey"
+        wrong = await client.post(
+            "/journeys/validate", data="kind: rule\nversion: 1\n", headers=AUTH
+        )
+        assert wrong.status == 422 and (await wrong.json())["where"] == "/kind"
+        created = await client.post("/rules", data=RULES, headers=AUTH)
+        assert created.status == 201 and await created.json() == {"version": 1, "status": "draft"}
+        changed = await client.post(
+            "/rules", data=RULES.replace("limit: 1", "limit: 2"), headers=AUTH
+        )
+        assert changed.status == 409 and "version 1 of the rules" in (await changed.json())["error"]
+        assert (await client.post("/rules/versions/1/publish", headers=AUTH)).status == 200
+        again = await client.post("/rules", data=RULES, headers=AUTH)  # keeps its status
+        assert (await again.json())["status"] == "published"
+        listed = await (await client.get("/rules")).json()
+        assert [(r["version"], r["status"], r["summary"], r["source"]) for r in listed] == [
+            (1, "published", "no quiet hours; email at most 1 per 1d", RULES)
+        ]
+        assert (await client.post("/rules/versions/1/archive", headers=AUTH)).status == 200
+        assert [r["status"] for r in await (await client.get("/rules")).json()] == ["archived"]
+        assert (await client.post("/rules/versions/7/publish", headers=AUTH)).status == 404
+        assert (await client.post("/rules/versions/x/publish", headers=AUTH)).status == 400
+    finally:
+        await client.close()
+
+
 async def test_events_are_validated_then_published(stack) -> None:
     client = await api_client(stack)
     try:
