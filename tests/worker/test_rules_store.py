@@ -7,7 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from app.cli import main
 from app.engine import Journey, JourneyError
 from app.engine.definitions import FrequencyCap
 from app.store.deploy import deploy_text
@@ -94,3 +96,27 @@ async def test_the_journey_engine_carries_the_rules_it_is_given(store_db) -> Non
     engine = await journeys.engine(await rules.current())
     assert engine.rules.frequency_caps == (FrequencyCap("email", 1, timedelta(days=1)),)
     assert list(engine.current) == ["demo-onboarding"]
+
+
+def test_journeys_deploy_takes_rules_files_and_journeys_rules_lists_them(
+    mongo_db, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text(2, 1))
+    journey = EXAMPLES / "demo-onboarding.yaml"
+    env = {"MONGO_DB": mongo_db.name}
+    deployed = CliRunner().invoke(main, ["deploy", "--draft", str(rules), str(journey)], env=env)
+    assert deployed.exit_code == 0, deployed.output
+    assert deployed.output.splitlines() == [
+        f"{rules}: rules version 2 deployed (draft): no quiet hours; email at most 1 per 1d",
+        f"{journey}: demo-onboarding version 1 deployed",
+    ]
+    published = CliRunner().invoke(main, ["deploy", str(rules)], env=env)
+    assert "rules version 2 deployed (published)" in published.output
+    listed = CliRunner().invoke(main, ["rules"], env=env)
+    assert " ".join(listed.output.split()) == (
+        "rules v2 published no quiet hours; email at most 1 per 1d"
+    )
+    rules.write_text(rules_text(2, 5))
+    clash = CliRunner().invoke(main, ["deploy", str(rules)], env=env)
+    assert clash.exit_code == 1 and "version 2 of the rules is already deployed" in clash.output
