@@ -164,3 +164,11 @@ def test_simulate_reports_a_bad_rules_file_without_a_traceback(tmp_path: Path) -
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and result.exception.__class__ is SystemExit
     assert f"{rules}:2: at /version: found 'one', expected a whole number from 1" in result.output
+
+
+def test_the_example_rules_file_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "rules" / "global.yaml"
+    assert load_rules_text(example.read_text(), str(example)).rules.describe() == (
+        "quiet hours 22:00-08:00; email at most 2 per 1d; push at most 3 per 1d; "
+        "sms at most 1 per 1w"
+    )
