@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from app.cli import main
 from app.engine import (
+    Journey,
     JourneyError,
     VersionedRules,
     load_definition_text,
@@ -116,7 +117,8 @@ def test_a_bad_rules_file_names_line_path_found_and_expected(
 
 def test_a_definition_is_a_journey_or_rules_by_its_kind() -> None:
     assert isinstance(load_definition_text(RULES, "r.yaml"), VersionedRules)
-    assert load_definition_text(TWO_EMAILS, "j.yaml").id == "two-emails"  # type: ignore[union-attr]
+    journey = load_definition_text(TWO_EMAILS, "j.yaml")
+    assert isinstance(journey, Journey) and journey.id == "two-emails"
 
 
 def test_validate_takes_journey_and_rules_files(tmp_path: Path) -> None:
