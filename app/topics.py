@@ -4,7 +4,6 @@ clear error wherever it is caught."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -15,14 +14,15 @@ import orjson
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
 
+from app.config import Settings
+
 TOPIC_NAMES = ("user-events", "timers", "send", "dead-letter")
 DEFAULT_MAX_RECORD_BYTES = 256 * 1024
 
 
 def contracts_dir() -> Path:
     """The repo's `topics/` folder, unless JOURNEYS_TOPICS_DIR says otherwise (installed images)."""
-    override = os.environ.get("JOURNEYS_TOPICS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "topics"
+    return Settings().contracts_dir
 
 
 class RecordError(ValueError):

@@ -284,7 +284,7 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
     database = client[settings.mongo_db]
     redis = aioredis.from_url(settings.redis_url)
     prefix = settings.redis_prefix
-    store = UserStore(database)
+    store = UserStore(database, settings.mongo_bulk_ops)
     due_index = DueIndex(redis, prefix)
     recovery = RedisRecovery(redis, prefix, SendBuffer(redis, prefix), database, due_index, store)
     try:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from app.config import Settings
+from app.config import ApiSettings, Settings
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ def api(host: str) -> None:
     """Serve the HTTP API (journeys, events, flow pages, timelines, metrics, health)."""
     from aiohttp import web
 
-    from app.api.server import Api, ApiSettings
+    from app.api.server import Api
 
     api_settings = ApiSettings()
     web.run_app(Api(Settings(), api_settings).app(), host=host, port=api_settings.port)

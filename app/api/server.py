@@ -8,17 +8,15 @@ journey file can run code (conditions are structured, templates sandboxed)."""
 from __future__ import annotations
 
 import hmac
-import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from app.config import Settings
+from app.config import ApiSettings, Settings
 from app.engine import JourneyError
 from app.engine.graph import html_page
 from app.store.analytics import step_figures, user_timeline
@@ -30,15 +28,6 @@ from app.worker.metrics import METRICS_KEY
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class ApiSettings:
-    token: str = field(default_factory=lambda: os.environ.get("API_TOKEN", ""))
-    port: int = field(default_factory=lambda: int(os.environ.get("API_PORT", "8080")))
-    max_body_bytes: int = field(
-        default_factory=lambda: int(os.environ.get("API_MAX_BODY_BYTES", str(256 * 1024)))
-    )
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -15,7 +15,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from app.config import Settings
+from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, Recipient
 from app.retry import Backoff, retry_transient
 from app.sender.channels import (
@@ -28,7 +28,6 @@ from app.sender.channels import (
 )
 from app.sender.ledger import DeliveryLedger, Outcome
 from app.sender.limits import CircuitBreaker, RateLimiter
-from app.sender.settings import SenderSettings
 from app.sender.templates import RenderError, TemplateStore
 from app.store.mongo import close_client, new_client
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter

@@ -15,7 +15,6 @@ ids make any replayed send harmless downstream.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,9 +115,9 @@ class UserCommit:
 
 
 class UserStore:
-    def __init__(self, database: Database, collection: str = "users", bulk_ops: int = 0) -> None:
+    def __init__(self, database: Database, bulk_ops: int, collection: str = "users") -> None:
         self.collection = database[collection]
-        self.bulk_ops = bulk_ops or int(os.environ.get("MONGO_BULK_OPS", "50"))
+        self.bulk_ops = bulk_ops
         self.writes = 0
 
     async def ensure_indexes(self) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import faust
 import mode
 
-from app.config import Settings
+from app.config import Settings, WorkerSettings
 from app.topics import load_contract
 from app.worker.processor import InputRecord
 from app.worker.runtime import WorkerRuntime
-from app.worker.settings import WorkerSettings
 
 
 def create_app(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from app.config import Settings
+from app.config import Settings, WorkerSettings
 
 
 @click.command()
@@ -18,7 +18,6 @@ def worker(loglevel: str) -> None:
     import faust
 
     from app.worker.app import create_app
-    from app.worker.settings import WorkerSettings
 
     app, _ = create_app(Settings(), WorkerSettings())
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

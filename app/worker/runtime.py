@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import orjson
 import redis.asyncio as aioredis
 
-from app.config import Settings
+from app.config import Settings, WorkerSettings
 from app.dispatch.branch_lock import BranchLock
 from app.dispatch.send_buffer import Batcher, SendBuffer
 from app.engine import JourneyEngine
@@ -31,7 +31,6 @@ from app.worker.metrics import METRICS_KEY, WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.redis_recovery import RedisRecovery
 from app.worker.scheduler import Scheduler
-from app.worker.settings import WorkerSettings
 from app.worker.timer_pump import TimerPump
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ class WorkerRuntime:
         self.redis = aioredis.from_url(s.redis_url)
         self.producer = new_producer(s)
         await retry_transient(self.producer.start, what="starting the Kafka producer")
-        self.store = UserStore(database)
+        self.store = UserStore(database, s.mongo_bulk_ops)
         self.registry = JourneyRegistry(database)
         await retry_transient(self.store.ensure_indexes, what="creating user indexes")
         await retry_transient(self.registry.ensure_indexes, what="creating journey indexes")

@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
-from app.api.server import Api, ApiSettings
+from app.api.server import Api
+from app.config import ApiSettings
 from app.dispatch.branch_lock import BranchLock
 from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, load_journey
@@ -159,9 +160,8 @@ async def fill_timeline(settings) -> None:
     engine = JourneyEngine([load_journey(EXAMPLES / "demo-onboarding.yaml")])
     due_index = DueIndex(redis, settings.redis_prefix)
     marks = EmittedMarks(redis, settings.redis_prefix)
-    processor = BatchProcessor(
-        lambda: engine, UserStore(db), emitter, due_index, marks, 8, metrics, 65536
-    )
+    store = UserStore(db, settings.mongo_bulk_ops)
+    processor = BatchProcessor(lambda: engine, store, emitter, due_index, marks, 8, metrics, 65536)
     event = {"event_id": "e1", "user_id": "ada", "name": "signed_up", "at": "2026-11-02T09:00:00Z",
              "attributes": {"email": "ada@x.test", "first_name": "Ada"}}  # fmt: skip
     await processor.process(

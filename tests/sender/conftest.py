@@ -14,9 +14,8 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.config import Settings
+from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, MessageStep, Recipient
-from app.sender.settings import SenderSettings
 from app.sender.stub import ProviderStub, serve
 from app.store.mongo import close_client, new_client
 from app.streams.producer import new_producer

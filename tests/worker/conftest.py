@@ -33,9 +33,9 @@ def records(*events: dict, offset: int = 0) -> list[InputRecord]:
 
 
 @pytest.fixture
-async def processor(store_db, redis_client, unique):
+async def processor(settings, store_db, redis_client, unique):
     metrics = WorkerMetrics()
-    store = UserStore(store_db)
+    store = UserStore(store_db, settings.mongo_bulk_ops)
     await store.ensure_indexes()
     buffer = SendBuffer(redis_client, prefix=unique)
     emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)

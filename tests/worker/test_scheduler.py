@@ -26,7 +26,7 @@ async def test_ticks_per_time_zone_resume_and_never_enter_twice(
     servers, store_db, new_topic
 ) -> None:
     topic = await new_topic("timers", partitions=1)
-    store = UserStore(store_db)
+    store = UserStore(store_db, servers.mongo_bulk_ops)
     for user_id, role, zone in [
         ("paris-1", "parent", "Europe/Paris"),
         ("paris-2", "parent", "Europe/Paris"),
