@@ -297,7 +297,7 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
                 state = engine.apply(UserState.new(user_id), park, now).state
                 stored = StoredUser(user_id=user_id, state=state)
                 commits.append(UserCommit(stored, 0, partition_of(user_id, partitions)))
-            await database["users"].insert_many([c.document() for c in commits], ordered=False)
+            await store.collection.insert_many([c.document() for c in commits], ordered=False)
             await due_index.record(
                 (c.user.user_id, c.partition, c.user.state.next_due_at()) for c in commits
             )
@@ -406,7 +406,7 @@ async def store_ceilings(settings: Settings, size: dict[str, int]) -> dict[str, 
     document = typical_user_document(size)
     client = new_client(settings)
     try:
-        users = client[settings.mongo_db]["users"]
+        users = UserStore(client[settings.mongo_db]).collection
         bulk_cas = await bulk_cas_seconds(users, ids, document)
         read_and_cas = await read_and_cas_seconds(users, ids, document)
         return {

@@ -22,8 +22,11 @@ from app.config import Settings
 from app.engine import JourneyError
 from app.engine.graph import html_page
 from app.store.analytics import step_figures, user_timeline
+from app.store.deliveries import Deliveries
 from app.store.journeys import ARCHIVED, DRAFT, PUBLISHED, DeployError, JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.timeline import Timeline
+from app.store.users import UserStore
 from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
 from app.worker.metrics import METRICS_KEY
@@ -96,6 +99,9 @@ class Api:
         self.mongo = new_client(self.settings)
         self.db = self.mongo[self.settings.mongo_db]
         self.registry = JourneyRegistry(self.db)
+        self.deliveries = Deliveries(self.db)
+        for store in (self.registry, Timeline(self.db), self.deliveries, UserStore(self.db)):
+            await store.ensure_indexes()
         self.redis = aioredis.from_url(self.settings.redis_url)
         self.producer = new_producer(self.settings)
         await self.producer.start()
@@ -141,10 +147,7 @@ class Api:
         versions = [d for d in await self.registry.list() if d.journey.id == journey_id]
         if not versions:
             return _error(404, f"no journey '{journey_id}'")
-        source = await self.registry.collection.find(
-            {"journey_id": journey_id}, {"source": 1, "version": 1}
-        ).to_list(None)
-        sources = {d["version"]: d["source"] for d in source}
+        sources = {d["version"]: d["source"] for d in await self.registry.versions(journey_id)}
         return _json(
             {
                 "id": journey_id,
@@ -277,10 +280,7 @@ class Api:
             worst = max(values, default=0.0)
             lines.append(f'journeys_timer_lateness_seconds{{quantile="{quantile}"}} {worst}')
         lines.append("# TYPE journeys_deliveries_total counter")
-        counts: Counter[tuple[str, str]] = Counter()
-        async for d in self.db["deliveries"].find({}, {"channel": 1, "outcome": 1}):
-            counts[(d["channel"], d["outcome"])] += 1
-        for (channel, outcome), count in sorted(counts.items()):
+        for (channel, outcome), count in sorted((await self.deliveries.counts()).items()):
             lines.append(
                 f'journeys_deliveries_total{{channel="{channel}",outcome="{outcome}"}} {count}'
             )

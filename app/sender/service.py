@@ -26,10 +26,11 @@ from app.sender.channels import (
     TransientError,
     channels_from,
 )
-from app.sender.ledger import DeliveryLedger, Outcome
+from app.sender.ledger import DeliveryLedger
 from app.sender.limits import CircuitBreaker, RateLimiter
 from app.sender.settings import SenderSettings
 from app.sender.templates import RenderError, TemplateStore
+from app.store.deliveries import Outcome
 from app.store.mongo import close_client, new_client
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
@@ -87,6 +88,9 @@ class Sender:
         await retry_transient(producer.start, what="starting the Kafka producer")
         await retry_transient(consumer.start, what="starting the Kafka consumer")
         self.ledger = DeliveryLedger(redis, mongo[s.mongo_db], s.redis_prefix)
+        await retry_transient(
+            self.ledger.deliveries.ensure_indexes, what="creating delivery indexes"
+        )
         self.limiter = RateLimiter(redis, s.redis_prefix, ss.rate_per_second)
         self.dead_letters = DeadLetterWriter(producer, s, "sender")
         timeout = aiohttp.ClientTimeout(total=ss.timeout_seconds)

@@ -18,8 +18,10 @@ from app.dispatch.branch_lock import BranchLock
 from app.dispatch.send_buffer import Batcher, SendBuffer
 from app.engine import JourneyEngine
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
+from app.store.deliveries import Deliveries
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
@@ -70,6 +72,8 @@ class WorkerRuntime:
         self.registry = JourneyRegistry(database)
         await retry_transient(self.store.ensure_indexes, what="creating user indexes")
         await retry_transient(self.registry.ensure_indexes, what="creating journey indexes")
+        await retry_transient(Timeline(database).ensure_indexes, what="creating timeline indexes")
+        await retry_transient(Deliveries(database).ensure_indexes, what="creating delivery indexes")
         await retry_transient(self.refresh_journeys, what="loading journeys")
         send_buffer = SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds)
         emitter = Emitter(

@@ -21,9 +21,11 @@ from app.api.server import Api, ApiSettings
 from app.dispatch.branch_lock import BranchLock
 from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, load_journey
-from app.sender.ledger import DeliveryLedger, Outcome
+from app.sender.ledger import DeliveryLedger
+from app.store.deliveries import Outcome
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.topic_admin import apply_topics
 from app.worker.due_index import DueIndex
@@ -167,18 +169,18 @@ async def fill_timeline(settings) -> None:
     await processor.process(
         [InputRecord("user-events", 0, 0, b"ada", orjson.dumps(event))], datetime.now(UTC)
     )
-    sends = await db["timeline"].find({"kind": "send"}).to_list(None)
+    sends = [e for e in await Timeline(db).of_user("ada") if e["kind"] == "send"]
     await DeliveryLedger(redis, db, settings.redis_prefix).record(
         Outcome(
-            sends[0]["dispatch_id"],
-            "sent",
-            "ada",
-            "demo-onboarding",
-            "welcome",
-            "email",
-            "welcome",
-            "en",
-            1,
+            dispatch_id=sends[0]["dispatch_id"],
+            outcome="sent",
+            user_id="ada",
+            journey_id="demo-onboarding",
+            step_id="welcome",
+            channel="email",
+            template_id="welcome",
+            locale="en",
+            attempts=1,
         )
     )
     await redis.aclose()

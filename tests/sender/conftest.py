@@ -18,6 +18,7 @@ from app.config import Settings
 from app.dispatch.record import DispatchRecord, MessageStep, Recipient
 from app.sender.settings import SenderSettings
 from app.sender.stub import ProviderStub, serve
+from app.store.deliveries import Deliveries
 from app.store.mongo import close_client, new_client
 from app.streams.producer import new_producer
 from app.topic_admin import apply_topics
@@ -77,7 +78,7 @@ class SenderRig:
         """Waits for `count` delivery outcomes in the ledger."""
         client = new_client(self.settings)
         try:
-            deliveries = client[self.settings.mongo_db]["deliveries"]
+            deliveries = Deliveries(client[self.settings.mongo_db]).collection
             async with asyncio.timeout(timeout):
                 while True:
                     found = {d["_id"]: d async for d in deliveries.find({})}
