@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import Settings
 from app.dispatch.record import DispatchRecord, MessageStep, Recipient
 from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, UserEvent, UserState, load_journey_text
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.sender.stub import ProviderStub, serve
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
@@ -40,7 +41,6 @@ from app.streams.producer import new_producer
 from app.topic_admin import apply_topics
 from app.topics import load_contract
 from app.worker.due_index import DueIndex
-from app.worker.metrics import METRICS_KEY
 from app.worker.partitions import partition_of
 from app.worker.processor import EMITTED
 from app.worker.redis_recovery import RedisRecovery
@@ -158,9 +158,9 @@ class Namespace:
         return process
 
     async def worker_metrics(self) -> dict[str, float]:
-        client = aioredis.from_url(self.settings.redis_url)
+        client = new_redis(self.settings)
         try:
-            snapshots = await client.hgetall(f"{self.settings.redis_prefix}:{METRICS_KEY}")
+            snapshots = await client.hgetall(Keyspace(self.settings.redis_prefix).worker_metrics())
         finally:
             await client.aclose()
         totals: dict[str, Any] = {}
@@ -282,7 +282,7 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
     now = datetime.now(UTC)
     client = new_client(settings)
     database = client[settings.mongo_db]
-    redis = aioredis.from_url(settings.redis_url)
+    redis = new_redis(settings)
     prefix = settings.redis_prefix
     store = UserStore(database)
     due_index = DueIndex(redis, prefix)

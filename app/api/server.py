@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from app.config import Settings
 from app.engine import JourneyError
 from app.engine.graph import html_page
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.store.analytics import step_figures, user_timeline
 from app.store.deliveries import Deliveries
 from app.store.journeys import ARCHIVED, DRAFT, PUBLISHED, DeployError, JourneyRegistry
@@ -29,7 +30,6 @@ from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
-from app.worker.metrics import METRICS_KEY
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,7 +102,7 @@ class Api:
         self.deliveries = Deliveries(self.db)
         for store in (self.registry, Timeline(self.db), self.deliveries, UserStore(self.db)):
             await store.ensure_indexes()
-        self.redis = aioredis.from_url(self.settings.redis_url)
+        self.redis = new_redis(self.settings)
         self.producer = new_producer(self.settings)
         await self.producer.start()
         yield
@@ -248,7 +248,7 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         lines: list[str] = []
-        workers = await self.redis.hgetall(f"{self.settings.redis_prefix}:{METRICS_KEY}")
+        workers = await self.redis.hgetall(Keyspace(self.settings.redis_prefix).worker_metrics())
         totals: Counter[str] = Counter()
         for snapshot in workers.values():
             for name, value in orjson.loads(snapshot).items():

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from app.dispatch.record import DispatchRecord, MessageStep, Recipient
+from app.keyspace import Keyspace
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +37,6 @@ def bucket_of(send_at: datetime, bucket_seconds: int) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % bucket_seconds, UTC)
 
 
-def _index_key(prefix: str) -> str:
-    return f"{prefix}:send-buffers"
-
-
-def _step_tag(step: MessageStep) -> str:
-    # Hash tag: a step's sets and its lease share a Redis Cluster slot.
-    return f"{{{step.journey_id}:{step.journey_version}:{step.step_id}}}"
-
-
-def _set_key(prefix: str, step: MessageStep, bucket: datetime) -> str:
-    return f"{prefix}:send-buffer:{_step_tag(step)}:{int(bucket.timestamp())}"
-
-
-def _lease_key(prefix: str, step: MessageStep) -> str:
-    return f"{prefix}:send-buffer:{_step_tag(step)}:lease"
-
-
 def _header(step: MessageStep, bucket: datetime) -> bytes:
     return orjson.dumps(
         {**asdict(step), "bucket": int(bucket.timestamp())}, option=orjson.OPT_SORT_KEYS
@@ -62,7 +46,7 @@ def _header(step: MessageStep, bucket: datetime) -> bytes:
 class SendBuffer:
     def __init__(self, client: aioredis.Redis, prefix: str, bucket_seconds: int = 1) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = Keyspace(prefix)
         self.bucket_seconds = bucket_seconds
 
     async def add_many(self, sends: list[tuple[MessageStep, datetime, Recipient]]) -> None:
@@ -73,19 +57,19 @@ class SendBuffer:
         for step, send_at, recipient in sends:
             bucket = bucket_of(send_at, self.bucket_seconds)
             member = orjson.dumps(recipient.to_record(), option=orjson.OPT_SORT_KEYS)
-            pipe.sadd(_set_key(self._prefix, step, bucket), member)
-            pipe.zadd(_index_key(self._prefix), {_header(step, bucket): bucket.timestamp()})
+            pipe.sadd(self._keys.send_buffer(step, bucket), member)
+            pipe.zadd(self._keys.send_buffer_index(), {_header(step, bucket): bucket.timestamp()})
         await pipe.execute()
 
     async def pending(self) -> int:
         """Recipients waiting in every buffer (for metrics and tests)."""
-        headers = await self._redis.zrange(_index_key(self._prefix), 0, -1)
+        headers = await self._redis.zrange(self._keys.send_buffer_index(), 0, -1)
         if not headers:
             return 0
         pipe = self._redis.pipeline(transaction=False)
         for header in headers:
             step, bucket = _parse_header(header)
-            pipe.scard(_set_key(self._prefix, step, bucket))
+            pipe.scard(self._keys.send_buffer(step, bucket))
         return sum(await pipe.execute())
 
 
@@ -119,7 +103,7 @@ class Batcher:
         self._redis = client
         self._producer = producer
         self._topic = send_topic
-        self._prefix = prefix
+        self._keys = Keyspace(prefix)
         self.batch_size = batch_size
         self._lease_ms = lease_seconds * 1000
         self._hold = timedelta(seconds=hold_seconds)
@@ -135,7 +119,7 @@ class Batcher:
     async def drain_due(self, now: datetime, max_buffers: int = 1000) -> int:
         """Produces dispatch records for the buffers due by `now`; returns how many."""
         headers = await self._redis.zrangebyscore(
-            _index_key(self._prefix), "-inf", now.timestamp(), start=0, num=max_buffers
+            self._keys.send_buffer_index(), "-inf", now.timestamp(), start=0, num=max_buffers
         )
         buckets: dict[MessageStep, list[datetime]] = {}
         for header in headers:
@@ -147,7 +131,7 @@ class Batcher:
         return produced
 
     async def _drain_step(self, step: MessageStep, buckets: list[datetime], now: datetime) -> int:
-        lease_key = _lease_key(self._prefix, step)
+        lease_key = self._keys.send_buffer_lease(step)
         if not await self._redis.set(lease_key, self._owner, nx=True, px=self._lease_ms):
             return 0  # another batcher is draining this step
         produced = 0
@@ -173,7 +157,7 @@ class Batcher:
                 )
                 pipe = self._redis.pipeline(transaction=False)
                 for bucket, batch in taken:
-                    pipe.srem(_set_key(self._prefix, step, bucket), *batch)
+                    pipe.srem(self._keys.send_buffer(step, bucket), *batch)
                 await pipe.execute()
                 produced += 1
                 self.records_produced += 1
@@ -216,7 +200,7 @@ class Batcher:
         taken: list[tuple[datetime, list[bytes]]] = []
         wanted = self.batch_size
         for bucket in buckets:
-            members = await self._redis.srandmember(_set_key(self._prefix, step, bucket), wanted)
+            members = await self._redis.srandmember(self._keys.send_buffer(step, bucket), wanted)
             if members:
                 taken.append((bucket, members))
                 wanted -= len(members)
@@ -226,10 +210,10 @@ class Batcher:
 
     async def _forget_empty(self, step: MessageStep, buckets: list[datetime]) -> None:
         """Drops the index entries of empty sets; a send added meanwhile re-adds its entry."""
-        index = _index_key(self._prefix)
+        index = self._keys.send_buffer_index()
         for bucket in buckets:
             header = _header(step, bucket)
-            key = _set_key(self._prefix, step, bucket)
+            key = self._keys.send_buffer(step, bucket)
             if await self._redis.scard(key):
                 continue
             await self._redis.zrem(index, header)

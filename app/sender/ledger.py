@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from app.keyspace import Keyspace
 from app.store.deliveries import Deliveries, Outcome
 from app.store.mongo import Database
 
@@ -19,10 +20,7 @@ class DeliveryLedger:
     def __init__(self, client: aioredis.Redis, database: Database, prefix: str) -> None:
         self._redis = client
         self.deliveries = Deliveries(database)
-        self._prefix = prefix
-
-    def _key(self, dispatch_id: str) -> str:
-        return f"{self._prefix}:delivery:{{{dispatch_id}}}"
+        self._keys = Keyspace(prefix)
 
     async def recorded(self, dispatch_ids: list[str]) -> dict[str, str]:
         """Dispatch ids that already have an outcome, with it."""
@@ -30,7 +28,11 @@ class DeliveryLedger:
 
     async def claim(self, dispatch_id: str, owner: str) -> bool:
         """True if this sender took the claim; False if another one holds it (or crashed)."""
-        return bool(await self._redis.set(self._key(dispatch_id), owner, nx=True, ex=CLAIM_SECONDS))
+        return bool(
+            await self._redis.set(
+                self._keys.delivery_claim(dispatch_id), owner, nx=True, ex=CLAIM_SECONDS
+            )
+        )
 
     async def record(self, outcome: Outcome) -> bool:
         """Stores the outcome; False if one was already stored (a concurrent or earlier sender)."""

@@ -12,11 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from app.config import Settings
 from app.dispatch.record import DispatchRecord, Recipient
+from app.redis_client import new_redis
 from app.retry import Backoff, retry_transient
 from app.sender.channels import (
     Channel,
@@ -75,7 +75,7 @@ class Sender:
         """Consumes until `stop()`; the record in hand is finished and committed first."""
         s, ss = self.settings, self.sender_settings
         mongo = new_client(s)
-        redis = aioredis.from_url(s.redis_url)
+        redis = new_redis(s)
         producer = new_producer(s)
         consumer = AIOKafkaConsumer(
             s.topic("send"),

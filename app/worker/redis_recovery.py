@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import redis.asyncio as aioredis
 
 from app.dispatch.send_buffer import SendBuffer
+from app.keyspace import Keyspace
 from app.store.deliveries import Deliveries
 from app.store.mongo import Database
 from app.store.timeline import Timeline
@@ -37,7 +38,7 @@ class RedisRecovery:
         store: UserStore,
     ) -> None:
         self._redis = client
-        self._key = f"{prefix}:epoch"
+        self._key = Keyspace(prefix).epoch()
         self._buffer = buffer
         self._timeline = Timeline(database)
         self._deliveries = Deliveries(database)

@@ -11,12 +11,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
-import redis.asyncio as aioredis
 
 from app.config import Settings
 from app.dispatch.branch_lock import BranchLock
 from app.dispatch.send_buffer import Batcher, SendBuffer
 from app.engine import JourneyEngine
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
 from app.store.deliveries import Deliveries
 from app.store.journeys import JourneyRegistry
@@ -29,7 +30,7 @@ from app.topics import load_contract
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
-from app.worker.metrics import METRICS_KEY, WorkerMetrics
+from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.redis_recovery import RedisRecovery
 from app.worker.scheduler import Scheduler
@@ -65,7 +66,7 @@ class WorkerRuntime:
         s, ws = self.settings, self.worker_settings
         self.mongo = new_client(s)
         database = self.mongo[s.mongo_db]
-        self.redis = aioredis.from_url(s.redis_url)
+        self.redis = new_redis(s)
         self.producer = new_producer(s)
         await retry_transient(self.producer.start, what="starting the Kafka producer")
         self.store = UserStore(database)
@@ -138,7 +139,7 @@ class WorkerRuntime:
 
     async def publish_metrics(self) -> None:
         """Each worker's counters go to one Redis hash, which the API's /metrics reads."""
-        key = f"{self.settings.redis_prefix}:{METRICS_KEY}"
+        key = Keyspace(self.settings.redis_prefix).worker_metrics()
         await self.redis.hset(key, self.worker_id, orjson.dumps(self.metrics.snapshot()))
         await self.redis.expire(key, 3600)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
@@ -21,6 +20,7 @@ from app.api.server import Api, ApiSettings
 from app.dispatch.branch_lock import BranchLock
 from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, load_journey
+from app.redis_client import new_redis
 from app.sender.ledger import DeliveryLedger
 from app.store.deliveries import Outcome
 from app.store.journeys import JourneyRegistry
@@ -148,7 +148,7 @@ async def test_events_are_validated_then_published(stack) -> None:
 async def fill_timeline(settings) -> None:
     """Runs the demo journey's sign-up for one user through the real processor."""
     client = new_client(settings)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = new_redis(settings)
     db = client[settings.mongo_db]
     await JourneyRegistry(db).deploy((EXAMPLES / "demo-onboarding.yaml").read_text(), "demo")
     metrics = WorkerMetrics()
