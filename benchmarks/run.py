@@ -29,7 +29,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import Settings
 from app.dispatch.record import DispatchRecord, MessageStep, Recipient
-from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, UserEvent, UserState, load_journey_text
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
@@ -44,6 +43,7 @@ from app.worker.due_index import DueIndex
 from app.worker.partitions import partition_of
 from app.worker.processor import EMITTED
 from app.worker.redis_recovery import RedisRecovery
+from app.worker.send_buffer import SendBuffer
 from benchmarks.ceilings import (
     bulk_cas_seconds,
     kafka_produce_consume,

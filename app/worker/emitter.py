@@ -12,13 +12,13 @@ from typing import Any
 
 import orjson
 
-from app.dispatch.branch_lock import BranchClaim, BranchLock
 from app.dispatch.record import MessageStep, Recipient
-from app.dispatch.send_buffer import SendBuffer
 from app.store.mongo import Database
 from app.store.timeline import Timeline
 from app.store.users import StoredUser
+from app.worker.branch_lock import BranchClaim, BranchLock
 from app.worker.metrics import WorkerMetrics
+from app.worker.send_buffer import SendBuffer
 
 log = logging.getLogger(__name__)
 

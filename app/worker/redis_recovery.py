@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
 
-from app.dispatch.send_buffer import SendBuffer
 from app.keyspace import Keyspace
 from app.store.deliveries import Deliveries
 from app.store.mongo import Database
@@ -20,6 +19,7 @@ from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.worker.due_index import DueIndex
 from app.worker.emitter import buffer_entry
+from app.worker.send_buffer import SendBuffer
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 import orjson
 
 from app.config import Settings
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import Batcher, SendBuffer
 from app.engine import JourneyEngine
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
@@ -27,6 +25,7 @@ from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
 from app.topics import load_contract
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
@@ -34,6 +33,7 @@ from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.redis_recovery import RedisRecovery
 from app.worker.scheduler import Scheduler
+from app.worker.send_buffer import Batcher, SendBuffer
 from app.worker.settings import WorkerSettings
 from app.worker.timer_pump import TimerPump
 

@@ -17,8 +17,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
 from app.api.server import Api, ApiSettings
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, load_journey
 from app.redis_client import new_redis
 from app.sender.ledger import DeliveryLedger
@@ -28,11 +26,13 @@ from app.store.mongo import close_client, new_client
 from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.topic_admin import apply_topics
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.send_buffer import SendBuffer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TOKEN = "s3cret"

@@ -11,9 +11,9 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from app.config import Settings
 from app.dispatch.record import DispatchRecord, MessageStep, Recipient
-from app.dispatch.send_buffer import Batcher, SendBuffer, bucket_of
 from app.streams.producer import new_producer
 from app.topics import load_contract
+from app.worker.send_buffer import Batcher, SendBuffer, bucket_of
 from tests.kafka_reader import read_records
 
 WELCOME = MessageStep("onboarding", 1, "welcome", "email", "welcome")
