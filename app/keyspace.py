@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.dispatch.record import MessageStep
+from app.dispatch.record import DispatchStep
 
 
 def hash_tag(*parts: object) -> str:
@@ -32,15 +32,15 @@ class Keyspace:
         """Every send buffer's header, scored by its bucket time."""
         return f"{self.prefix}:send-buffers"
 
-    def send_buffer(self, step: MessageStep, bucket: datetime) -> str:
+    def send_buffer(self, step: DispatchStep, bucket: datetime) -> str:
         """The recipients of one step due in one send-time bucket."""
         return f"{self._step(step)}:{int(bucket.timestamp())}"
 
-    def send_buffer_lease(self, step: MessageStep) -> str:
+    def send_buffer_lease(self, step: DispatchStep) -> str:
         """Held by the batcher draining a step's buffers."""
         return f"{self._step(step)}:lease"
 
-    def _step(self, step: MessageStep) -> str:
+    def _step(self, step: DispatchStep) -> str:
         tag = hash_tag(step.journey_id, step.journey_version, step.step_id)
         return f"{self.prefix}:send-buffer:{tag}"
 

@@ -28,7 +28,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import Settings
-from app.dispatch.record import DispatchRecord, MessageStep, Recipient
+from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.engine import JourneyEngine, UserEvent, UserState, load_journey_text
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
@@ -424,7 +424,7 @@ async def sender(settings: Settings, recipients: int) -> dict[str, Any]:
     stub = ProviderStub()
     runner = await serve(stub, "127.0.0.1", 0)
     port = runner.addresses[0][1]
-    step = MessageStep("bench", 1, "hello", "email", "welcome")
+    step = DispatchStep("bench", 1, "hello", "email", "welcome")
     records = [
         DispatchRecord(
             step,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.dispatch.record import MessageStep
+from app.dispatch.record import DispatchStep
 from app.keyspace import Keyspace
 
 KEYS = Keyspace("journeys")
-STEP = MessageStep("onboarding", 2, "welcome", "email", "welcome-mail")
+STEP = DispatchStep("onboarding", 2, "welcome", "email", "welcome-mail")
 BUCKET = datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from app.dispatch.record import MessageStep, Recipient
+from app.dispatch.record import buffer_entry
 from app.store.mongo import Database
 from app.store.timeline import Timeline
 from app.store.users import StoredUser
@@ -30,28 +30,6 @@ def effect_id(effect: dict[str, Any]) -> str:
     if effect.get("dispatch_id"):
         return str(effect["dispatch_id"])
     return hashlib.sha256(orjson.dumps(effect, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-
-
-def buffer_entry(send: dict[str, Any]) -> tuple[MessageStep, datetime, Recipient]:
-    """A send effect's record as the send buffer takes it."""
-    send_at = send["send_at"]
-    return (
-        MessageStep(
-            journey_id=send["journey_id"],
-            journey_version=int(send["journey_version"]),
-            step_id=send["step_id"],
-            channel=send["channel"],
-            template_id=send["template_id"],
-        ),
-        send_at if isinstance(send_at, datetime) else datetime.fromisoformat(send_at),
-        Recipient(
-            user_id=send["user_id"],
-            dispatch_id=send["dispatch_id"],
-            locale=send.get("locale"),
-            variables=dict(send.get("variables") or {}),
-            address=send.get("address"),
-        ),
-    )
 
 
 class Emitter:

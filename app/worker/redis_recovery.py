@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
 
+from app.dispatch.record import buffer_entry
 from app.keyspace import Keyspace
 from app.store.deliveries import Deliveries
 from app.store.mongo import Database
 from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.worker.due_index import DueIndex
-from app.worker.emitter import buffer_entry
 from app.worker.send_buffer import SendBuffer
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.config import Settings
-from app.dispatch.record import DispatchRecord, MessageStep, Recipient
+from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.sender.settings import SenderSettings
 from app.sender.stub import ProviderStub, serve
 from app.store.deliveries import Deliveries
@@ -91,7 +91,7 @@ class SenderRig:
 
 def record(step: str, channel: str, template: str, *recipients: Recipient) -> DispatchRecord:
     return DispatchRecord(
-        MessageStep("journey", 1, step, channel, template),
+        DispatchStep("journey", 1, step, channel, template),
         datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
         recipients,
     )
