@@ -15,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 from app.store.mongo import Database
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Outcome:
     dispatch_id: str
     outcome: str  # sent | failed | suppressed | duplicate
