@@ -53,11 +53,9 @@ def list_journeys() -> None:
 @click.argument("journey_id")
 def show(journey_id: str) -> None:
     """Show every version of a journey, with its source."""
+    from app.store.journeys import JourneyRegistry
 
-    async def versions(db: Any) -> list[dict[str, Any]]:
-        return await db["journeys"].find({"journey_id": journey_id}).sort("version").to_list(None)
-
-    found = _with_database(versions)
+    found = _with_database(lambda db: JourneyRegistry(db).versions(journey_id))
     if not found:
         raise click.ClickException(f"no journey '{journey_id}' is deployed")
     for document in found:

@@ -13,18 +13,21 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from app.config import ApiSettings, Settings
 from app.engine import JourneyError
 from app.engine.graph import html_page
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.store.analytics import step_figures, user_timeline
+from app.store.deliveries import Deliveries
 from app.store.journeys import ARCHIVED, DRAFT, PUBLISHED, DeployError, JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.timeline import Timeline
+from app.store.users import UserStore
 from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
-from app.worker.metrics import METRICS_KEY
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -85,7 +88,11 @@ class Api:
         self.mongo = new_client(self.settings)
         self.db = self.mongo[self.settings.mongo_db]
         self.registry = JourneyRegistry(self.db)
-        self.redis = aioredis.from_url(self.settings.redis_url)
+        self.deliveries = Deliveries(self.db)
+        self.users = UserStore(self.db, self.settings.mongo_bulk_ops)
+        for store in (self.registry, Timeline(self.db), self.deliveries, self.users):
+            await store.ensure_indexes()
+        self.redis = new_redis(self.settings)
         self.producer = new_producer(self.settings)
         await self.producer.start()
         yield
@@ -130,10 +137,7 @@ class Api:
         versions = [d for d in await self.registry.list() if d.journey.id == journey_id]
         if not versions:
             return _error(404, f"no journey '{journey_id}'")
-        source = await self.registry.collection.find(
-            {"journey_id": journey_id}, {"source": 1, "version": 1}
-        ).to_list(None)
-        sources = {d["version"]: d["source"] for d in source}
+        sources = {d["version"]: d["source"] for d in await self.registry.versions(journey_id)}
         return _json(
             {
                 "id": journey_id,
@@ -209,7 +213,7 @@ class Api:
         if chosen is None:
             return _error(404, f"no version {wanted} of journey '{journey_id}'")
         figures = await step_figures(
-            self.db, journey_id, chosen.journey.version, chosen.journey.start
+            self.db, self.users, journey_id, chosen.journey.version, chosen.journey.start
         )
         return web.Response(text=html_page(chosen.journey, figures), content_type="text/html")
 
@@ -234,7 +238,7 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         lines: list[str] = []
-        workers = await self.redis.hgetall(f"{self.settings.redis_prefix}:{METRICS_KEY}")
+        workers = await self.redis.hgetall(Keyspace(self.settings.redis_prefix).worker_metrics())
         totals: Counter[str] = Counter()
         for snapshot in workers.values():
             for name, value in orjson.loads(snapshot).items():
@@ -266,10 +270,7 @@ class Api:
             worst = max(values, default=0.0)
             lines.append(f'journeys_timer_lateness_seconds{{quantile="{quantile}"}} {worst}')
         lines.append("# TYPE journeys_deliveries_total counter")
-        counts: Counter[tuple[str, str]] = Counter()
-        async for d in self.db["deliveries"].find({}, {"channel": 1, "outcome": 1}):
-            counts[(d["channel"], d["outcome"])] += 1
-        for (channel, outcome), count in sorted(counts.items()):
+        for (channel, outcome), count in sorted((await self.deliveries.counts()).items()):
             lines.append(
                 f'journeys_deliveries_total{{channel="{channel}",outcome="{outcome}"}} {count}'
             )

@@ -81,6 +81,16 @@ class JourneyRegistry:
         documents = await self.collection.find({}).sort([("_id", ASCENDING)]).to_list(None)
         return [self._deployed(document) for document in documents]
 
+    async def versions(self, journey_id: str) -> list[dict[str, Any]]:
+        """Every deployed version of one journey, oldest first: version, status and source."""
+        return (
+            await self.collection.find(
+                {"journey_id": journey_id}, {"version": 1, "status": 1, "source": 1}
+            )
+            .sort("version", ASCENDING)
+            .to_list(None)
+        )
+
     async def fingerprint(self) -> str:
         """Changes whenever a version is deployed or changes status: cheap to poll."""
         documents = await self.collection.find({}, {"digest": 1, "status": 1}).to_list(None)

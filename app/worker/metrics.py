@@ -8,8 +8,6 @@ from datetime import datetime
 
 from app.engine import TimerFired
 
-METRICS_KEY = "worker-metrics"  # a Redis hash: worker id -> its latest snapshot
-
 
 @dataclass
 class WorkerMetrics:

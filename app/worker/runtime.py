@@ -11,26 +11,29 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
-import redis.asyncio as aioredis
 
 from app.config import Settings, WorkerSettings
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import Batcher, SendBuffer
 from app.engine import JourneyEngine
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
+from app.store.deliveries import Deliveries
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
 from app.topics import load_contract
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
-from app.worker.metrics import METRICS_KEY, WorkerMetrics
+from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.redis_recovery import RedisRecovery
 from app.worker.scheduler import Scheduler
+from app.worker.send_buffer import Batcher, SendBuffer
 from app.worker.timer_pump import TimerPump
 
 log = logging.getLogger(__name__)
@@ -62,13 +65,15 @@ class WorkerRuntime:
         s, ws = self.settings, self.worker_settings
         self.mongo = new_client(s)
         database = self.mongo[s.mongo_db]
-        self.redis = aioredis.from_url(s.redis_url)
+        self.redis = new_redis(s)
         self.producer = new_producer(s)
         await retry_transient(self.producer.start, what="starting the Kafka producer")
         self.store = UserStore(database, s.mongo_bulk_ops)
         self.registry = JourneyRegistry(database)
         await retry_transient(self.store.ensure_indexes, what="creating user indexes")
         await retry_transient(self.registry.ensure_indexes, what="creating journey indexes")
+        await retry_transient(Timeline(database).ensure_indexes, what="creating timeline indexes")
+        await retry_transient(Deliveries(database).ensure_indexes, what="creating delivery indexes")
         await retry_transient(self.refresh_journeys, what="loading journeys")
         send_buffer = SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds)
         emitter = Emitter(
@@ -133,7 +138,7 @@ class WorkerRuntime:
 
     async def publish_metrics(self) -> None:
         """Each worker's counters go to one Redis hash, which the API's /metrics reads."""
-        key = f"{self.settings.redis_prefix}:{METRICS_KEY}"
+        key = Keyspace(self.settings.redis_prefix).worker_metrics()
         await self.redis.hset(key, self.worker_id, orjson.dumps(self.metrics.snapshot()))
         await self.redis.expire(key, 3600)
 

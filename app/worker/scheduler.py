@@ -12,11 +12,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from croniter import croniter
 
-from app.dispatch.record import utc_text
 from app.engine import JourneyEngine
 from app.engine.definitions import ScheduleEntry
+from app.engine.effects import utc_text
 from app.engine.engine import zone_named
 from app.store.mongo import Database
+from app.store.schedule_runs import ScheduleRuns
 from app.store.users import UserStore
 
 LOOKBACK = timedelta(minutes=5)  # how far back a first round looks for a missed tick
@@ -31,7 +32,7 @@ class Scheduler:
         timers_topic: str,
         page_size: int = 500,
     ) -> None:
-        self._runs = database["schedule_runs"]
+        self._runs = ScheduleRuns(database)
         self._store = store
         self._producer = producer
         self._topic = timers_topic
@@ -46,8 +47,8 @@ class Scheduler:
         for journey in engine.current.values():
             if not isinstance(journey.entry, ScheduleEntry):
                 continue
-            marker = await self._runs.find_one({"_id": journey.id})
-            since = marker["checked_until"].astimezone(UTC) if marker else now - LOOKBACK
+            checked = await self._runs.checked_until(journey.id)
+            since = checked.astimezone(UTC) if checked else now - LOOKBACK
             for zone in zones:
                 for tick in _ticks(journey.entry.cron, zone, since, now):
                     count, finished = await self._enter_tick(
@@ -56,13 +57,11 @@ class Scheduler:
                     published += count
                     if not finished:
                         return published
-            await self._runs.update_one(
-                {"_id": journey.id}, {"$set": {"checked_until": now}}, upsert=True
-            )
+            await self._runs.set_checked_until(journey.id, now)
         return published
 
     async def _zones(self) -> list[str]:
-        values = await self._store.collection.distinct("timezone")
+        values = await self._store.time_zones()
         return sorted({value or "UTC" for value in values} | {"UTC"})
 
     async def _enter_tick(
@@ -76,7 +75,7 @@ class Scheduler:
         max_pages: int | None,
     ) -> tuple[int, bool]:
         run_id = f"{journey_id}:{zone}:{utc_text(tick)}"
-        progress = await self._runs.find_one({"_id": run_id})
+        progress = await self._runs.progress(run_id)
         if progress and progress.get("done"):
             return 0, True
         after = progress.get("after") if progress else None
@@ -104,9 +103,7 @@ class Scheduler:
             self.entries_published += len(user_ids)
             done = len(user_ids) < self._page_size
             after = user_ids[-1] if user_ids else after
-            await self._runs.update_one(
-                {"_id": run_id}, {"$set": {"after": after, "done": done}}, upsert=True
-            )
+            await self._runs.save_progress(run_id, after, done)
             if done:
                 return published, True
 

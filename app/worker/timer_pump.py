@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.dispatch.record import utc_text
+from app.engine.effects import utc_text
 from app.store.users import StoredUser, UserStore
 from app.worker.due_index import DueIndex
 from app.worker.metrics import WorkerMetrics

@@ -8,15 +8,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, load_journey
 from app.store.users import UserStore
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.send_buffer import SendBuffer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app.engine import JourneyEngine, UserState, load_journey
+from app.store.schedule_runs import ScheduleRuns
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.producer import new_producer
 from app.worker.scheduler import Scheduler
@@ -37,8 +38,8 @@ async def test_ticks_per_time_zone_resume_and_never_enter_twice(
         ("teacher", "teacher", "Europe/Paris"),
     ]:
         await add_user(store, user_id, role, zone)
-    await store_db["schedule_runs"].insert_one(
-        {"_id": "weekly-summary", "checked_until": datetime(2026, 11, 8, 22, 0, tzinfo=UTC)}
+    await ScheduleRuns(store_db).set_checked_until(
+        "weekly-summary", datetime(2026, 11, 8, 22, 0, tzinfo=UTC)
     )
     engine = JourneyEngine([load_journey(EXAMPLES / "weekly-summary.yaml")])
     producer = new_producer(servers)
