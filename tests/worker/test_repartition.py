@@ -24,6 +24,10 @@ from tests.worker.conftest import event
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
+def warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "app.worker.repartition"]
+
+
 @pytest.fixture
 async def step(servers: Settings, new_topic):
     topic = await new_topic("user-events-by-user", partitions=8)
@@ -59,7 +63,7 @@ async def test_records_land_on_their_users_partition_whatever_their_key(
         InputRecord("user-events", 0, 13, b"u-3", b"{not json", T0),
         InputRecord("user-events", 1, 14, None, orjson.dumps({"user_id": "u-4"}), T0),
     ]
-    with caplog.at_level(logging.WARNING, logger="app.worker.repartition"):
+    with caplog.at_level(logging.WARNING):
         letters = await step.process(batch, T0)
 
     assert [(letter.offset, letter.source_topic) for letter in letters] == [
@@ -83,17 +87,17 @@ async def test_records_land_on_their_users_partition_whatever_their_key(
     assert len({m.partition for m in messages}) > 1
 
     assert (step.metrics.repartitioned, step.metrics.miskeyed) == (13, 3)
-    (warning,) = caplog.records
+    (warning,) = warnings(caplog)
     assert warning.getMessage().startswith("3 user-events records had no key or a key other")
     assert "u-" not in warning.getMessage() and "session" not in warning.getMessage()
 
 
 async def test_mis_keyed_records_are_logged_at_most_once_a_minute(step, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.worker.repartition"):
+    with caplog.at_level(logging.WARNING):
         await step.process([user_event(0, "u-1", None)], T0)
         await step.process([user_event(1, "u-1", b"other")], T0 + REPORT_EVERY / 2)
         await step.process([user_event(2, "u-1", b"u-1")], T0 + REPORT_EVERY / 2)
-        assert [r.getMessage()[:2] for r in caplog.records] == ["1 "]
+        assert [r.getMessage()[:2] for r in warnings(caplog)] == ["1 "]
         await step.process([user_event(3, "u-1", b"u-1")], T0 + REPORT_EVERY)
-    assert [r.getMessage()[:2] for r in caplog.records] == ["1 ", "1 "]
+    assert [r.getMessage()[:2] for r in warnings(caplog)] == ["1 ", "1 "]
     assert step.metrics.miskeyed == 2
