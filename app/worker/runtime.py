@@ -71,6 +71,7 @@ class WorkerRuntime:
         self.redis = aioredis.from_url(s.redis_url)
         self.producer = new_producer(s)
         await retry_transient(self.producer.start, what="starting the Kafka producer")
+        await retry_transient(self.check_partitions, what="checking the topics' partitions")
         self.store = UserStore(database)
         self.registry = JourneyRegistry(database)
         await retry_transient(self.store.ensure_indexes, what="creating user indexes")
@@ -135,6 +136,19 @@ class WorkerRuntime:
             await self.producer.stop()
             await self.redis.aclose()
             await close_client(self.mongo)
+
+    async def check_partitions(self) -> None:
+        """The worker sets the partition of every record it produces to these topics: one with
+        another count than its contract (never applied, or created by the broker on first use)
+        is refused at start, rather than failing record by record."""
+        for name in ("user-events-by-user", "timers"):
+            topic = self.settings.topic(name)
+            found = len(await self.producer.partitions_for(topic))
+            if found != self.partitions:
+                raise RuntimeError(
+                    f"topic {topic} has {found} partitions, its contract says {self.partitions}: "
+                    "run `journeys topics apply` (and see topics/ for changing a count)"
+                )
 
     @property
     def engine(self) -> JourneyEngine:

@@ -6,7 +6,6 @@ journey's reminder must not go to a user who bought within the wait."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from app.worker.partitions import partition_of
 from tests.kafka_reader import read_messages
 from tests.worker.test_pipeline import EXAMPLES, oracle
 
-KCAT = shutil.which("kcat") or "kcat"  # Debian's kcat; scripts/test installs it
+KCAT = "kcat"  # Debian's kcat; scripts/test installs it
 TIMEOUT_SECONDS = 8
 
 

@@ -6,18 +6,23 @@ content."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.config import Settings
+from app.store.mongo import close_client
 from app.streams.producer import new_producer
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
 from app.worker.processor import InputRecord
 from app.worker.repartition import REPORT_EVERY, Repartitioner
+from app.worker.runtime import WorkerRuntime
+from app.worker.settings import WorkerSettings
 from tests.kafka_reader import read_messages
 from tests.worker.conftest import event
 
@@ -101,3 +106,24 @@ async def test_mis_keyed_records_are_logged_at_most_once_a_minute(step, caplog) 
         await step.process([user_event(3, "u-1", b"u-1")], T0 + REPORT_EVERY)
     assert [r.getMessage()[:2] for r in warnings(caplog)] == ["1 ", "1 "]
     assert step.metrics.miskeyed == 2
+
+
+async def test_a_worker_refuses_a_topic_whose_partitions_differ_from_its_contract(
+    servers: Settings, unique: str
+) -> None:
+    """Records are produced to explicit partitions: a by-user topic of 1 partition (say, created
+    by the broker on first use) would fail every one of them."""
+    topics = {unique + "timers": 8, unique + "user-events-by-user": 1}
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers.kafka_bootstrap)
+    await admin.start()
+    runtime = WorkerRuntime(dataclasses.replace(servers, topic_prefix=unique), WorkerSettings())
+    try:
+        await admin.create_topics([NewTopic(t, count, 1) for t, count in topics.items()])
+        with pytest.raises(RuntimeError, match="has 1 partitions, its contract says 8"):
+            await runtime.start()
+    finally:
+        await runtime.producer.stop()
+        await runtime.redis.aclose()
+        await close_client(runtime.mongo)
+        await admin.delete_topics(list(topics))
+        await admin.close()
