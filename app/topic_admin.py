@@ -1,7 +1,7 @@
 """Creates the topics the contracts in `topics/` describe, and says where existing ones differ.
 
 An existing topic is never altered: changing partitions moves keys between partitions and would
-break the co-partitioning of user-events and timers, so that stays an operator's decision.
+break the co-partitioning of user-events-by-user and timers, so that stays an operator's decision.
 """
 
 from __future__ import annotations

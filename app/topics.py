@@ -16,7 +16,8 @@ from jsonschema.exceptions import best_match
 
 from app.config import Settings
 
-TOPIC_NAMES = ("user-events", "timers", "send", "dead-letter")
+# user-events-by-user is internal: the worker re-produces user-events there by user id.
+TOPIC_NAMES = ("user-events", "user-events-by-user", "timers", "send", "dead-letter")
 DEFAULT_MAX_RECORD_BYTES = 256 * 1024
 
 
@@ -45,6 +46,8 @@ class TopicContract:
     config: Mapping[str, str]
     schema: Mapping[str, Any]
     examples: tuple[Mapping[str, Any], ...]
+    # Topics whose partition p holds the same users as this one's partition p.
+    co_partitioned_with: tuple[str, ...] = ()
 
     @property
     def validator(self) -> Draft202012Validator:
@@ -98,6 +101,7 @@ def load_contract(name: str) -> TopicContract:
         config={str(k): str(v) for k, v in data.get("config", {}).items()},
         schema=data["schema"],
         examples=tuple(data.get("examples", ())),
+        co_partitioned_with=tuple(data.get("co_partitioned_with", ())),
     )
 
 

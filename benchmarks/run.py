@@ -278,7 +278,7 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
     """Stores `count` users waiting on a 30-day timer, as a worker would have left them: user
     documents, due index entries, and Redis marked as holding them (so no refill is due)."""
     engine = JourneyEngine([load_journey_text(PARKED_JOURNEY)])
-    partitions = load_contract("user-events").partitions
+    partitions = load_contract("timers").partitions
     now = datetime.now(UTC)
     client = new_client(settings)
     database = client[settings.mongo_db]

@@ -252,6 +252,8 @@ class Api:
             ("sends_buffered", "sends put in the Redis send buffer"),
             ("timers_published", "due timers published by the timer pumps"),
             ("branch_refused", "sends refused by the branch lock"),
+            ("repartitioned", "user-events records re-produced to user-events-by-user"),
+            ("miskeyed_records", "user-events records with no key or a key other than the user id"),
         ):
             lines += [
                 f"# HELP journeys_{name}_total {help_text}",

@@ -14,7 +14,7 @@ from app.config import Settings, WorkerSettings
 @click.command()
 @click.option("--loglevel", default="info", show_default=True)
 def worker(loglevel: str) -> None:
-    """Run a stream worker (Faust) on user-events and timers."""
+    """Run a stream worker (Faust): user-events repartitioned by user, and timers."""
     import faust
 
     from app.worker.app import create_app

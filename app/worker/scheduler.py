@@ -1,8 +1,9 @@
 """Recurring journeys (the weekly summary): at each cron tick, evaluated in each time zone the users
 live in, the leader worker pages through the users matching the journey's audience filter and
-publishes one `scheduled_entry` per user to `timers`. Progress is kept in `schedule_runs` after
-every page, so a leader that dies mid-way is resumed by the next one; the engine also refuses a
-tick it already applied, so a page published twice enters nobody twice."""
+publishes one `scheduled_entry` per user to `timers`, on the user's partition (set explicitly).
+Progress is kept in `schedule_runs` after every page, so a leader that dies mid-way is resumed
+by the next one; the engine also refuses a tick it already applied, so a page published twice
+enters nobody twice."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from app.engine.engine import zone_named
 from app.store.mongo import Database
 from app.store.schedule_runs import ScheduleRuns
 from app.store.users import UserStore
+from app.worker.partitions import partition_of
 
 LOOKBACK = timedelta(minutes=5)  # how far back a first round looks for a missed tick
 
@@ -30,12 +32,14 @@ class Scheduler:
         store: UserStore,
         producer: AIOKafkaProducer,
         timers_topic: str,
+        partitions: int,
         page_size: int = 500,
     ) -> None:
         self._runs = ScheduleRuns(database)
         self._store = store
         self._producer = producer
         self._topic = timers_topic
+        self._partitions = partitions
         self._page_size = page_size
         self.entries_published = 0
 
@@ -94,7 +98,10 @@ class Scheduler:
                           "tick": utc_text(tick)}  # fmt: skip
                 futures.append(
                     await self._producer.send(
-                        self._topic, orjson.dumps(record), key=user_id.encode()
+                        self._topic,
+                        orjson.dumps(record),
+                        key=user_id.encode(),
+                        partition=partition_of(user_id, self._partitions),
                     )
                 )
             for future in futures:
