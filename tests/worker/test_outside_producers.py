@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from app.topics import load_contract
-from app.worker.metrics import METRICS_KEY
+from app.keyspace import Keyspace
 from app.worker.partitions import partition_of
 from tests.kafka_reader import read_messages
 from tests.worker.test_pipeline import EXAMPLES, oracle
@@ -124,7 +124,7 @@ async def test_kcat_partitioning_and_bad_keys_give_the_simulators_deliveries(
     assert letter["source_topic"] == "user-events"
     assert "'event_id' is a required property" in letter["reason"]
     await asyncio.sleep(5)  # the worker publishes its metrics every 5 seconds
-    snapshots = await redis_client.hgetall(f"{settings.redis_prefix}:{METRICS_KEY}")
+    snapshots = await redis_client.hgetall(Keyspace(settings.redis_prefix).worker_metrics())
     (snapshot,) = [orjson.loads(s) for s in snapshots.values()]
     assert snapshot["miskeyed_records"] == 1 + len(purchases)  # the warm-up had no key either
     assert snapshot["repartitioned"] == len(events)
