@@ -11,8 +11,8 @@ from pathlib import Path
 
 import orjson
 
-from app.topics import load_contract
 from app.keyspace import Keyspace
+from app.topics import load_contract
 from app.worker.partitions import partition_of
 from tests.kafka_reader import read_messages
 from tests.worker.test_pipeline import EXAMPLES, oracle
