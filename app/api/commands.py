@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from app.config import Settings
+from app.config import ApiSettings, Settings
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ def api(host: str) -> None:
     """Serve the HTTP API (journeys, events, flow pages, timelines, metrics, health)."""
     from aiohttp import web
 
-    from app.api.server import Api, ApiSettings
+    from app.api.server import Api
 
     api_settings = ApiSettings()
     web.run_app(Api(Settings(), api_settings).app(), host=host, port=api_settings.port)
@@ -65,11 +65,9 @@ def list_rules() -> None:
 @click.argument("journey_id")
 def show(journey_id: str) -> None:
     """Show every version of a journey, with its source."""
+    from app.store.journeys import JourneyRegistry
 
-    async def versions(db: Any) -> list[dict[str, Any]]:
-        return await db["journeys"].find({"journey_id": journey_id}).sort("version").to_list(None)
-
-    found = _with_database(versions)
+    found = _with_database(lambda db: JourneyRegistry(db).versions(journey_id))
     if not found:
         raise click.ClickException(f"no journey '{journey_id}' is deployed")
     for document in found:

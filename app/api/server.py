@@ -9,38 +9,30 @@ journey (quiet hours, frequency caps) are versioned, drafted and published like 
 from __future__ import annotations
 
 import hmac
-import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 
-from app.config import Settings
+from app.config import ApiSettings, Settings
 from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.store.analytics import step_figures, user_timeline
+from app.store.deliveries import Deliveries
 from app.store.journeys import ARCHIVED, DRAFT, PUBLISHED, DeployError, JourneyRegistry
 from app.store.mongo import close_client, new_client
 from app.store.rules import RulesRegistry
+from app.store.timeline import Timeline
+from app.store.users import UserStore
 from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
-from app.worker.metrics import METRICS_KEY
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class ApiSettings:
-    token: str = field(default_factory=lambda: os.environ.get("API_TOKEN", ""))
-    port: int = field(default_factory=lambda: int(os.environ.get("API_PORT", "8080")))
-    max_body_bytes: int = field(
-        default_factory=lambda: int(os.environ.get("API_MAX_BODY_BYTES", str(256 * 1024)))
-    )
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -107,7 +99,12 @@ class Api:
         self.db = self.mongo[self.settings.mongo_db]
         self.registry = JourneyRegistry(self.db)
         self.rules = RulesRegistry(self.db)
-        self.redis = aioredis.from_url(self.settings.redis_url)
+        self.deliveries = Deliveries(self.db)
+        self.users = UserStore(self.db, self.settings.mongo_bulk_ops)
+        stores = (self.registry, self.rules, Timeline(self.db), self.deliveries, self.users)
+        for store in stores:
+            await store.ensure_indexes()
+        self.redis = new_redis(self.settings)
         self.producer = new_producer(self.settings)
         await self.producer.start()
         yield
@@ -152,10 +149,7 @@ class Api:
         versions = [d for d in await self.registry.list() if d.journey.id == journey_id]
         if not versions:
             return _error(404, f"no journey '{journey_id}'")
-        source = await self.registry.collection.find(
-            {"journey_id": journey_id}, {"source": 1, "version": 1}
-        ).to_list(None)
-        sources = {d["version"]: d["source"] for d in source}
+        sources = {d["version"]: d["source"] for d in await self.registry.versions(journey_id)}
         return _json(
             {
                 "id": journey_id,
@@ -228,7 +222,7 @@ class Api:
         if chosen is None:
             return _error(404, f"no version {wanted} of journey '{journey_id}'")
         figures = await step_figures(
-            self.db, journey_id, chosen.journey.version, chosen.journey.start
+            self.db, self.users, journey_id, chosen.journey.version, chosen.journey.start
         )
         return web.Response(text=html_page(chosen.journey, figures), content_type="text/html")
 
@@ -296,7 +290,7 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         lines: list[str] = []
-        workers = await self.redis.hgetall(f"{self.settings.redis_prefix}:{METRICS_KEY}")
+        workers = await self.redis.hgetall(Keyspace(self.settings.redis_prefix).worker_metrics())
         totals: Counter[str] = Counter()
         for snapshot in workers.values():
             for name, value in orjson.loads(snapshot).items():
@@ -310,6 +304,8 @@ class Api:
             ("sends_buffered", "sends put in the Redis send buffer"),
             ("timers_published", "due timers published by the timer pumps"),
             ("branch_refused", "sends refused by the branch lock"),
+            ("repartitioned", "user-events records re-produced to user-events-by-user"),
+            ("miskeyed_records", "user-events records with no key or a key other than the user id"),
         ):
             lines += [
                 f"# HELP journeys_{name}_total {help_text}",
@@ -328,10 +324,7 @@ class Api:
             worst = max(values, default=0.0)
             lines.append(f'journeys_timer_lateness_seconds{{quantile="{quantile}"}} {worst}')
         lines.append("# TYPE journeys_deliveries_total counter")
-        counts: Counter[tuple[str, str]] = Counter()
-        async for d in self.db["deliveries"].find({}, {"channel": 1, "outcome": 1}):
-            counts[(d["channel"], d["outcome"])] += 1
-        for (channel, outcome), count in sorted(counts.items()):
+        for (channel, outcome), count in sorted((await self.deliveries.counts()).items()):
             lines.append(
                 f'journeys_deliveries_total{{channel="{channel}",outcome="{outcome}"}} {count}'
             )

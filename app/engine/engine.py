@@ -42,7 +42,7 @@ def dispatch_id(journey_id: str, version: int, user_id: str, entry_id: str, step
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def bucket_of(*parts: str) -> float:
+def stable_percent(*parts: str) -> float:
     """A stable number in [0, 100) per key: splits and holdouts without randomness."""
     digest = hashlib.sha256("|".join(parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 * 100
@@ -324,7 +324,7 @@ class JourneyEngine:
             journey_id=journey.id,
             version=journey.version,
             entered_at=at,
-            holdout=bucket_of("holdout", journey.id, state.user_id) < journey.holdout_percent,
+            holdout=stable_percent("holdout", journey.id, state.user_id) < journey.holdout_percent,
             context=_json_safe(context),
         )
         record["entries"][entry_id] = entry
@@ -420,7 +420,7 @@ class JourneyEngine:
                         self._schedule(run, entry, step.id, run.at + path.delay, "path", path.id)
                     return
                 case SplitStep():
-                    roll = bucket_of(
+                    roll = stable_percent(
                         "split",
                         journey.id,
                         str(journey.version),

@@ -35,8 +35,8 @@ class DeployedJourney:
 
 class JourneyRegistry:
     def __init__(self, database: Database) -> None:
-        self.versions = Versions(database, "journeys")
-        self.collection = self.versions.collection
+        self._versions = Versions(database, "journeys")
+        self.collection = self._versions.collection
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("journey_id", ASCENDING), ("version", ASCENDING)])
@@ -44,7 +44,7 @@ class JourneyRegistry:
     async def deploy(self, text: str, source_name: str, status: str = PUBLISHED) -> Journey:
         """Validates and stores a journey version; deploying the same text again is a no-op."""
         journey = load_journey_text(text, source_name)
-        await self.versions.store(
+        await self._versions.store(
             f"{journey.id}:{journey.version}",
             {"journey_id": journey.id, "version": journey.version},
             text,
@@ -55,15 +55,25 @@ class JourneyRegistry:
         return journey
 
     async def set_status(self, journey_id: str, version: int, status: str) -> bool:
-        return await self.versions.set_status(f"{journey_id}:{version}", status)
+        return await self._versions.set_status(f"{journey_id}:{version}", status)
 
     async def list(self) -> list[DeployedJourney]:
-        documents = await self.versions.documents([("_id", ASCENDING)])
+        documents = await self._versions.documents([("_id", ASCENDING)])
         return [self._deployed(document) for document in documents]
+
+    async def versions(self, journey_id: str) -> list[dict[str, Any]]:
+        """Every deployed version of one journey, oldest first: version, status and source."""
+        return (
+            await self.collection.find(
+                {"journey_id": journey_id}, {"version": 1, "status": 1, "source": 1}
+            )
+            .sort("version", ASCENDING)
+            .to_list(None)
+        )
 
     async def fingerprint(self) -> str:
         """Changes whenever a version is deployed or changes status: cheap to poll."""
-        return await self.versions.fingerprint()
+        return await self._versions.fingerprint()
 
     async def engine(self, rules: Rules | None = None) -> JourneyEngine:
         """An engine over every version users may be in: archived versions stay loaded so their

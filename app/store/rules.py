@@ -27,8 +27,8 @@ class DeployedRules:
 
 class RulesRegistry:
     def __init__(self, database: Database) -> None:
-        self.versions = Versions(database, "rules")
-        self.collection = self.versions.collection
+        self._versions = Versions(database, "rules")
+        self.collection = self._versions.collection
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("status", ASCENDING), ("version", ASCENDING)])
@@ -40,7 +40,7 @@ class RulesRegistry:
         status set to `status` unless `keep_status`; a version number already taken by other
         text is a `DeployError`."""
         rules = load_rules_text(text, source_name)
-        document = await self.versions.store(
+        document = await self._versions.store(
             f"rules:{rules.version}",
             {"version": rules.version},
             text,
@@ -52,14 +52,14 @@ class RulesRegistry:
         return self._deployed(document)
 
     async def set_status(self, version: int, status: str) -> bool:
-        return await self.versions.set_status(f"rules:{version}", status)
+        return await self._versions.set_status(f"rules:{version}", status)
 
     async def list(self) -> list[DeployedRules]:
-        documents = await self.versions.documents([("version", ASCENDING)])
+        documents = await self._versions.documents([("version", ASCENDING)])
         return [self._deployed(document) for document in documents]
 
     async def fingerprint(self) -> str:
-        return await self.versions.fingerprint()
+        return await self._versions.fingerprint()
 
     async def current(self) -> Rules | None:
         """The newest published version's rules; None when no version is published."""

@@ -8,18 +8,17 @@ from pathlib import Path
 
 import click
 
-from app.config import Settings
+from app.config import Settings, WorkerSettings
 from app.engine import Journey
 
 
 @click.command()
 @click.option("--loglevel", default="info", show_default=True)
 def worker(loglevel: str) -> None:
-    """Run a stream worker (Faust) on user-events and timers."""
+    """Run a stream worker (Faust): user-events repartitioned by user, and timers."""
     import faust
 
     from app.worker.app import create_app
-    from app.worker.settings import WorkerSettings
 
     app, _ = create_app(Settings(), WorkerSettings())
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -11,19 +11,18 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pymongo.errors import BulkWriteError
 
-from app.dispatch.branch_lock import BranchClaim, BranchLock
-from app.dispatch.record import MessageStep, Recipient
-from app.dispatch.send_buffer import SendBuffer
+from app.dispatch.record import buffer_entry
 from app.store.mongo import Database
+from app.store.timeline import Timeline
 from app.store.users import StoredUser
+from app.worker.branch_lock import BranchClaim, BranchLock
 from app.worker.metrics import WorkerMetrics
+from app.worker.send_buffer import SendBuffer
 
 log = logging.getLogger(__name__)
 
 SEND = "send"
-DUPLICATE_KEY = 11000
 
 
 def effect_id(effect: dict[str, Any]) -> str:
@@ -31,28 +30,6 @@ def effect_id(effect: dict[str, Any]) -> str:
     if effect.get("dispatch_id"):
         return str(effect["dispatch_id"])
     return hashlib.sha256(orjson.dumps(effect, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-
-
-def buffer_entry(send: dict[str, Any]) -> tuple[MessageStep, datetime, Recipient]:
-    """A send effect's record as the send buffer takes it."""
-    send_at = send["send_at"]
-    return (
-        MessageStep(
-            journey_id=send["journey_id"],
-            journey_version=int(send["journey_version"]),
-            step_id=send["step_id"],
-            channel=send["channel"],
-            template_id=send["template_id"],
-        ),
-        send_at if isinstance(send_at, datetime) else datetime.fromisoformat(send_at),
-        Recipient(
-            user_id=send["user_id"],
-            dispatch_id=send["dispatch_id"],
-            locale=send.get("locale"),
-            variables=dict(send.get("variables") or {}),
-            address=send.get("address"),
-        ),
-    )
 
 
 class Emitter:
@@ -65,7 +42,7 @@ class Emitter:
     ) -> None:
         self._lock = branch_lock
         self._buffer = send_buffer
-        self._timeline = database["timeline"]
+        self._timeline = Timeline(database)
         self._metrics = metrics
 
     async def emit(self, users: list[StoredUser], now: datetime) -> None:
@@ -80,7 +57,7 @@ class Emitter:
             {"_id": effect_id(e), "user_id": e["user_id"], "recorded_at": now, **e} for e in sends
         ]
         # Independent and idempotent: a failure of either fails the batch, which is redone.
-        await asyncio.gather(self._buffer_sends(sends), self._record_timeline(timeline))
+        await asyncio.gather(self._buffer_sends(sends), self._timeline.record(timeline))
 
     async def _buffer_sends(self, sends: list[dict[str, Any]]) -> None:
         branched = [s for s in sends if s.get("branch")]
@@ -95,13 +72,3 @@ class Emitter:
         allowed = [s for s in sends if s["dispatch_id"] not in refused]
         await self._buffer.add_many([buffer_entry(s) for s in allowed])
         self._metrics.sends_buffered += len(allowed)
-
-    async def _record_timeline(self, entries: list[dict[str, Any]]) -> None:
-        if not entries:
-            return
-        try:
-            await self._timeline.insert_many(entries, ordered=False)
-        except BulkWriteError as error:
-            # Replayed entries are already there; anything else is a real failure.
-            if any(e.get("code") != DUPLICATE_KEY for e in error.details.get("writeErrors", [])):
-                raise

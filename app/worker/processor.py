@@ -30,10 +30,14 @@ from app.worker.partitions import partition_of
 log = logging.getLogger(__name__)
 
 EngineInput = UserEvent | TimerFired | ScheduledEntry
-SOURCES = ("user-events", "timers")
+# user-events as published, and as the repartition step re-produced it by user id.
+EVENT_SOURCES = ("user-events", "user-events-by-user")
+SOURCES = (*EVENT_SOURCES, "timers")
 # Timer effects need no emitting: pending timers live in the state the same write stores.
 EMITTED = (Send, Analytics)
 MAX_CONFLICT_ROUNDS = 5
+# What `decode` raises for a record no retry can fix.
+DECODE_ERRORS = (RecordError, ValueError, KeyError)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class InputRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ def decode(record: InputRecord, max_bytes: int) -> EngineInput:
     if record.source not in SOURCES:
         raise RecordError(record.source, "/", "records of this topic are not worker inputs", "")
     data = load_contract(record.source).decode(record.value, max_bytes)
-    if record.source == "user-events":
+    if record.source in EVENT_SOURCES:
         return UserEvent.from_record(data)
     if data["kind"] == "timer":
         return TimerFired(
@@ -74,6 +79,17 @@ def decode(record: InputRecord, max_bytes: int) -> EngineInput:
         user_id=data["user_id"],
         journey_id=data["journey_id"],
         tick=datetime.fromisoformat(data["tick"]),
+    )
+
+
+def dead_letter(record: InputRecord, error: Exception) -> DeadLetter:
+    return DeadLetter.from_error(
+        error,
+        source_topic=record.source,
+        original=record.value,
+        key=record.key,
+        partition=record.partition,
+        offset=record.offset,
     )
 
 
@@ -106,8 +122,8 @@ class BatchProcessor:
         for record in records:
             try:
                 inputs.append(DecodedInput(record, decode(record, self._max_record_bytes)))
-            except (RecordError, ValueError, KeyError) as error:
-                letters.append(self._letter(record, error))
+            except DECODE_ERRORS as error:
+                letters.append(dead_letter(record, error))
 
         by_user: dict[str, list[DecodedInput]] = {}
         for item in inputs:
@@ -167,7 +183,7 @@ class BatchProcessor:
             try:
                 transition = engine.apply(user.state, item.input, now)
             except (ValueError, KeyError, LookupError) as error:
-                letters.append(self._letter(record, error))
+                letters.append(dead_letter(record, error))
                 continue
             user.state = transition.state
             user.outbox.extend(
@@ -179,14 +195,3 @@ class BatchProcessor:
 
     def _partition(self, user: StoredUser) -> int:
         return partition_of(user.user_id, self._partitions)
-
-    @staticmethod
-    def _letter(record: InputRecord, error: Exception) -> DeadLetter:
-        return DeadLetter.from_error(
-            error,
-            source_topic=record.source,
-            original=record.value,
-            key=record.key,
-            partition=record.partition,
-            offset=record.offset,
-        )

@@ -12,11 +12,14 @@ from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
 
-from app.dispatch.send_buffer import SendBuffer
+from app.dispatch.record import buffer_entry
+from app.keyspace import Keyspace
+from app.store.deliveries import Deliveries
 from app.store.mongo import Database
+from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.worker.due_index import DueIndex
-from app.worker.emitter import buffer_entry
+from app.worker.send_buffer import SendBuffer
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,10 @@ class RedisRecovery:
         store: UserStore,
     ) -> None:
         self._redis = client
-        self._key = f"{prefix}:epoch"
+        self._key = Keyspace(prefix).epoch()
         self._buffer = buffer
-        self._db = database
+        self._timeline = Timeline(database)
+        self._deliveries = Deliveries(database)
         self._due_index = due_index
         self._store = store
         self.replayed = 0
@@ -56,19 +60,10 @@ class RedisRecovery:
         return replayed
 
     async def _replay(self, now: datetime) -> int:
-        sends = (
-            await self._db["timeline"]
-            .find({"kind": "send", "recorded_at": {"$gte": now - REPLAY_WINDOW}})
-            .to_list(None)
-        )
+        sends = await self._timeline.sends_since(now - REPLAY_WINDOW)
         if not sends:
             return 0
-        delivered = {
-            d["_id"]
-            async for d in self._db["deliveries"].find(
-                {"_id": {"$in": [s["dispatch_id"] for s in sends]}}, {"_id": 1}
-            )
-        }
+        delivered = await self._deliveries.outcomes([s["dispatch_id"] for s in sends])
         pending = [s for s in sends if s["dispatch_id"] not in delivered]
         await self._buffer.add_many([buffer_entry(s) for s in pending])
         if pending:

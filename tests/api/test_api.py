@@ -13,24 +13,27 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
-from app.api.server import Api, ApiSettings
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import SendBuffer
+from app.api.server import Api
+from app.config import ApiSettings
 from app.engine import JourneyEngine, load_journey
-from app.sender.ledger import DeliveryLedger, Outcome
+from app.redis_client import new_redis
+from app.sender.ledger import DeliveryLedger
+from app.store.deliveries import Outcome
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.topic_admin import apply_topics
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.send_buffer import SendBuffer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TOKEN = "s3cret"
@@ -189,7 +192,7 @@ async def test_events_are_validated_then_published(stack) -> None:
 async def fill_timeline(settings) -> None:
     """Runs the demo journey's sign-up for one user through the real processor."""
     client = new_client(settings)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = new_redis(settings)
     db = client[settings.mongo_db]
     await JourneyRegistry(db).deploy((EXAMPLES / "demo-onboarding.yaml").read_text(), "demo")
     metrics = WorkerMetrics()
@@ -202,26 +205,25 @@ async def fill_timeline(settings) -> None:
     engine = JourneyEngine([load_journey(EXAMPLES / "demo-onboarding.yaml")])
     due_index = DueIndex(redis, settings.redis_prefix)
     marks = EmittedMarks(redis, settings.redis_prefix)
-    processor = BatchProcessor(
-        lambda: engine, UserStore(db), emitter, due_index, marks, 8, metrics, 65536
-    )
+    store = UserStore(db, settings.mongo_bulk_ops)
+    processor = BatchProcessor(lambda: engine, store, emitter, due_index, marks, 8, metrics, 65536)
     event = {"event_id": "e1", "user_id": "ada", "name": "signed_up", "at": "2026-11-02T09:00:00Z",
              "attributes": {"email": "ada@x.test", "first_name": "Ada"}}  # fmt: skip
     await processor.process(
         [InputRecord("user-events", 0, 0, b"ada", orjson.dumps(event))], datetime.now(UTC)
     )
-    sends = await db["timeline"].find({"kind": "send"}).to_list(None)
+    sends = [e for e in await Timeline(db).of_user("ada") if e["kind"] == "send"]
     await DeliveryLedger(redis, db, settings.redis_prefix).record(
         Outcome(
-            sends[0]["dispatch_id"],
-            "sent",
-            "ada",
-            "demo-onboarding",
-            "welcome",
-            "email",
-            "welcome",
-            "en",
-            1,
+            dispatch_id=sends[0]["dispatch_id"],
+            outcome="sent",
+            user_id="ada",
+            journey_id="demo-onboarding",
+            step_id="welcome",
+            channel="email",
+            template_id="welcome",
+            locale="en",
+            attempts=1,
         )
     )
     await redis.aclose()

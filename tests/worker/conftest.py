@@ -8,15 +8,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import SendBuffer
 from app.engine import JourneyEngine, load_journey
 from app.store.users import UserStore
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.send_buffer import SendBuffer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -33,9 +33,9 @@ def records(*events: dict, offset: int = 0) -> list[InputRecord]:
 
 
 @pytest.fixture
-async def processor(store_db, redis_client, unique):
+async def processor(settings, store_db, redis_client, unique):
     metrics = WorkerMetrics()
-    store = UserStore(store_db)
+    store = UserStore(store_db, settings.mongo_bulk_ops)
     await store.ensure_indexes()
     buffer = SendBuffer(redis_client, prefix=unique)
     emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from app.keyspace import Keyspace
+
 
 @dataclass(frozen=True)
 class BranchClaim:
@@ -20,11 +22,11 @@ class BranchClaim:
 class BranchLock:
     def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = Keyspace(prefix)
         self._ttl = ttl_seconds
 
     def key(self, claim: BranchClaim) -> str:
-        return f"{self._prefix}:branch:{{{claim.user_id}}}:{claim.lock_name}"
+        return self._keys.branch_lock(claim.user_id, claim.lock_name)
 
     async def claim_many(self, claims: list[BranchClaim]) -> list[bool]:
         """For each claim, whether its branch holds the lock (newly or from an earlier retry)."""
