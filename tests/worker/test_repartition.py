@@ -13,9 +13,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from app.worker.settings import WorkerSettings
 
-from app.config import Settings
+from app.config import Settings, WorkerSettings
 from app.store.mongo import close_client
 from app.streams.producer import new_producer
 from app.worker.metrics import WorkerMetrics
