@@ -77,7 +77,9 @@ def _timeline_line(item: SimulatedEffect) -> str | None:
     effect, at = item.effect, f"{item.at:%Y-%m-%d %H:%M:%S}"
     match effect:
         case Send():
-            branch = f" (branch {effect.branch[1]})" if effect.branch else ""
+            chosen = ", ".join(branch_id for _, branch_id in effect.branches)
+            plural = "es" if len(effect.branches) > 1 else ""
+            branch = f" (branch{plural} {chosen})" if chosen else ""
             return f"{at}  {effect.step_id}: sent {effect.channel} '{effect.template_id}'{branch}"
         case ScheduleTimer():
             return f"{at}  {effect.step_id}: waiting until {effect.due_at:%Y-%m-%d %H:%M:%S}"

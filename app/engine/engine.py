@@ -31,7 +31,14 @@ from app.engine.definitions import (
 from app.engine.durations import format_duration
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
 from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent
-from app.engine.state import APPLIED_INPUTS_KEPT, SENDS_KEPT, EntryState, PendingTimer, UserState
+from app.engine.state import (
+    APPLIED_INPUTS_KEPT,
+    LEGACY_DECISION,
+    SENDS_KEPT,
+    EntryState,
+    PendingTimer,
+    UserState,
+)
 
 MAX_STEPS_PER_INPUT = 1000
 ADDRESS_ATTRIBUTE = {"email": "email", "push": "push_token", "sms": "phone", "webhook": None}
@@ -40,6 +47,16 @@ ADDRESS_ATTRIBUTE = {"email": "email", "push": "push_token", "sms": "phone", "we
 def dispatch_id(journey_id: str, version: int, user_id: str, entry_id: str, step_id: str) -> str:
     key = f"{journey_id}|{version}|{user_id}|{entry_id}|{step_id}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def branch_claims(user_id: str, entry: EntryState) -> tuple[tuple[str, str], ...]:
+    """(lock name, branch id) for every decision the entry took: one lock per decision step, so
+    each decision admits one branch ever, whatever other decisions came before."""
+    entry_lock = f"{entry.journey_id}:{user_id}:{entry.entry_id}"
+    return tuple(
+        (entry_lock if step_id == LEGACY_DECISION else f"{entry_lock}:{step_id}", branch_id)
+        for step_id, branch_id in entry.winners.items()
+    )
 
 
 def bucket_of(*parts: str) -> float:
@@ -236,10 +253,10 @@ class JourneyEngine:
         step = journey.steps[timer.step_id]
         assert isinstance(step, PathsStep)
         path = next(p for p in step.paths if p.id == timer.path_id)
-        if entry.winner is None and (
+        if step.id not in entry.winners and (
             path.condition is None or path.condition.test(self._view(run.state), run.at)
         ):
-            entry.winner = path.id
+            entry.winners[step.id] = path.id
             self._cancel_timers(run, entry, purpose="path")
             self._analytics(
                 run, entry, step.id, "path_chosen", f"path {path.id}: first eligible when due"
@@ -251,7 +268,7 @@ class JourneyEngine:
         )
         if (
             not any(t.purpose == "path" for t in run.state.timers_of(entry))
-            and entry.winner is None
+            and step.id not in entry.winners
         ):
             self._finish(run, entry, "exited", "no path was eligible")
 
@@ -434,7 +451,7 @@ class JourneyEngine:
                         if roll < total:
                             chosen = branch
                             break
-                    entry.winner = chosen.id
+                    entry.winners[step.id] = chosen.id
                     self._analytics(run, entry, step.id, "path_chosen", f"split branch {chosen.id}")
                     step_id = chosen.next
                 case ExitStep():
@@ -517,9 +534,7 @@ class JourneyEngine:
                 variables={**_json_safe(state.attributes), "event": entry.context},
                 address=str(address) if address is not None else None,
                 send_at=at,
-                branch=(f"{journey.id}:{state.user_id}:{entry.entry_id}", entry.winner)
-                if entry.winner
-                else None,
+                branches=branch_claims(state.user_id, entry),
             )
         )
         history = state.received.setdefault(step.template, {"count": 0, "last_at": at})

@@ -37,7 +37,11 @@ class SimulatedEffect:
             "dispatch_id": effect.dispatch_id if isinstance(effect, Send) else None,
         }
         if isinstance(effect, Send):
-            record.update(channel=effect.channel, template=effect.template_id, branch=effect.branch)
+            record.update(
+                channel=effect.channel,
+                template=effect.template_id,
+                branches=[list(pair) for pair in effect.branches],
+            )
         if isinstance(effect, Analytics):
             record["reason"] = effect.reason
         if isinstance(effect, ScheduleTimer):

@@ -72,15 +72,11 @@ class WorkerRuntime:
         await retry_transient(self.registry.ensure_indexes, what="creating journey indexes")
         await retry_transient(self.refresh_journeys, what="loading journeys")
         send_buffer = SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds)
-        emitter = Emitter(
-            BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds),
-            send_buffer,
-            database,
-            self.metrics,
-        )
+        branch_lock = BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds)
+        emitter = Emitter(branch_lock, send_buffer, database, self.metrics)
         due_index = DueIndex(self.redis, s.redis_prefix)
         self.redis_recovery = RedisRecovery(
-            self.redis, s.redis_prefix, send_buffer, database, due_index, self.store
+            self.redis, s.redis_prefix, branch_lock, send_buffer, database, due_index, self.store
         )
         self.processor = BatchProcessor(
             engine=lambda: self._engine,

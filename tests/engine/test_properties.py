@@ -1,6 +1,6 @@
 """Properties over random event sequences through every kind of step: never the same dispatch id
-twice, at most one branch per entry, replays change nothing, holdouts get nothing, quiet hours and
-frequency caps hold, and the simulator's output does not depend on how inputs are batched."""
+twice, at most one branch per decision, replays change nothing, holdouts get nothing, quiet hours
+and frequency caps hold, and the simulator's output does not depend on how inputs are batched."""
 
 from __future__ import annotations
 
@@ -123,11 +123,11 @@ def test_no_dispatch_id_is_emitted_twice(events: list[UserEvent]) -> None:
 
 @PROPERTY
 @given(event_streams())
-def test_at_most_one_branch_fires_per_entry(events: list[UserEvent]) -> None:
+def test_at_most_one_branch_fires_per_decision(events: list[UserEvent]) -> None:
     branches: dict[str, set[str]] = defaultdict(set)
     for send in sends(simulate(events)):
-        if send.branch:
-            branches[send.branch[0]].add(send.branch[1])
+        for lock, branch_id in send.branches:
+            branches[lock].add(branch_id)
     assert all(len(ids) == 1 for ids in branches.values())
 
 
