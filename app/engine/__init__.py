@@ -4,7 +4,7 @@ MongoDB, Redis or the network; the workers and the simulator are the shells arou
 from app.engine.definitions import Journey, Rules
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
 from app.engine.engine import JourneyEngine, dispatch_id
-from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent
+from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent, input_order
 from app.engine.loader import JourneyError, load_journey, load_journey_text, load_rules
 from app.engine.state import PendingTimer, UserState
 
@@ -26,6 +26,7 @@ __all__ = [
     "UserEvent",
     "UserState",
     "dispatch_id",
+    "input_order",
     "load_journey",
     "load_journey_text",
     "load_rules",

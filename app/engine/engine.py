@@ -1,7 +1,13 @@
 """JourneyEngine: (user state, input, now) -> (new state, effects). Pure: no I/O, no wall clock,
 no unseeded randomness. Logic runs at the input's own time (an event's `at`, never later than
 `now`; a timer's due time; a schedule's tick), so the simulator and the workers agree, and a
-replayed input gives the same dispatch ids."""
+replayed input gives the same dispatch ids.
+
+Ties: a window includes its end point, so an event at exactly a deadline counts as in time (the
+goal window, an entry window, a wait_for timeout, a path's due time); at equal timestamps events
+are applied before timers and schedule ticks (`app.engine.inputs.input_order`). Elapsed time is
+the mirror image: a cooldown is over at its end point (re-entry exactly `cooldown` after the last
+entry is allowed), and a frequency cap counts the sends less than its window ago."""
 
 from __future__ import annotations
 

@@ -65,3 +65,17 @@ class ScheduledEntry:
 
 
 EngineInput = UserEvent | TimerFired | ScheduledEntry
+
+
+def input_order(item: EngineInput) -> tuple[datetime, int]:
+    """The order in which inputs apply: by their time (an event's `at`, a timer's due time, a
+    tick), and at equal times events before timers and ticks, so an event at exactly a deadline
+    is in time. Sort with it (sorting is stable) in the simulator and in the workers alike."""
+    match item:
+        case UserEvent():
+            return item.at, 0
+        case TimerFired():
+            return item.due_at, 1
+        case ScheduledEntry():
+            return item.tick, 1
+    raise TypeError(f"not an engine input: {item!r}")

@@ -1,6 +1,7 @@
 """The offline simulator: the engine with a virtual clock and in-memory state. Timers fire in
 time order between events, so the result is what the live pipeline produces for the same events,
-and it is the oracle the pipeline is tested against."""
+and it is the oracle the pipeline is tested against. At equal times an event goes before the
+timers and schedule ticks due then (see `app.engine.inputs.input_order`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from croniter import croniter
 from app.engine.definitions import ScheduleEntry
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, utc_text
 from app.engine.engine import JourneyEngine, zone_of
-from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent
+from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent, input_order
 from app.engine.state import UserState
 
 MAX_PENDING = 100_000
@@ -63,13 +64,17 @@ class Simulator:
         self._ticked_until: datetime | None = None
 
     def feed(self, events: Iterable[UserEvent]) -> None:
-        for event in sorted(events, key=lambda e: e.at):
-            self.run_until(event.at)
+        for event in sorted(events, key=input_order):
+            self._fire(event.at, inclusive=False)
             self._apply(event, event.at)
 
     def run_until(self, until: datetime) -> None:
+        """Fires every timer and tick due at or before `until`."""
+        self._fire(until, inclusive=True)
+
+    def _fire(self, until: datetime, inclusive: bool) -> None:
         self._add_ticks(until)
-        while self._due and self._due[0][0] <= until:
+        while self._due and (self._due[0][0] <= until if inclusive else self._due[0][0] < until):
             due, key, user_id = heapq.heappop(self._due)
             if key.startswith("~tick:"):
                 self._apply(ScheduledEntry(user_id, key.removeprefix("~tick:"), due), due)

@@ -17,7 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.engine import Analytics, JourneyEngine, ScheduledEntry, Send, TimerFired, UserEvent
+from app.engine import (
+    Analytics,
+    JourneyEngine,
+    ScheduledEntry,
+    Send,
+    TimerFired,
+    UserEvent,
+    input_order,
+)
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.dead_letters import DeadLetter
 from app.topics import RecordError, load_contract
@@ -156,14 +164,20 @@ class BatchProcessor:
     def _apply(
         self, user: StoredUser, items: list[DecodedInput], now: datetime
     ) -> tuple[bool, list[DeadLetter]]:
-        """Runs the user's inputs through the engine, in order. Returns whether the state changed
-        (and so must be written) and the inputs the engine refused."""
+        """Runs the user's inputs through the engine in the simulator's order (by time, events
+        before timers and ticks at equal times, else as they came). Returns whether the state
+        changed (and so must be written) and the inputs the engine refused."""
         engine = self._engine()
         letters: list[DeadLetter] = []
-        for item in items:
+        # Skips are decided before anything is applied: a later offset applied first must not
+        # make an earlier one of its partition look applied.
+        fresh = [
+            item
+            for item in items
+            if not user.applied(item.record.source, item.record.partition, item.record.offset)
+        ]
+        for item in sorted(fresh, key=lambda item: input_order(item.input)):
             record = item.record
-            if user.applied(record.source, record.partition, record.offset):
-                continue
             try:
                 transition = engine.apply(user.state, item.input, now)
             except (ValueError, KeyError, LookupError) as error:
