@@ -4,7 +4,15 @@ MongoDB, Redis or the network; the workers and the simulator are the shells arou
 from app.engine.definitions import Journey, Rules
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
 from app.engine.engine import JourneyEngine, dispatch_id
-from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent, input_order
+from app.engine.inputs import (
+    EngineInput,
+    EventTimeError,
+    EventTimePolicy,
+    ScheduledEntry,
+    TimerFired,
+    UserEvent,
+    input_order,
+)
 from app.engine.loader import JourneyError, load_journey, load_journey_text, load_rules
 from app.engine.state import PendingTimer, UserState
 
@@ -13,6 +21,8 @@ __all__ = [
     "CancelTimer",
     "Effect",
     "EngineInput",
+    "EventTimeError",
+    "EventTimePolicy",
     "Journey",
     "JourneyEngine",
     "JourneyError",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -90,6 +92,16 @@ def _timeline_line(item: SimulatedEffect) -> str | None:
     return None
 
 
+def _moment(_context: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 @click.command()
 @click.argument("journeys", nargs=-1, required=True, type=FILE)
 @click.option("--events", "events_file", required=True, type=FILE, help="User events, JSON lines.")
@@ -100,17 +112,32 @@ def _timeline_line(item: SimulatedEffect) -> str | None:
     "--rules", "rules_file", type=FILE, help="Quiet hours and frequency caps for all journeys."
 )
 @click.option("--days", default=30, show_default=True, help="Days to run on after the last event.")
+@click.option(
+    "--received-at",
+    callback=_moment,
+    help="Count every event as received then (ISO 8601, UTC if no offset), as a worker judges "
+    "an event's time against its Kafka record's timestamp; by default each event counts as "
+    "received at its own time.",
+)
 def simulate(
-    journeys: tuple[Path, ...], events_file: Path, output: str, rules_file: Path | None, days: int
+    journeys: tuple[Path, ...],
+    events_file: Path,
+    output: str,
+    rules_file: Path | None,
+    days: int,
+    received_at: datetime | None,
 ) -> None:
     """Run journeys over events with a virtual clock, no server: a timeline per user."""
-    from datetime import timedelta
-
     rules = load_rules(rules_file) if rules_file else None
     simulator = Simulator(JourneyEngine(_load(journeys), rules))
-    simulator.feed(_read_events(events_file))
+    events = _read_events(events_file)
+    if received_at is not None:
+        events = [replace(event, received_at=received_at) for event in events]
+    simulator.feed(events)
     simulator.finish(timedelta(days=days))
     effects = simulator.effects
+    for event, reason in simulator.refused:
+        click.echo(f"refused event {event.event_id} of {event.user_id}: {reason}", err=True)
     if output == "jsonl":
         for item in effects:
             sys.stdout.buffer.write(orjson.dumps(item.to_record()) + b"\n")

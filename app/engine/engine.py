@@ -1,7 +1,7 @@
 """JourneyEngine: (user state, input, now) -> (new state, effects). Pure: no I/O, no wall clock,
 no unseeded randomness. Logic runs at the input's own time (an event's `at`, never later than
-`now`; a timer's due time; a schedule's tick), so the simulator and the workers agree, and a
-replayed input gives the same dispatch ids.
+`now` nor than its receipt; a timer's due time; a schedule's tick), so the simulator and the
+workers agree, and a replayed input gives the same dispatch ids.
 
 Ties: a window includes its end point, so an event at exactly a deadline counts as in time (the
 goal window, an entry window, a wait_for timeout, a path's due time); at equal timestamps events
@@ -36,7 +36,13 @@ from app.engine.definitions import (
 )
 from app.engine.durations import format_duration
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
-from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent
+from app.engine.inputs import (
+    EngineInput,
+    EventTimePolicy,
+    ScheduledEntry,
+    TimerFired,
+    UserEvent,
+)
 from app.engine.state import (
     APPLIED_INPUTS_KEPT,
     LEGACY_DECISION,
@@ -129,9 +135,12 @@ class JourneyEngine:
         journeys: Iterable[Journey],
         rules: Rules | None = None,
         entry_versions: dict[str, int] | None = None,
+        event_time: EventTimePolicy | None = None,
     ) -> None:
         """`journeys` holds every version users may be in. New entries use `entry_versions`
-        (journey id -> version) when given, else each journey's newest version."""
+        (journey id -> version) when given, else each journey's newest version. `event_time`
+        bounds the event times accepted (default: 7 days back, 5 minutes ahead of receipt)."""
+        self.event_time = event_time or EventTimePolicy()
         self.versions: dict[tuple[str, int], Journey] = {(j.id, j.version): j for j in journeys}
         self.rules = rules or Rules()
         newest: dict[str, Journey] = {}
@@ -151,6 +160,8 @@ class JourneyEngine:
     def apply(self, state: UserState, item: EngineInput, now: datetime) -> Transition:
         if item.user_id != state.user_id:
             raise ValueError(f"input for user {item.user_id!r} applied to user {state.user_id!r}")
+        if isinstance(item, UserEvent):
+            self.event_time.check(item)
         if item.input_id in state.applied or (
             isinstance(item, TimerFired)
             and not any(t.timer_id == item.timer_id for t in state.timers)
@@ -180,7 +191,7 @@ class JourneyEngine:
     def _time_of(item: EngineInput, now: datetime) -> datetime:
         match item:
             case UserEvent():
-                return min(item.at, now)
+                return min(item.at, now, item.received_at or item.at)
             case TimerFired():
                 return item.due_at
             case ScheduledEntry():

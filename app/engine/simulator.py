@@ -15,7 +15,14 @@ from croniter import croniter
 from app.engine.definitions import ScheduleEntry
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, utc_text
 from app.engine.engine import JourneyEngine, zone_of
-from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent, input_order
+from app.engine.inputs import (
+    EngineInput,
+    EventTimeError,
+    ScheduledEntry,
+    TimerFired,
+    UserEvent,
+    input_order,
+)
 from app.engine.state import UserState
 
 MAX_PENDING = 100_000
@@ -58,15 +65,21 @@ class Simulator:
         self.engine = engine
         self.states: dict[str, UserState] = {}
         self.effects: list[SimulatedEffect] = []
+        self.refused: list[tuple[UserEvent, str]] = []
         # (due, timer id or "~tick:<journey>", user): ticks sort after timers due at the same time.
         self._due: list[tuple[datetime, str, str]] = []
         self._clock: datetime | None = None
         self._ticked_until: datetime | None = None
 
     def feed(self, events: Iterable[UserEvent]) -> None:
+        """Applies the events in time order; one whose time the engine refuses (see
+        `EventTimePolicy`) is kept in `refused` with the reason, as a worker dead-letters it."""
         for event in sorted(events, key=input_order):
             self._fire(event.at, inclusive=False)
-            self._apply(event, event.at)
+            try:
+                self._apply(event, event.at)
+            except EventTimeError as error:
+                self.refused.append((event, str(error)))
 
     def run_until(self, until: datetime) -> None:
         """Fires every timer and tick due at or before `until`."""

@@ -46,13 +46,16 @@ MAX_CONFLICT_ROUNDS = 5
 
 @dataclass(frozen=True)
 class InputRecord:
-    """A record as it came off Kafka; `source` is the contract name, not the prefixed topic."""
+    """A record as it came off Kafka; `source` is the contract name, not the prefixed topic.
+    `timestamp` is the record's Kafka timestamp: an event's receipt time, so a replay after a
+    crash or a backlog after an outage judges its event time as the first delivery did."""
 
     source: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def decode(record: InputRecord, max_bytes: int) -> EngineInput:
         raise RecordError(record.source, "/", "records of this topic are not worker inputs", "")
     data = load_contract(record.source).decode(record.value, max_bytes)
     if record.source == "user-events":
-        return UserEvent.from_record(data)
+        return UserEvent.from_record(data, received_at=record.timestamp)
     if data["kind"] == "timer":
         return TimerFired(
             user_id=data["user_id"],

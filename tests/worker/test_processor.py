@@ -165,3 +165,18 @@ async def test_inputs_applied_out_of_offset_order_are_all_applied_once(make_proc
     writes = processor.store.writes
     assert await processor.process(batch, later) == []  # redelivered: both skipped
     assert processor.store.writes == writes
+
+
+async def test_an_event_from_another_era_is_dead_lettered_with_the_reason(processor) -> None:
+    received = T0 + timedelta(minutes=1)
+    ancient = event("e1", "u-1", "signed_up", datetime(1970, 1, 1, tzinfo=UTC))
+    good = event("e2", "u-2", "signed_up", T0, attributes={"email": "b@x.test", "role": "teacher"})
+    batch = [
+        InputRecord("user-events", 0, i, e["user_id"].encode(), orjson.dumps(e), received)
+        for i, e in enumerate((ancient, good))
+    ]
+    letters = await processor.process(batch, received)
+    assert [letter.offset for letter in letters] == [0]
+    assert "1970-01-01T00:00:00Z" in letters[0].reason
+    assert "EVENT_MAX_PAST_SECONDS" in letters[0].reason and "u-1" not in letters[0].reason
+    assert await processor.buffer.pending() == 1  # u-2's welcome
