@@ -3,6 +3,7 @@ result whatever the wall clock says."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,6 +96,16 @@ class TimerFired:
     def input_id(self) -> str:
         return f"timer:{self.timer_id}"
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TimerFired:
+        """From a record of kind `timer` valid against topics/timers.json."""
+        _expect_kind(record, "timer")
+        return cls(
+            user_id=record["user_id"],
+            timer_id=record["timer_id"],
+            due_at=datetime.fromisoformat(record["due_at"]),
+        )
+
 
 @dataclass(frozen=True)
 class ScheduledEntry:
@@ -107,6 +118,24 @@ class ScheduledEntry:
     @property
     def input_id(self) -> str:
         return f"tick:{self.journey_id}:{self.tick.isoformat()}"
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ScheduledEntry:
+        """From a record of kind `scheduled_entry` valid against topics/timers.json."""
+        _expect_kind(record, "scheduled_entry")
+        return cls(
+            user_id=record["user_id"],
+            journey_id=record["journey_id"],
+            tick=datetime.fromisoformat(record["tick"]),
+        )
+
+
+def _expect_kind(record: Mapping[str, Any], kind: str) -> None:
+    if record.get("kind") != kind:
+        raise ValueError(
+            f"found a record of kind {record.get('kind')!r}, expected a timers record of kind"
+            f" {kind!r}"
+        )
 
 
 EngineInput = UserEvent | TimerFired | ScheduledEntry

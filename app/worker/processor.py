@@ -19,6 +19,7 @@ from datetime import datetime
 
 from app.engine import (
     Analytics,
+    EngineInput,
     JourneyEngine,
     ScheduledEntry,
     Send,
@@ -37,7 +38,6 @@ from app.worker.partitions import partition_of
 
 log = logging.getLogger(__name__)
 
-EngineInput = UserEvent | TimerFired | ScheduledEntry
 SOURCES = ("user-events", "timers")
 # Timer effects need no emitting: pending timers live in the state the same write stores.
 EMITTED = (Send, Analytics)
@@ -76,16 +76,8 @@ def decode(record: InputRecord, max_bytes: int) -> EngineInput:
     if record.source == "user-events":
         return UserEvent.from_record(data, received_at=record.timestamp)
     if data["kind"] == "timer":
-        return TimerFired(
-            user_id=data["user_id"],
-            timer_id=data["timer_id"],
-            due_at=datetime.fromisoformat(data["due_at"]),
-        )
-    return ScheduledEntry(
-        user_id=data["user_id"],
-        journey_id=data["journey_id"],
-        tick=datetime.fromisoformat(data["tick"]),
-    )
+        return TimerFired.from_record(data)
+    return ScheduledEntry.from_record(data)
 
 
 class BatchProcessor:
