@@ -3,7 +3,7 @@ MongoDB, Redis or the network; the workers and the simulator are the shells arou
 
 from app.engine.definitions import Journey, Rules
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
-from app.engine.engine import JourneyEngine, dispatch_id
+from app.engine.engine import JourneyEngine, dispatch_id, zone_named
 from app.engine.inputs import (
     EngineInput,
     EventTimeError,
@@ -13,7 +13,7 @@ from app.engine.inputs import (
     UserEvent,
     input_order,
 )
-from app.engine.loader import JourneyError, load_journey, load_journey_text, load_rules
+from app.engine.loader import JourneyError, load_journey_text, load_rules_text
 from app.engine.state import PendingTimer, UserState
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
     "UserState",
     "dispatch_id",
     "input_order",
-    "load_journey",
     "load_journey_text",
-    "load_rules",
+    "load_rules_text",
+    "zone_named",
 ]

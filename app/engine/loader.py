@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from datetime import time, timedelta
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -521,12 +520,8 @@ def load_journey_text(text: str, source: str = "<journey>") -> Journey:
     return _Reader(_Document(text, source)).journey()
 
 
-def load_journey(path: str | Path) -> Journey:
-    return load_journey_text(Path(path).read_text(), str(path))
-
-
-def load_rules(path: str | Path) -> Rules:
-    """Rules for every journey (quiet hours, frequency caps), from a YAML file."""
-    document = _Document(Path(path).read_text(), str(path))
+def load_rules_text(text: str, source: str = "<rules>") -> Rules:
+    """Rules for every journey (quiet hours, frequency caps), from YAML text."""
+    document = _Document(text, source)
     reader = _Reader(document)
     return reader.rules(reader.mapping(document.root, ()), ())

@@ -13,9 +13,8 @@ from aiokafka import AIOKafkaProducer
 from croniter import croniter
 
 from app.dispatch.record import utc_text
-from app.engine import JourneyEngine
+from app.engine import JourneyEngine, zone_named
 from app.engine.definitions import ScheduleEntry
-from app.engine.engine import zone_named
 from app.store.mongo import Database
 from app.store.users import UserStore
 

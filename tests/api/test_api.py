@@ -18,9 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
 from app.api.server import Api, ApiSettings
+from app.authoring.files import load_journey
 from app.dispatch.branch_lock import BranchLock
 from app.dispatch.send_buffer import SendBuffer
-from app.engine import JourneyEngine, load_journey
+from app.engine import JourneyEngine
 from app.sender.ledger import DeliveryLedger, Outcome
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client

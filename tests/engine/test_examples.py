@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.engine import JourneyEngine, Send, UserEvent, load_journey
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, Send, UserEvent
 from app.engine.simulator import Simulator
 from app.topics import read_jsonl
 

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.engine import JourneyEngine, Send, TimerFired, UserEvent, load_journey, load_journey_text
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, Send, TimerFired, UserEvent, load_journey_text
 from app.engine.definitions import FrequencyCap, QuietHours, Rules
 from app.engine.simulator import Simulator
 

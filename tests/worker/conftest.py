@@ -8,9 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.authoring.files import load_journey
 from app.dispatch.branch_lock import BranchLock
 from app.dispatch.send_buffer import SendBuffer
-from app.engine import JourneyEngine, load_journey
+from app.engine import JourneyEngine
 from app.store.users import UserStore
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks

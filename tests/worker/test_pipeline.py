@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.engine import JourneyEngine, Send, UserEvent, load_journey
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, Send, UserEvent
 from app.engine.simulator import simulate
 from app.streams.publish import rebased
 from app.topics import read_jsonl

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.engine import JourneyEngine, UserState, load_journey
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, UserState
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.producer import new_producer
 from app.worker.scheduler import Scheduler

@@ -11,13 +11,18 @@ from pathlib import Path
 import click
 import orjson
 
-from app.engine.definitions import Journey
-from app.engine.effects import Analytics, ScheduleTimer, Send
-from app.engine.engine import JourneyEngine
-from app.engine.inputs import UserEvent
-from app.engine.loader import JourneyError, load_journey, load_rules
+from app.authoring.files import load_journey, load_rules, read_events
+from app.engine import (
+    Analytics,
+    Journey,
+    JourneyEngine,
+    JourneyError,
+    ScheduleTimer,
+    Send,
+    UserEvent,
+)
 from app.engine.simulator import SimulatedEffect, Simulator
-from app.topics import RecordError, read_jsonl
+from app.topics import RecordError
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -70,7 +75,7 @@ def graph(file: Path, html_out: Path | None) -> None:
 
 def _read_events(path: Path) -> list[UserEvent]:
     try:
-        return [UserEvent.from_record(record) for record in read_jsonl("user-events", path)]
+        return read_events(path)
     except RecordError as error:
         raise click.ClickException(str(error)) from None
 
@@ -128,7 +133,10 @@ def simulate(
     received_at: datetime | None,
 ) -> None:
     """Run journeys over events with a virtual clock, no server: a timeline per user."""
-    rules = load_rules(rules_file) if rules_file else None
+    try:
+        rules = load_rules(rules_file) if rules_file else None
+    except JourneyError as error:
+        raise click.ClickException(str(error)) from None
     simulator = Simulator(JourneyEngine(_load(journeys), rules))
     events = _read_events(events_file)
     if received_at is not None:
