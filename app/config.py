@@ -78,6 +78,9 @@ class WorkerSettings:
     timer_sweep_interval: float = env("TIMER_SWEEP_INTERVAL", 3600.0)
     journeys_poll_interval: float = env("JOURNEYS_POLL_INTERVAL", 2.0)
     scheduler_interval: float = env("SCHEDULER_INTERVAL", 15.0)
+    # Event times believed, around the record's receipt (see app.engine.inputs.EventTimePolicy).
+    event_max_past_seconds: float = env("EVENT_MAX_PAST_SECONDS", 7 * 24 * 3600.0)
+    event_max_future_seconds: float = env("EVENT_MAX_FUTURE_SECONDS", 300.0)
     # No shorter than an entry can live: a lock that expires early could admit a second branch.
     branch_lock_ttl_seconds: int = env("BRANCH_LOCK_TTL_SECONDS", 90 * 24 * 3600)
     web_port: int = env("WORKER_WEB_PORT", 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from datetime import time, timedelta
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -540,10 +539,6 @@ def load_journey_text(text: str, source: str = "<journey>") -> Journey:
     return _Reader(_Document(text, source)).journey()
 
 
-def load_journey(path: str | Path) -> Journey:
-    return load_journey_text(Path(path).read_text(), str(path))
-
-
 def load_rules_text(text: str, source: str = "<rules>") -> VersionedRules:
     """A rules file: `kind: rules`, `version: N`, and quiet hours and frequency caps written as
     in a journey; they apply to every journey."""
@@ -557,10 +552,10 @@ def load_definition_text(text: str, source: str) -> Journey | VersionedRules:
     return reader.rules_file() if "kind" in root else reader.journey()
 
 
-def load_rules(path: str | Path) -> Rules:
+def load_simulation_rules_text(text: str, source: str = "<rules>") -> Rules:
     """Rules for every journey, for the simulator: a rules file, or the older form without kind
     and version (quiet hours and frequency caps alone), which cannot be deployed."""
-    document = _Document(Path(path).read_text(), str(path))
+    document = _Document(text, source)
     reader = _Reader(document)
     root = reader.mapping(document.root, ())
     return reader.rules_file().rules if "kind" in root else reader.rules(root, ())

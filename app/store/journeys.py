@@ -11,7 +11,7 @@ from typing import Any
 
 from pymongo import ASCENDING
 
-from app.engine import Journey, JourneyEngine, Rules, load_journey_text
+from app.engine import EventTimePolicy, Journey, JourneyEngine, Rules, load_journey_text
 from app.store.mongo import Database
 from app.store.versions import ARCHIVED, DRAFT, PUBLISHED, DeployError, Versions
 
@@ -75,12 +75,16 @@ class JourneyRegistry:
         """Changes whenever a version is deployed or changes status: cheap to poll."""
         return await self._versions.fingerprint()
 
-    async def engine(self, rules: Rules | None = None) -> JourneyEngine:
+    async def engine(
+        self, rules: Rules | None = None, event_time: EventTimePolicy | None = None
+    ) -> JourneyEngine:
         """An engine over every version users may be in: archived versions stay loaded so their
         users can finish; the engine enters new users into the newest published version.
         `rules` (the deployed rules for every journey) apply to all of them."""
         deployed = await self.list()
-        return JourneyEngine([d.journey for d in deployed if d.status != DRAFT], rules)
+        return JourneyEngine(
+            [d.journey for d in deployed if d.status != DRAFT], rules, event_time=event_time
+        )
 
     @staticmethod
     def _deployed(document: dict[str, Any]) -> DeployedJourney:

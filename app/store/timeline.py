@@ -33,10 +33,10 @@ class Timeline:
             duplicate_writes(error)
 
     async def sends_since(self, since: datetime) -> list[dict[str, Any]]:
-        """The sends recorded at or after `since`."""
-        return await self.collection.find({"kind": "send", "recorded_at": {"$gte": since}}).to_list(
-            None
-        )
+        """The sends recorded at or after `since`, oldest first (a replay claims branch locks in
+        the order the sends first claimed them)."""
+        cursor = self.collection.find({"kind": "send", "recorded_at": {"$gte": since}})
+        return await cursor.sort([("recorded_at", ASCENDING), ("send_at", ASCENDING)]).to_list(None)
 
     async def of_user(self, user_id: str) -> list[dict[str, Any]]:
         return await self.collection.find({"user_id": user_id}).to_list(None)

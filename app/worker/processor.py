@@ -17,7 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.engine import Analytics, JourneyEngine, ScheduledEntry, Send, TimerFired, UserEvent
+from app.engine import (
+    Analytics,
+    EngineInput,
+    JourneyEngine,
+    ScheduledEntry,
+    Send,
+    TimerFired,
+    UserEvent,
+    input_order,
+)
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.dead_letters import DeadLetter
 from app.topics import RecordError, load_contract
@@ -29,7 +38,6 @@ from app.worker.partitions import partition_of
 
 log = logging.getLogger(__name__)
 
-EngineInput = UserEvent | TimerFired | ScheduledEntry
 # user-events as published, and as the repartition step re-produced it by user id.
 EVENT_SOURCES = ("user-events", "user-events-by-user")
 SOURCES = (*EVENT_SOURCES, "timers")
@@ -42,7 +50,9 @@ DECODE_ERRORS = (RecordError, ValueError, KeyError)
 
 @dataclass(frozen=True)
 class InputRecord:
-    """A record as it came off Kafka; `source` is the contract name, not the prefixed topic."""
+    """A record as it came off Kafka; `source` is the contract name, not the prefixed topic.
+    `timestamp` is the record's Kafka timestamp: an event's receipt time, so a replay after a
+    crash or a backlog after an outage judges its event time as the first delivery did."""
 
     source: str
     partition: int
@@ -68,18 +78,10 @@ def decode(record: InputRecord, max_bytes: int) -> EngineInput:
         raise RecordError(record.source, "/", "records of this topic are not worker inputs", "")
     data = load_contract(record.source).decode(record.value, max_bytes)
     if record.source in EVENT_SOURCES:
-        return UserEvent.from_record(data)
+        return UserEvent.from_record(data, received_at=record.timestamp)
     if data["kind"] == "timer":
-        return TimerFired(
-            user_id=data["user_id"],
-            timer_id=data["timer_id"],
-            due_at=datetime.fromisoformat(data["due_at"]),
-        )
-    return ScheduledEntry(
-        user_id=data["user_id"],
-        journey_id=data["journey_id"],
-        tick=datetime.fromisoformat(data["tick"]),
-    )
+        return TimerFired.from_record(data)
+    return ScheduledEntry.from_record(data)
 
 
 def dead_letter(record: InputRecord, error: Exception) -> DeadLetter:
@@ -172,14 +174,20 @@ class BatchProcessor:
     def _apply(
         self, user: StoredUser, items: list[DecodedInput], now: datetime
     ) -> tuple[bool, list[DeadLetter]]:
-        """Runs the user's inputs through the engine, in order. Returns whether the state changed
-        (and so must be written) and the inputs the engine refused."""
+        """Runs the user's inputs through the engine in the simulator's order (by time, events
+        before timers and ticks at equal times, else as they came). Returns whether the state
+        changed (and so must be written) and the inputs the engine refused."""
         engine = self._engine()
         letters: list[DeadLetter] = []
-        for item in items:
+        # Skips are decided before anything is applied: a later offset applied first must not
+        # make an earlier one of its partition look applied.
+        fresh = [
+            item
+            for item in items
+            if not user.applied(item.record.source, item.record.partition, item.record.offset)
+        ]
+        for item in sorted(fresh, key=lambda item: input_order(item.input)):
             record = item.record
-            if user.applied(record.source, record.partition, record.offset):
-                continue
             try:
                 transition = engine.apply(user.state, item.input, now)
             except (ValueError, KeyError, LookupError) as error:

@@ -2,7 +2,9 @@
 The `timeline` collection in MongoDB is the durable log of every emitted send: when a worker finds
 Redis's epoch key gone (a new, empty Redis), it puts back every recent send that has no delivery
 outcome yet, and refills the due index from the user documents. Putting back too much is
-harmless: the sender drops dispatch ids it has already delivered."""
+harmless: the sender drops dispatch ids it has already delivered. The branch locks went with
+Redis too, so the replay claims them again through the emitter's own path, oldest send first
+(delivered ones included): a branch a lock refused before is refused again."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
 
-from app.dispatch.record import buffer_entry
 from app.keyspace import Keyspace
 from app.store.deliveries import Deliveries
 from app.store.mongo import Database
 from app.store.timeline import Timeline
 from app.store.users import UserStore
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
+from app.worker.emitter import buffer_admitted
 from app.worker.send_buffer import SendBuffer
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ class RedisRecovery:
         self,
         client: aioredis.Redis,
         prefix: str,
+        branch_lock: BranchLock,
         buffer: SendBuffer,
         database: Database,
         due_index: DueIndex,
@@ -39,6 +43,7 @@ class RedisRecovery:
     ) -> None:
         self._redis = client
         self._key = Keyspace(prefix).epoch()
+        self._lock = branch_lock
         self._buffer = buffer
         self._timeline = Timeline(database)
         self._deliveries = Deliveries(database)
@@ -64,8 +69,9 @@ class RedisRecovery:
         if not sends:
             return 0
         delivered = await self._deliveries.outcomes([s["dispatch_id"] for s in sends])
-        pending = [s for s in sends if s["dispatch_id"] not in delivered]
-        await self._buffer.add_many([buffer_entry(s) for s in pending])
+        refused = await buffer_admitted(self._lock, self._buffer, sends, frozenset(delivered))
+        lost = {s["dispatch_id"] for s in refused} | set(delivered)
+        pending = [s for s in sends if s["dispatch_id"] not in lost]
         if pending:
             log.warning("Redis was empty: put back %d undelivered sends", len(pending))
         self.replayed += len(pending)

@@ -8,12 +8,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
 from app.config import Settings, WorkerSettings
-from app.engine import JourneyEngine
+from app.engine import EventTimePolicy, JourneyEngine
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
@@ -61,7 +61,11 @@ class WorkerRuntime:
         self.metrics = WorkerMetrics()
         self.ready = asyncio.Event()
         self.partitions = load_contract("timers").partitions
-        self._engine = JourneyEngine([])
+        self._event_time = EventTimePolicy(
+            max_past=timedelta(seconds=worker_settings.event_max_past_seconds),
+            max_future=timedelta(seconds=worker_settings.event_max_future_seconds),
+        )
+        self._engine = JourneyEngine([], event_time=self._event_time)
         self._journeys_fingerprint = ""
         self._batch_lock = asyncio.Lock()
         self._repartition_lock = asyncio.Lock()
@@ -85,15 +89,11 @@ class WorkerRuntime:
         await retry_transient(Deliveries(database).ensure_indexes, what="creating delivery indexes")
         await retry_transient(self.refresh_journeys, what="loading journeys")
         send_buffer = SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds)
-        emitter = Emitter(
-            BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds),
-            send_buffer,
-            database,
-            self.metrics,
-        )
+        branch_lock = BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds)
+        emitter = Emitter(branch_lock, send_buffer, database, self.metrics)
         due_index = DueIndex(self.redis, s.redis_prefix)
         self.redis_recovery = RedisRecovery(
-            self.redis, s.redis_prefix, send_buffer, database, due_index, self.store
+            self.redis, s.redis_prefix, branch_lock, send_buffer, database, due_index, self.store
         )
         self.processor = BatchProcessor(
             engine=lambda: self._engine,
@@ -165,7 +165,7 @@ class WorkerRuntime:
         """Reloads the journeys and the rules for every journey when either changed."""
         fingerprint = await self.registry.fingerprint() + await self.rules.fingerprint()
         if fingerprint != self._journeys_fingerprint:
-            self._engine = await self.registry.engine(await self.rules.current())
+            self._engine = await self.registry.engine(await self.rules.current(), self._event_time)
             self._journeys_fingerprint = fingerprint
             log.info("journeys and rules loaded (fingerprint %s)", fingerprint[:12])
 

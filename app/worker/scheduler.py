@@ -13,10 +13,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from croniter import croniter
 
-from app.engine import JourneyEngine
+from app.engine import JourneyEngine, zone_named
 from app.engine.definitions import ScheduleEntry
 from app.engine.effects import utc_text
-from app.engine.engine import zone_named
 from app.store.mongo import Database
 from app.store.schedule_runs import ScheduleRuns
 from app.store.users import UserStore

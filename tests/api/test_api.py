@@ -17,8 +17,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
 from app.api.server import Api
+from app.authoring.files import load_journey
 from app.config import ApiSettings
-from app.engine import JourneyEngine, load_journey
+from app.engine import JourneyEngine
 from app.redis_client import new_redis
 from app.sender.ledger import DeliveryLedger
 from app.store.deliveries import Outcome

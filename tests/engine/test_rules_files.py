@@ -10,13 +10,13 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from app.authoring.files import load_rules
 from app.cli import main
 from app.engine import (
     Journey,
     JourneyError,
     VersionedRules,
     load_definition_text,
-    load_rules,
     load_rules_text,
 )
 from app.engine.definitions import FrequencyCap, QuietHours, Rules

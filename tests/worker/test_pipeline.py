@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.engine import JourneyEngine, Send, UserEvent, load_journey, load_rules
+from app.authoring.files import load_journey, load_rules
+from app.engine import JourneyEngine, Send, UserEvent
 from app.engine.simulator import simulate
 from app.store.versions import DRAFT
 from app.streams.publish import rebased

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import orjson
 
-from app.engine import JourneyEngine, UserState, load_journey
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, UserState
 from app.store.schedule_runs import ScheduleRuns
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.producer import new_producer
