@@ -12,6 +12,7 @@ in Redis and dropped by the user's next write, which costs no extra write.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,9 +175,10 @@ class BatchProcessor:
     def _apply(
         self, user: StoredUser, items: list[DecodedInput], now: datetime
     ) -> tuple[bool, list[DeadLetter]]:
-        """Runs the user's inputs through the engine in the simulator's order (by time, events
-        before timers and ticks at equal times, else as they came). Returns whether the state
-        changed (and so must be written) and the inputs the engine refused."""
+        """Runs the user's inputs through the engine in the simulator's order: events as Kafka
+        delivered them, merged with the timers and ticks by the time each reached Journeys (an
+        event's record timestamp, a timer's due time), events first at equal times. Returns
+        whether the state changed (and so must be written) and the inputs the engine refused."""
         engine = self._engine()
         letters: list[DeadLetter] = []
         # Skips are decided before anything is applied: a later offset applied first must not
@@ -186,7 +188,12 @@ class BatchProcessor:
             for item in items
             if not user.applied(item.record.source, item.record.partition, item.record.offset)
         ]
-        for item in sorted(fresh, key=lambda item: input_order(item.input)):
+        events = [item for item in fresh if isinstance(item.input, UserEvent)]
+        due = sorted(
+            (item for item in fresh if not isinstance(item.input, UserEvent)),
+            key=lambda item: input_order(item.input),
+        )
+        for item in heapq.merge(events, due, key=lambda item: input_order(item.input)):
             record = item.record
             try:
                 transition = engine.apply(user.state, item.input, now)
