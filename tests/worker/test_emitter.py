@@ -121,7 +121,7 @@ async def test_a_replay_after_redis_lost_its_data_goes_through_the_lock(
         for send, minutes in ((hello, 3), (rogue, 2), (bye, 1))
     ]
     await Timeline(store_db).record(timeline)
-    await store_db["deliveries"].insert_one({"_id": hello["dispatch_id"]})
+    await store_db["deliveries"].insert_one({"_id": hello["dispatch_id"], "outcome": "sent"})
     recovery = RedisRecovery(
         redis_client,
         unique,
