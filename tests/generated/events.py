@@ -213,9 +213,9 @@ def _first_clash(
     _note_timers(simulator, timers, 0, len(simulator.effects), None)
     for index, event in enumerate(events):
         for user_id, due, setter in timers.values():
-            if user_id == event.user_id and setter != event.event_id:
-                if abs(due - event.at) < margin:
-                    return index, due + margin - event.at
+            clash = user_id == event.user_id and setter != event.event_id
+            if clash and abs(due - event.at) < margin:
+                return index, due + margin - event.at
     return None
 
 
