@@ -81,6 +81,17 @@ class Pipeline:
         finally:
             await close_client(client)
 
+    async def deploy_rules(self, text: str) -> None:
+        """Global rules (quiet hours, frequency caps) for every journey the workers run."""
+        # Imported here: the rules registry is added with the global-rules feature.
+        from app.store.rules import RulesRegistry  # type: ignore[import-not-found]
+
+        client = new_client(self.settings)
+        try:
+            await RulesRegistry(client[self.settings.mongo_db]).deploy(text, "<global rules>")
+        finally:
+            await close_client(client)
+
     async def publish(self, events: list[dict[str, Any]]) -> None:
         await publish(self.settings, events)
 

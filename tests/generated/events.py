@@ -172,12 +172,12 @@ def _disorder(rng: random.Random, stream: list[dict[str, Any]]) -> None:
 
 
 def space_from_timers(
-    engine: JourneyEngine, stream: list[dict[str, Any]], margin: timedelta, rounds: int = 40
+    engine: JourneyEngine, stream: list[dict[str, Any]], margin: timedelta, rounds: int = 200
 ) -> list[dict[str, Any]]:
-    """The stream with events moved later until none of a user's events comes within `margin`
-    of one of that user's timers that another input set. A live pipeline cannot order an event
-    and a timer that close (the simulator's order is then a coin toss for the workers), so live
-    cases keep them apart. A moved event moves the user's later records with it, and its
+    """The stream with events moved later until no event comes within `margin` of a timer of the
+    same user that an earlier input set. A live pipeline cannot order an event and a timer that
+    close the way the simulator does (timers first at equal times; in the workers the two race),
+    so live cases keep them apart. A moved event moves the user's later records with it, and its
     repeats."""
     stream = [dict(record) for record in stream]
     for _ in range(rounds):
@@ -199,32 +199,34 @@ def space_from_timers(
 def _first_clash(
     engine: JourneyEngine, stream: list[dict[str, Any]], margin: timedelta
 ) -> tuple[int, timedelta] | None:
-    events = [UserEvent.from_record(r) for r in stream]
+    """(stream index of the first event too close to a timer set before it, how far to move
+    it), or None. Inputs are ranked in the simulator's order: event k has rank k, a timer fired
+    just before it rank k - 0.5."""
+    order = sorted(range(len(stream)), key=lambda i: stream[i]["at"])
     simulator = Simulator(engine)
-    # timer id -> (user, due, the event id that set it, or None for a timer or tick)
-    timers: dict[str, tuple[str, datetime, str | None]] = {}
-    for event in sorted(events, key=lambda e: e.at):
+    timers: dict[str, tuple[str, datetime, float]] = {}  # id -> (user, due, setter's rank)
+    for rank, index in enumerate(order):
+        event = UserEvent.from_record(stream[index])
         simulator.run_until(event.at)
         before = len(simulator.effects)
-        _note_timers(simulator, timers, 0, before, None)
+        _note_timers(simulator, timers, 0, before, rank - 0.5)
         simulator.feed([event])
-        _note_timers(simulator, timers, before, len(simulator.effects), event.event_id)
-    simulator.finish()
-    _note_timers(simulator, timers, 0, len(simulator.effects), None)
-    for index, event in enumerate(events):
+        _note_timers(simulator, timers, before, len(simulator.effects), rank)
+    for rank, index in enumerate(order):
+        record = stream[index]
+        at = datetime.fromisoformat(record["at"])
         for user_id, due, setter in timers.values():
-            clash = user_id == event.user_id and setter != event.event_id
-            if clash and abs(due - event.at) < margin:
-                return index, due + margin - event.at
+            if user_id == record["user_id"] and setter < rank and abs(due - at) < margin:
+                return index, due + margin - at
     return None
 
 
 def _note_timers(
     simulator: Simulator,
-    timers: dict[str, tuple[str, datetime, str | None]],
+    timers: dict[str, tuple[str, datetime, float]],
     start: int,
     end: int,
-    setter: str | None,
+    setter: float,
 ) -> None:
     for item in simulator.effects[start:end]:
         effect = item.effect
