@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -169,15 +170,18 @@ async def ready(pipeline: Pipeline, stub: ProviderStub, tmp_path: Path, n: int) 
     path = tmp_path / f"ready-{n}.yaml"
     path.write_text(READY_JOURNEY.format(n=n))
     await pipeline.deploy(path)
-    event = {
-        "event_id": f"ready-{n}",
-        "user_id": f"ready-{n}",
-        "name": f"ready_{n}",
-        "at": datetime.now(UTC).isoformat(),
-    }
     async with asyncio.timeout(120):
-        while not any(d["body"].get("user_id") == f"ready-{n}" for d in stub.delivered.values()):
-            await pipeline.publish([{**event, "at": datetime.now(UTC).isoformat()}])
+        for attempt in itertools.count():
+            if any(d["body"].get("user_id") == f"ready-{n}" for d in stub.delivered.values()):
+                return
+            # A new id each time: a ping the worker saw before loading the journey is applied.
+            ping = {
+                "event_id": f"ready-{n}-{attempt}",
+                "user_id": f"ready-{n}",
+                "name": f"ready_{n}",
+                "at": datetime.now(UTC).isoformat(),
+            }
+            await pipeline.publish([ping])
             await asyncio.sleep(1.5)
 
 
