@@ -177,22 +177,21 @@ def space_from_timers(
     """The stream with events moved later until no event comes within `margin` of a timer of the
     same user that an earlier input set. A live pipeline cannot order an event and a timer that
     close the way the simulator does (timers first at equal times; in the workers the two race),
-    so live cases keep them apart. A moved event moves the user's later records with it, and its
-    repeats."""
+    so live cases keep them apart. A moved event moves the user's later events (in time, after it
+    in the stream) with it, and its repeats."""
     stream = [dict(record) for record in stream]
     for _ in range(rounds):
         clash = _first_clash(engine, stream, margin)
         if clash is None:
             return stream
         index, shift = clash
-        user = stream[index]["user_id"]
-        moved = {stream[index]["event_id"]}
-        for i in range(index, len(stream)):
-            if stream[i]["user_id"] == user:
-                moved.add(stream[i]["event_id"])
+        user, at = stream[index]["user_id"], _time(stream[index])
+        moved = {stream[index]["event_id"]} | {
+            r["event_id"] for r in stream[index:] if r["user_id"] == user and _time(r) > at
+        }
         for record in stream:
             if record["event_id"] in moved:
-                record["at"] = utc_text(datetime.fromisoformat(record["at"]) + shift)
+                record["at"] = utc_text(_time(record) + shift)
     raise ValueError(f"events still within {margin} of timers after {rounds} rounds")
 
 
@@ -202,7 +201,7 @@ def _first_clash(
     """(stream index of the first event too close to a timer set before it, how far to move
     it), or None. Inputs are ranked in the simulator's order: event k has rank k, a timer fired
     just before it rank k - 0.5."""
-    order = sorted(range(len(stream)), key=lambda i: stream[i]["at"])
+    order = sorted(range(len(stream)), key=lambda i: _time(stream[i]))
     simulator = Simulator(engine)
     timers: dict[str, tuple[str, datetime, float]] = {}  # id -> (user, due, setter's rank)
     for rank, index in enumerate(order):
@@ -214,7 +213,7 @@ def _first_clash(
         _note_timers(simulator, timers, before, len(simulator.effects), rank)
     for rank, index in enumerate(order):
         record = stream[index]
-        at = datetime.fromisoformat(record["at"])
+        at = _time(record)
         for user_id, due, setter in timers.values():
             if user_id == record["user_id"] and setter < rank and abs(due - at) < margin:
                 return index, due + margin - at
@@ -232,3 +231,7 @@ def _note_timers(
         effect = item.effect
         if isinstance(effect, ScheduleTimer) and effect.timer_id not in timers:
             timers[effect.timer_id] = (effect.user_id, effect.due_at, setter)
+
+
+def _time(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(record["at"])

@@ -66,6 +66,10 @@ Delivery = tuple[str, str, str, str, str]  # dispatch id, recipient, channel, te
 Mark = tuple[str, str, str, str | None, str, str | None]  # user, journey, entry, step, event, why
 
 
+def time_of(event: dict) -> datetime:
+    return datetime.fromisoformat(event["at"])
+
+
 # --- the oracle --------------------------------------------------------------------------------
 
 
@@ -257,7 +261,7 @@ async def test_generated_cases_deliver_what_the_simulator_predicts(pipeline, tmp
             journeys, load_rules_text(rules_text) if rules_text is not None else None
         )
         # Merged by time, each case's records keeping their order (out of order ones too).
-        stream = list(heapq.merge(*(case.events for case in cases), key=lambda e: e["at"]))
+        stream = list(heapq.merge(*(case.events for case in cases), key=time_of))
         start = max(planned, datetime.now(UTC) + timedelta(seconds=1))
         span = max(datetime.fromisoformat(e["at"]) for e in stream) - planned
         events = space_from_timers(engine, rebased(stream, start + span), MARGIN)
