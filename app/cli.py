@@ -30,18 +30,18 @@ def topics_apply() -> None:
 
 
 def _register_commands() -> None:
-    from app.api.commands import api, list_journeys, show, timeline
-    from app.engine.commands import register as register_engine_commands
+    from app.api.commands import api, list_journeys, list_rules, show, timeline
+    from app.authoring.commands import register as register_authoring_commands
     from app.sender.commands import provider_stub, sender
     from app.worker.commands import deploy, publish, worker
 
-    register_engine_commands(main)
+    register_authoring_commands(main)
     main.add_command(worker)
     main.add_command(deploy)
     main.add_command(publish)
     main.add_command(sender)
     main.add_command(provider_stub)
-    for command in (api, list_journeys, show, timeline):
+    for command in (api, list_journeys, list_rules, show, timeline):
         main.add_command(command)
 
 

@@ -1,29 +1,115 @@
-"""Settings from the environment; every default points at the servers `scripts/services` starts."""
+"""Every setting the app reads from the environment, and the only module that reads it.
+
+`Settings` is shared by every process (the servers, names and stores); `WorkerSettings`,
+`SenderSettings` and `ApiSettings` hold what only the worker, the sender or the API uses. Each
+field reads its variable when its section is built, not at import, and a keyword argument (as tests
+pass) takes its place. The defaults point at the servers `scripts/services` starts and suit one
+machine. Adding a setting is one line, a field whose default is `env("VARIABLE", default)`, plus its
+row in the README's configuration table (tests/test_config.py checks the two agree).
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+REPO = Path(__file__).resolve().parents[1]
+
+T = TypeVar("T", str, int, float, Path)
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+def env(name: str, default: T) -> T:
+    """A dataclass field read from the variable `name`, parsed as the default's type (so a float
+    setting needs a float default); an unset variable gives the default."""
+
+    def read() -> T:
+        value = os.environ.get(name)
+        return default if value is None else type(default)(value)
+
+    return field(default_factory=read)
 
 
 @dataclass(frozen=True)
 class Settings:
-    kafka_url: str = field(default_factory=lambda: _env("KAFKA_URL", "kafka://127.0.0.1:9092"))
-    mongo_url: str = field(default_factory=lambda: _env("MONGO_URL", "mongodb://127.0.0.1:27017"))
-    mongo_db: str = field(default_factory=lambda: _env("MONGO_DB", "journeys"))
-    mongo_driver: str = field(default_factory=lambda: _env("MONGO_DRIVER", "motor"))
-    redis_url: str = field(default_factory=lambda: _env("REDIS_URL", "redis://127.0.0.1:6380/0"))
-    redis_prefix: str = field(default_factory=lambda: _env("REDIS_PREFIX", "journeys"))
-    topic_prefix: str = field(default_factory=lambda: _env("TOPIC_PREFIX", ""))
+    kafka_url: str = env("KAFKA_URL", "kafka://127.0.0.1:9092")
+    kafka_replication_factor: int = env("KAFKA_REPLICATION_FACTOR", 1)
+    topic_prefix: str = env("TOPIC_PREFIX", "")
+    # Empty: the repo's `topics/` (installed images set it, as the package has no topics).
+    topics_dir: str = env("JOURNEYS_TOPICS_DIR", "")
+    mongo_url: str = env("MONGO_URL", "mongodb://127.0.0.1:27017")
+    mongo_db: str = env("MONGO_DB", "journeys")
+    mongo_driver: str = env("MONGO_DRIVER", "motor")
+    mongo_bulk_ops: int = env("MONGO_BULK_OPS", 50)
+    redis_url: str = env("REDIS_URL", "redis://127.0.0.1:6380/0")
+    redis_prefix: str = env("REDIS_PREFIX", "journeys")
 
     @property
     def kafka_bootstrap(self) -> str:
         """`host:port[,host:port]` for aiokafka, from a `kafka://` URL or a bare list."""
         return self.kafka_url.removeprefix("kafka://")
 
+    @property
+    def contracts_dir(self) -> Path:
+        return Path(self.topics_dir) if self.topics_dir else REPO / "topics"
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    app_id: str = env("WORKER_APP_ID", "journeys-worker")
+    # Micro-batches: up to this many inputs, or what arrived within this many seconds.
+    batch_size: int = env("WORKER_BATCH_SIZE", 500)
+    batch_within: float = env("WORKER_BATCH_WITHIN", 0.2)
+    max_record_bytes: int = env("MAX_RECORD_BYTES", 256 * 1024)
+    send_batch_size: int = env("SEND_BATCH_SIZE", 200)
+    send_bucket_seconds: int = env("SEND_BUCKET_SECONDS", 1)
+    # A record of fewer than send_batch_size leaves once the flow paused this long, or at the
+    # latest after the max wait.
+    send_hold_seconds: float = env("SEND_HOLD_SECONDS", 1.0)
+    send_max_wait_seconds: float = env("SEND_MAX_WAIT_SECONDS", 5.0)
+    batcher_interval: float = env("BATCHER_INTERVAL", 0.2)
+    timer_pump_interval: float = env("TIMER_PUMP_INTERVAL", 0.2)
+    timer_lease_seconds: float = env("TIMER_LEASE_SECONDS", 30.0)
+    # The MongoDB scan behind the Redis due index: a collection scan on FerretDB, so not often.
+    timer_sweep_interval: float = env("TIMER_SWEEP_INTERVAL", 3600.0)
+    journeys_poll_interval: float = env("JOURNEYS_POLL_INTERVAL", 2.0)
+    scheduler_interval: float = env("SCHEDULER_INTERVAL", 15.0)
+    # Event times believed, around the record's receipt (see app.engine.inputs.EventTimePolicy).
+    event_max_past_seconds: float = env("EVENT_MAX_PAST_SECONDS", 7 * 24 * 3600.0)
+    event_max_future_seconds: float = env("EVENT_MAX_FUTURE_SECONDS", 300.0)
+    # No shorter than an entry can live: a lock that expires early could admit a second branch.
+    branch_lock_ttl_seconds: int = env("BRANCH_LOCK_TTL_SECONDS", 90 * 24 * 3600)
+    web_port: int = env("WORKER_WEB_PORT", 0)
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    group_id: str = env("SENDER_GROUP_ID", "journeys-sender")
+    concurrency: int = env("SENDER_CONCURRENCY", 20)
+    timeout_seconds: float = env("SENDER_TIMEOUT", 10.0)
+    max_attempts: int = env("SENDER_MAX_ATTEMPTS", 6)
+    templates_dir: Path = env("TEMPLATES_DIR", REPO / "templates")
+    default_locale: str = env("DEFAULT_LOCALE", "en")
+    email_url: str = env("EMAIL_API_URL", "")
+    email_token: str = env("EMAIL_API_TOKEN", "")
+    email_from: str = env("EMAIL_FROM", "journeys@example.com")
+    push_url: str = env("PUSH_API_URL", "")
+    push_token: str = env("PUSH_API_TOKEN", "")
+    webhook_url: str = env("WEBHOOK_URL", "")
+    webhook_secret: str = env("WEBHOOK_SECRET", "change-me")
+    sms_url: str = env("SMS_API_URL", "")
+    # Sends per second per channel, shared by every sender instance (token bucket in Redis).
+    rate_per_second: float = env("SENDER_RATE", 200.0)
+    breaker_failures: int = env("BREAKER_FAILURES", 5)
+    breaker_cooldown: float = env("BREAKER_COOLDOWN", 30.0)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    token: str = env("API_TOKEN", "")
+    port: int = env("API_PORT", 8080)
+    max_body_bytes: int = env("API_MAX_BODY_BYTES", 256 * 1024)

@@ -1,12 +1,11 @@
 """Creates the topics the contracts in `topics/` describe, and says where existing ones differ.
 
 An existing topic is never altered: changing partitions moves keys between partitions and would
-break the co-partitioning of user-events and timers, so that stays an operator's decision.
+break the co-partitioning of user-events-by-user and timers, so that stays an operator's decision.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -33,10 +32,6 @@ class TopicReport:
 TOPIC_ALREADY_EXISTS = 36  # another `apply` got there first: not a failure
 
 
-def replication_factor() -> int:
-    return int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
-
-
 async def apply_topics(
     settings: Settings, contracts: list[TopicContract] | None = None
 ) -> list[TopicReport]:
@@ -52,7 +47,7 @@ async def apply_topics(
                     NewTopic(
                         settings.topic(c.name),
                         num_partitions=c.partitions,
-                        replication_factor=replication_factor(),
+                        replication_factor=settings.kafka_replication_factor,
                         topic_configs=dict(c.config),
                     )
                     for c in missing

@@ -4,7 +4,6 @@ clear error wherever it is caught."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -15,14 +14,16 @@ import orjson
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
 
-TOPIC_NAMES = ("user-events", "timers", "send", "dead-letter")
+from app.config import Settings
+
+# user-events-by-user is internal: the worker re-produces user-events there by user id.
+TOPIC_NAMES = ("user-events", "user-events-by-user", "timers", "send", "dead-letter")
 DEFAULT_MAX_RECORD_BYTES = 256 * 1024
 
 
 def contracts_dir() -> Path:
     """The repo's `topics/` folder, unless JOURNEYS_TOPICS_DIR says otherwise (installed images)."""
-    override = os.environ.get("JOURNEYS_TOPICS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "topics"
+    return Settings().contracts_dir
 
 
 class RecordError(ValueError):
@@ -45,6 +46,8 @@ class TopicContract:
     config: Mapping[str, str]
     schema: Mapping[str, Any]
     examples: tuple[Mapping[str, Any], ...]
+    # Topics whose partition p holds the same users as this one's partition p.
+    co_partitioned_with: tuple[str, ...] = ()
 
     @property
     def validator(self) -> Draft202012Validator:
@@ -98,6 +101,7 @@ def load_contract(name: str) -> TopicContract:
         config={str(k): str(v) for k, v in data.get("config", {}).items()},
         schema=data["schema"],
         examples=tuple(data.get("examples", ())),
+        co_partitioned_with=tuple(data.get("co_partitioned_with", ())),
     )
 
 

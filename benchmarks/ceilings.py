@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import ReplaceOne, ReturnDocument
 
 from app.config import Settings
+from app.redis_client import new_redis
 from app.store.mongo import close_client, new_client
 from app.streams.producer import new_producer
 
@@ -187,7 +187,7 @@ async def _fresh_users(
 
 
 async def redis_set_nx(settings: Settings, operations: int, pipeline: int = 200) -> Ceiling:
-    client = aioredis.from_url(settings.redis_url)
+    client = new_redis(settings)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         started = time.perf_counter()

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import Settings
-from app.dispatch.record import DispatchRecord, MessageStep, Recipient
-from app.dispatch.send_buffer import SendBuffer
+from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.engine import JourneyEngine, UserEvent, UserState, load_journey_text
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.sender.stub import ProviderStub, serve
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
@@ -40,10 +40,10 @@ from app.streams.producer import new_producer
 from app.topic_admin import apply_topics
 from app.topics import load_contract
 from app.worker.due_index import DueIndex
-from app.worker.metrics import METRICS_KEY
 from app.worker.partitions import partition_of
 from app.worker.processor import EMITTED
 from app.worker.redis_recovery import RedisRecovery
+from app.worker.send_buffer import SendBuffer
 from benchmarks.ceilings import (
     bulk_cas_seconds,
     kafka_produce_consume,
@@ -158,9 +158,9 @@ class Namespace:
         return process
 
     async def worker_metrics(self) -> dict[str, float]:
-        client = aioredis.from_url(self.settings.redis_url)
+        client = new_redis(self.settings)
         try:
-            snapshots = await client.hgetall(f"{self.settings.redis_prefix}:{METRICS_KEY}")
+            snapshots = await client.hgetall(Keyspace(self.settings.redis_prefix).worker_metrics())
         finally:
             await client.aclose()
         totals: dict[str, Any] = {}
@@ -278,13 +278,13 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
     """Stores `count` users waiting on a 30-day timer, as a worker would have left them: user
     documents, due index entries, and Redis marked as holding them (so no refill is due)."""
     engine = JourneyEngine([load_journey_text(PARKED_JOURNEY)])
-    partitions = load_contract("user-events").partitions
+    partitions = load_contract("timers").partitions
     now = datetime.now(UTC)
     client = new_client(settings)
     database = client[settings.mongo_db]
-    redis = aioredis.from_url(settings.redis_url)
+    redis = new_redis(settings)
     prefix = settings.redis_prefix
-    store = UserStore(database)
+    store = UserStore(database, settings.mongo_bulk_ops)
     due_index = DueIndex(redis, prefix)
     recovery = RedisRecovery(redis, prefix, SendBuffer(redis, prefix), database, due_index, store)
     try:
@@ -297,7 +297,7 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
                 state = engine.apply(UserState.new(user_id), park, now).state
                 stored = StoredUser(user_id=user_id, state=state)
                 commits.append(UserCommit(stored, 0, partition_of(user_id, partitions)))
-            await database["users"].insert_many([c.document() for c in commits], ordered=False)
+            await store.collection.insert_many([c.document() for c in commits], ordered=False)
             await due_index.record(
                 (c.user.user_id, c.partition, c.user.state.next_due_at()) for c in commits
             )
@@ -406,7 +406,7 @@ async def store_ceilings(settings: Settings, size: dict[str, int]) -> dict[str, 
     document = typical_user_document(size)
     client = new_client(settings)
     try:
-        users = client[settings.mongo_db]["users"]
+        users = UserStore(client[settings.mongo_db], settings.mongo_bulk_ops).collection
         bulk_cas = await bulk_cas_seconds(users, ids, document)
         read_and_cas = await read_and_cas_seconds(users, ids, document)
         return {
@@ -424,7 +424,7 @@ async def sender(settings: Settings, recipients: int) -> dict[str, Any]:
     stub = ProviderStub()
     runner = await serve(stub, "127.0.0.1", 0)
     port = runner.addresses[0][1]
-    step = MessageStep("bench", 1, "hello", "email", "welcome")
+    step = DispatchStep("bench", 1, "hello", "email", "welcome")
     records = [
         DispatchRecord(
             step,

@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from app.config import Settings
+from app.redis_client import new_redis
 from app.store.mongo import close_client, new_client
 from tests.pipeline import Pipeline, live_pipeline
 
@@ -68,7 +69,7 @@ async def store_db(request: pytest.FixtureRequest, servers: Settings) -> AsyncIt
 
 @pytest.fixture
 async def redis_client(servers: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(servers.redis_url)
+    client = new_redis(servers)
     yield client
     await client.aclose()
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+
+async def read_messages(
+    bootstrap: str, topic: str, count: int, timeout: float = 30
+) -> list[ConsumerRecord]:
+    """The Kafka messages themselves, with their partition, key and timestamp."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    messages: list[ConsumerRecord] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(messages) < count:
+                batch = await consumer.getmany(timeout_ms=300)
+                messages += [m for ms in batch.values() for m in ms]
+    finally:
+        await consumer.stop()
+    return messages
 
 
 async def read_records(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[dict]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    records: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(records) < count:
-                batch = await consumer.getmany(timeout_ms=300)
-                records += [orjson.loads(m.value) for ms in batch.values() for m in ms]
-    finally:
-        await consumer.stop()
-    return records
+    return [orjson.loads(m.value) for m in await read_messages(bootstrap, topic, count, timeout)]

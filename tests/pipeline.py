@@ -21,8 +21,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.config import Settings
-from app.store.journeys import JourneyRegistry
+from app.store.deploy import deploy_text
 from app.store.mongo import close_client, new_client
+from app.store.versions import PUBLISHED
 from app.streams.publish import publish
 from app.topic_admin import apply_topics
 from app.topics import TOPIC_NAMES
@@ -72,12 +73,11 @@ class Pipeline:
                     process.kill()
                     process.wait()
 
-    async def deploy(self, path: Path) -> None:
+    async def deploy(self, path: Path, status: str = PUBLISHED) -> None:
+        """Deploys a journey file or a rules file, as `journeys deploy` does."""
         client = new_client(self.settings)
         try:
-            await JourneyRegistry(client[self.settings.mongo_db]).deploy(
-                path.read_text(), str(path)
-            )
+            await deploy_text(client[self.settings.mongo_db], path.read_text(), str(path), status)
         finally:
             await close_client(client)
 

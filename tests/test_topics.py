@@ -26,9 +26,27 @@ def test_contract_is_valid_json_schema_and_its_examples_validate(name: str) -> N
         assert contract.key_of(example)
 
 
-def test_user_events_and_timers_are_co_partitioned() -> None:
-    assert load_contract("user-events").partitions == load_contract("timers").partitions
-    assert load_contract("user-events").key_field == load_contract("timers").key_field == "user_id"
+def test_the_journeys_inputs_are_co_partitioned_by_user_id() -> None:
+    by_user, timers = load_contract("user-events-by-user"), load_contract("timers")
+    assert by_user.co_partitioned_with == ("timers",)
+    assert timers.co_partitioned_with == ("user-events-by-user",)
+    assert by_user.partitions == timers.partitions
+    assert by_user.key_field == timers.key_field == "user_id"
+
+
+@pytest.mark.parametrize("name", TOPIC_NAMES)
+def test_co_partitioned_topics_agree_both_ways(name: str) -> None:
+    contract = load_contract(name)
+    for other in map(load_contract, contract.co_partitioned_with):
+        assert name in other.co_partitioned_with
+        assert (other.partitions, other.key_field) == (contract.partitions, contract.key_field)
+
+
+def test_user_events_by_user_carries_user_events_records_unchanged() -> None:
+    """The repartition step re-produces user-events records as they are: the same schema."""
+    source, by_user = load_contract("user-events"), load_contract("user-events-by-user")
+    assert {**by_user.schema, "$id": source.schema["$id"]} == source.schema
+    assert source.co_partitioned_with == ()  # producers may partition it as they like
 
 
 @pytest.mark.parametrize(
@@ -89,6 +107,7 @@ async def test_topics_apply_creates_missing_topics_then_reports_differences(
         first = {r.topic: r for r in await apply_topics(settings, contracts)}
         created = {topic for topic, report in first.items() if report.created}
         assert created == {unique + name for name in TOPIC_NAMES if name != "send"}
+        assert unique + "user-events-by-user" in created
         assert first[unique + "send"].differences == [
             "2 partitions, contract says 8",
             "retention.ms=1000, contract says 604800000",

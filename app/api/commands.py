@@ -1,4 +1,4 @@
-"""`journeys api` and the CLI counterparts of the API: `list`, `show`, `timeline`."""
+"""`journeys api` and the CLI counterparts of the API: `list`, `rules`, `show`, `timeline`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from app.config import Settings
+from app.config import ApiSettings, Settings
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ def api(host: str) -> None:
     """Serve the HTTP API (journeys, events, flow pages, timelines, metrics, health)."""
     from aiohttp import web
 
-    from app.api.server import Api, ApiSettings
+    from app.api.server import Api
 
     api_settings = ApiSettings()
     web.run_app(Api(Settings(), api_settings).app(), host=host, port=api_settings.port)
@@ -49,15 +49,25 @@ def list_journeys() -> None:
         click.echo(f"{d.journey.id:<24} v{d.journey.version:<4} {d.status:<10} {d.journey.name}")
 
 
+@click.command("rules")
+def list_rules() -> None:
+    """List deployed rules versions; workers apply the newest published one."""
+    from app.store.rules import RulesRegistry
+
+    deployed = _with_database(lambda db: RulesRegistry(db).list())
+    if not deployed:
+        click.echo("no rules deployed")
+    for d in deployed:
+        click.echo(f"rules v{d.rules.version:<4} {d.status:<10} {d.rules.rules.describe()}")
+
+
 @click.command()
 @click.argument("journey_id")
 def show(journey_id: str) -> None:
     """Show every version of a journey, with its source."""
+    from app.store.journeys import JourneyRegistry
 
-    async def versions(db: Any) -> list[dict[str, Any]]:
-        return await db["journeys"].find({"journey_id": journey_id}).sort("version").to_list(None)
-
-    found = _with_database(versions)
+    found = _with_database(lambda db: JourneyRegistry(db).versions(journey_id))
     if not found:
         raise click.ClickException(f"no journey '{journey_id}' is deployed")
     for document in found:

@@ -3,42 +3,36 @@ Kafka, the flow picture with live figures, a user's timeline, metrics, health an
 
 Every mutating request needs the bearer token from API_TOKEN; with no token configured, mutating
 requests are refused rather than left open. Bodies are size-limited and validated; nothing in a
-journey file can run code (conditions are structured, templates sandboxed)."""
+journey file can run code (conditions are structured, templates sandboxed). Rules for every
+journey (quiet hours, frequency caps) are versioned, drafted and published like journeys."""
 
 from __future__ import annotations
 
 import hmac
-import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 
-from app.config import Settings
-from app.engine import JourneyError
+from app.config import ApiSettings, Settings
+from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.store.analytics import step_figures, user_timeline
+from app.store.deliveries import Deliveries
 from app.store.journeys import ARCHIVED, DRAFT, PUBLISHED, DeployError, JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.rules import RulesRegistry
+from app.store.timeline import Timeline
+from app.store.users import UserStore
 from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
-from app.worker.metrics import METRICS_KEY
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class ApiSettings:
-    token: str = field(default_factory=lambda: os.environ.get("API_TOKEN", ""))
-    port: int = field(default_factory=lambda: int(os.environ.get("API_PORT", "8080")))
-    max_body_bytes: int = field(
-        default_factory=lambda: int(os.environ.get("API_MAX_BODY_BYTES", str(256 * 1024)))
-    )
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -47,6 +41,10 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, message: str, **details: Any) -> web.Response:
     return _json({"error": message, **details}, status)
+
+
+def _invalid(error: JourneyError) -> web.Response:
+    return _error(422, str(error), where=error.where, line=error.line, expected=error.expected)
 
 
 def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -86,6 +84,10 @@ class Api:
                 web.post("/journeys/{journey_id}/versions/{version}/publish", self.publish),
                 web.post("/journeys/{journey_id}/versions/{version}/archive", self.archive),
                 web.get("/journeys/{journey_id}/flow", self.flow),
+                web.get("/rules", self.list_rules),
+                web.post("/rules", self.create_rules_draft),
+                web.post("/rules/versions/{version}/publish", self.publish_rules),
+                web.post("/rules/versions/{version}/archive", self.archive_rules),
                 web.post("/events", self.post_event),
                 web.get("/users/{user_id}/timeline", self.timeline),
             ]
@@ -96,7 +98,13 @@ class Api:
         self.mongo = new_client(self.settings)
         self.db = self.mongo[self.settings.mongo_db]
         self.registry = JourneyRegistry(self.db)
-        self.redis = aioredis.from_url(self.settings.redis_url)
+        self.rules = RulesRegistry(self.db)
+        self.deliveries = Deliveries(self.db)
+        self.users = UserStore(self.db, self.settings.mongo_bulk_ops)
+        stores = (self.registry, self.rules, Timeline(self.db), self.deliveries, self.users)
+        for store in stores:
+            await store.ensure_indexes()
+        self.redis = new_redis(self.settings)
         self.producer = new_producer(self.settings)
         await self.producer.start()
         yield
@@ -141,10 +149,7 @@ class Api:
         versions = [d for d in await self.registry.list() if d.journey.id == journey_id]
         if not versions:
             return _error(404, f"no journey '{journey_id}'")
-        source = await self.registry.collection.find(
-            {"journey_id": journey_id}, {"source": 1, "version": 1}
-        ).to_list(None)
-        sources = {d["version"]: d["source"] for d in source}
+        sources = {d["version"]: d["source"] for d in await self.registry.versions(journey_id)}
         return _json(
             {
                 "id": journey_id,
@@ -167,15 +172,14 @@ class Api:
             raise web.HTTPBadRequest(text="the body must be UTF-8 text (YAML or JSON)") from None
 
     async def validate(self, request: web.Request) -> web.Response:
-        from app.engine import load_journey_text
-
+        """A journey, or a rules file (`kind: rules`)."""
         try:
-            journey = load_journey_text(await self._body_text(request), "request body")
+            loaded = load_definition_text(await self._body_text(request), "request body")
         except JourneyError as error:
-            return _error(
-                422, str(error), where=error.where, line=error.line, expected=error.expected
-            )
-        return _json({"valid": True, "id": journey.id, "version": journey.version})
+            return _invalid(error)
+        if isinstance(loaded, VersionedRules):
+            return _json({"valid": True, "kind": "rules", "version": loaded.version})
+        return _json({"valid": True, "kind": "journey", "id": loaded.id, "version": loaded.version})
 
     async def create_draft(self, request: web.Request) -> web.Response:
         try:
@@ -183,9 +187,7 @@ class Api:
                 await self._body_text(request), "request body", DRAFT
             )
         except JourneyError as error:
-            return _error(
-                422, str(error), where=error.where, line=error.line, expected=error.expected
-            )
+            return _invalid(error)
         except DeployError as error:
             return _error(409, str(error))
         return _json({"id": journey.id, "version": journey.version, "status": DRAFT}, 201)
@@ -220,9 +222,52 @@ class Api:
         if chosen is None:
             return _error(404, f"no version {wanted} of journey '{journey_id}'")
         figures = await step_figures(
-            self.db, journey_id, chosen.journey.version, chosen.journey.start
+            self.db, self.users, journey_id, chosen.journey.version, chosen.journey.start
         )
         return web.Response(text=html_page(chosen.journey, figures), content_type="text/html")
+
+    # --- rules for every journey ----------------------------------------------------------
+
+    async def list_rules(self, request: web.Request) -> web.Response:
+        return _json(
+            [
+                {
+                    "version": d.rules.version,
+                    "status": d.status,
+                    "summary": d.rules.rules.describe(),
+                    "deployed_at": d.deployed_at.isoformat(),
+                    "source": d.source,
+                }
+                for d in await self.rules.list()
+            ]
+        )
+
+    async def create_rules_draft(self, request: web.Request) -> web.Response:
+        """A new version is a draft; the text of a deployed version keeps that version's status."""
+        try:
+            deployed = await self.rules.deploy(
+                await self._body_text(request), "request body", DRAFT, keep_status=True
+            )
+        except JourneyError as error:
+            return _invalid(error)
+        except DeployError as error:
+            return _error(409, str(error))
+        return _json({"version": deployed.rules.version, "status": deployed.status}, 201)
+
+    async def _set_rules_status(self, request: web.Request, status: str) -> web.Response:
+        try:
+            version = int(request.match_info["version"])
+        except ValueError:
+            return _error(400, "the version must be a whole number")
+        if not await self.rules.set_status(version, status):
+            return _error(404, f"no version {version} of the rules")
+        return _json({"version": version, "status": status})
+
+    async def publish_rules(self, request: web.Request) -> web.Response:
+        return await self._set_rules_status(request, PUBLISHED)
+
+    async def archive_rules(self, request: web.Request) -> web.Response:
+        return await self._set_rules_status(request, ARCHIVED)
 
     # --- events, timelines -----------------------------------------------------------------
 
@@ -245,7 +290,7 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         lines: list[str] = []
-        workers = await self.redis.hgetall(f"{self.settings.redis_prefix}:{METRICS_KEY}")
+        workers = await self.redis.hgetall(Keyspace(self.settings.redis_prefix).worker_metrics())
         totals: Counter[str] = Counter()
         for snapshot in workers.values():
             for name, value in orjson.loads(snapshot).items():
@@ -259,6 +304,8 @@ class Api:
             ("sends_buffered", "sends put in the Redis send buffer"),
             ("timers_published", "due timers published by the timer pumps"),
             ("branch_refused", "sends refused by the branch lock"),
+            ("repartitioned", "user-events records re-produced to user-events-by-user"),
+            ("miskeyed_records", "user-events records with no key or a key other than the user id"),
         ):
             lines += [
                 f"# HELP journeys_{name}_total {help_text}",
@@ -277,10 +324,7 @@ class Api:
             worst = max(values, default=0.0)
             lines.append(f'journeys_timer_lateness_seconds{{quantile="{quantile}"}} {worst}')
         lines.append("# TYPE journeys_deliveries_total counter")
-        counts: Counter[tuple[str, str]] = Counter()
-        async for d in self.db["deliveries"].find({}, {"channel": 1, "outcome": 1}):
-            counts[(d["channel"], d["outcome"])] += 1
-        for (channel, outcome), count in sorted(counts.items()):
+        for (channel, outcome), count in sorted((await self.deliveries.counts()).items()):
             lines.append(
                 f'journeys_deliveries_total{{channel="{channel}",outcome="{outcome}"}} {count}'
             )

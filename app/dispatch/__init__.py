@@ -1,2 +1,2 @@
-"""From the engine's send effects to dispatch records on the `send` topic, through Redis: the branch
-lock that lets one branch of an entry fire, and the buffer that batches recipients."""
+"""The wire contract the worker and the sender share: the forms a send takes from the engine's
+send effect to a dispatch record on the `send` topic, and their encodings."""

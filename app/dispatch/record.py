@@ -1,4 +1,7 @@
-"""DispatchRecord: one message step's sends for up to ~200 recipients (topics/send.json)."""
+"""The send's wire forms, shared by the worker and the sender: a send effect as the outbox holds
+it becomes a buffer entry (step, send time, recipient), its recipient waits in the Redis send
+buffer as sorted-key JSON, and recipients leave together as a DispatchRecord, one message step's
+sends for up to ~200 recipients (topics/send.json)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from app.engine.effects import utc_text
+import orjson
 
-__all__ = ["DispatchRecord", "MessageStep", "Recipient", "utc_text"]
+from app.engine.effects import utc_text
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,17 @@ class Recipient:
             address=record.get("address"),
         )
 
+    def to_json(self) -> bytes:
+        """As the send buffer keeps it: sorted keys, so the same recipient is the same member."""
+        return orjson.dumps(self.to_record(), option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Recipient:
+        return cls.from_record(orjson.loads(data))
+
 
 @dataclass(frozen=True)
-class MessageStep:
+class DispatchStep:
     """What every recipient of one dispatch record shares."""
 
     journey_id: str
@@ -51,10 +62,20 @@ class MessageStep:
     channel: str
     template_id: str
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> DispatchStep:
+        return cls(
+            journey_id=record["journey_id"],
+            journey_version=int(record["journey_version"]),
+            step_id=record["step_id"],
+            channel=record["channel"],
+            template_id=record["template_id"],
+        )
+
 
 @dataclass(frozen=True)
 class DispatchRecord:
-    step: MessageStep
+    step: DispatchStep
     send_at: datetime
     recipients: tuple[Recipient, ...]
 
@@ -84,13 +105,17 @@ class DispatchRecord:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> DispatchRecord:
         return cls(
-            step=MessageStep(
-                journey_id=record["journey_id"],
-                journey_version=int(record["journey_version"]),
-                step_id=record["step_id"],
-                channel=record["channel"],
-                template_id=record["template_id"],
-            ),
+            step=DispatchStep.from_record(record),
             send_at=datetime.fromisoformat(record["send_at"]),
             recipients=tuple(Recipient.from_record(r) for r in record["recipients"]),
         )
+
+
+def buffer_entry(send: dict[str, Any]) -> tuple[DispatchStep, datetime, Recipient]:
+    """A send effect's record (from an outbox or the timeline) as the send buffer takes it."""
+    send_at = send["send_at"]
+    return (
+        DispatchStep.from_record(send),
+        send_at if isinstance(send_at, datetime) else datetime.fromisoformat(send_at),
+        Recipient.from_record(send),
+    )

@@ -8,6 +8,7 @@ from datetime import time, timedelta
 from typing import Any
 
 from app.engine.conditions import Condition
+from app.engine.durations import format_duration
 
 NO_ACTION = "no_action"
 
@@ -163,6 +164,28 @@ class FrequencyCap:
 class Rules:
     quiet_hours: QuietHours | None = None
     frequency_caps: tuple[FrequencyCap, ...] = ()
+
+    def describe(self) -> str:
+        """One line for people: `quiet hours 21:00-08:00; email at most 1 per 1d`."""
+        parts = [
+            f"quiet hours {self.quiet_hours.start:%H:%M}-{self.quiet_hours.end:%H:%M}"
+            if self.quiet_hours
+            else "no quiet hours"
+        ]
+        parts += [
+            f"{cap.channel} at most {cap.limit} per {format_duration(cap.window)}"
+            for cap in self.frequency_caps
+        ]
+        return "; ".join(parts) if self.frequency_caps else f"{parts[0]}; no frequency caps"
+
+
+@dataclass(frozen=True)
+class VersionedRules:
+    """A rules file (`kind: rules`): rules for every journey, deployed and versioned like a
+    journey so the workers apply the same rules the simulator is given."""
+
+    version: int
+    rules: Rules
 
 
 @dataclass(frozen=True)

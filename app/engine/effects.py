@@ -29,8 +29,9 @@ class Send:
     variables: dict[str, Any]
     address: str | None
     send_at: datetime
-    # (lock name "<journey>:<user>:<entry>", branch id) when a paths or split step chose the way.
-    branch: tuple[str, str] | None = None
+    # (lock name "<journey>:<user>:<entry>:<decision step>", branch id) for every decision (paths
+    # or split) the entry took before this send, in the order taken.
+    branches: tuple[tuple[str, str], ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -47,7 +48,7 @@ class Send:
             "variables": self.variables,
             "address": self.address,
             "send_at": utc_text(self.send_at),
-            "branch": list(self.branch) if self.branch else None,
+            "branches": [list(pair) for pair in self.branches],
         }
 
 

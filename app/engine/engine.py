@@ -1,7 +1,13 @@
 """JourneyEngine: (user state, input, now) -> (new state, effects). Pure: no I/O, no wall clock,
 no unseeded randomness. Logic runs at the input's own time (an event's `at`, never later than
-`now`; a timer's due time; a schedule's tick), so the simulator and the workers agree, and a
-replayed input gives the same dispatch ids."""
+`now` nor than its receipt; a timer's due time; a schedule's tick), so the simulator and the
+workers agree, and a replayed input gives the same dispatch ids.
+
+Ties: a window includes its end point, so an event at exactly a deadline counts as in time (the
+goal window, an entry window, a wait_for timeout, a path's due time); at equal timestamps events
+are applied before timers and schedule ticks (`app.engine.inputs.input_order`). Elapsed time is
+the mirror image: a cooldown is over at its end point (re-entry exactly `cooldown` after the last
+entry is allowed), and a frequency cap counts the sends less than its window ago."""
 
 from __future__ import annotations
 
@@ -30,8 +36,21 @@ from app.engine.definitions import (
 )
 from app.engine.durations import format_duration
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
-from app.engine.inputs import EngineInput, ScheduledEntry, TimerFired, UserEvent
-from app.engine.state import APPLIED_INPUTS_KEPT, SENDS_KEPT, EntryState, PendingTimer, UserState
+from app.engine.inputs import (
+    EngineInput,
+    EventTimePolicy,
+    ScheduledEntry,
+    TimerFired,
+    UserEvent,
+)
+from app.engine.state import (
+    APPLIED_INPUTS_KEPT,
+    LEGACY_DECISION,
+    SENDS_KEPT,
+    EntryState,
+    PendingTimer,
+    UserState,
+)
 
 MAX_STEPS_PER_INPUT = 1000
 ADDRESS_ATTRIBUTE = {"email": "email", "push": "push_token", "sms": "phone", "webhook": None}
@@ -42,7 +61,17 @@ def dispatch_id(journey_id: str, version: int, user_id: str, entry_id: str, step
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def bucket_of(*parts: str) -> float:
+def branch_claims(user_id: str, entry: EntryState) -> tuple[tuple[str, str], ...]:
+    """(lock name, branch id) for every decision the entry took: one lock per decision step, so
+    each decision admits one branch ever, whatever other decisions came before."""
+    entry_lock = f"{entry.journey_id}:{user_id}:{entry.entry_id}"
+    return tuple(
+        (entry_lock if step_id == LEGACY_DECISION else f"{entry_lock}:{step_id}", branch_id)
+        for step_id, branch_id in entry.winners.items()
+    )
+
+
+def stable_percent(*parts: str) -> float:
     """A stable number in [0, 100) per key: splits and holdouts without randomness."""
     digest = hashlib.sha256("|".join(parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 * 100
@@ -106,9 +135,12 @@ class JourneyEngine:
         journeys: Iterable[Journey],
         rules: Rules | None = None,
         entry_versions: dict[str, int] | None = None,
+        event_time: EventTimePolicy | None = None,
     ) -> None:
         """`journeys` holds every version users may be in. New entries use `entry_versions`
-        (journey id -> version) when given, else each journey's newest version."""
+        (journey id -> version) when given, else each journey's newest version. `event_time`
+        bounds the event times accepted (default: 7 days back, 5 minutes ahead of receipt)."""
+        self.event_time = event_time or EventTimePolicy()
         self.versions: dict[tuple[str, int], Journey] = {(j.id, j.version): j for j in journeys}
         self.rules = rules or Rules()
         newest: dict[str, Journey] = {}
@@ -128,6 +160,8 @@ class JourneyEngine:
     def apply(self, state: UserState, item: EngineInput, now: datetime) -> Transition:
         if item.user_id != state.user_id:
             raise ValueError(f"input for user {item.user_id!r} applied to user {state.user_id!r}")
+        if isinstance(item, UserEvent):
+            self.event_time.check(item)
         if item.input_id in state.applied or (
             isinstance(item, TimerFired)
             and not any(t.timer_id == item.timer_id for t in state.timers)
@@ -157,7 +191,7 @@ class JourneyEngine:
     def _time_of(item: EngineInput, now: datetime) -> datetime:
         match item:
             case UserEvent():
-                return min(item.at, now)
+                return min(item.at, now, item.received_at or item.at)
             case TimerFired():
                 return item.due_at
             case ScheduledEntry():
@@ -236,10 +270,10 @@ class JourneyEngine:
         step = journey.steps[timer.step_id]
         assert isinstance(step, PathsStep)
         path = next(p for p in step.paths if p.id == timer.path_id)
-        if entry.winner is None and (
+        if step.id not in entry.winners and (
             path.condition is None or path.condition.test(self._view(run.state), run.at)
         ):
-            entry.winner = path.id
+            entry.winners[step.id] = path.id
             self._cancel_timers(run, entry, purpose="path")
             self._analytics(
                 run, entry, step.id, "path_chosen", f"path {path.id}: first eligible when due"
@@ -251,7 +285,7 @@ class JourneyEngine:
         )
         if (
             not any(t.purpose == "path" for t in run.state.timers_of(entry))
-            and entry.winner is None
+            and step.id not in entry.winners
         ):
             self._finish(run, entry, "exited", "no path was eligible")
 
@@ -324,7 +358,7 @@ class JourneyEngine:
             journey_id=journey.id,
             version=journey.version,
             entered_at=at,
-            holdout=bucket_of("holdout", journey.id, state.user_id) < journey.holdout_percent,
+            holdout=stable_percent("holdout", journey.id, state.user_id) < journey.holdout_percent,
             context=_json_safe(context),
         )
         record["entries"][entry_id] = entry
@@ -420,7 +454,7 @@ class JourneyEngine:
                         self._schedule(run, entry, step.id, run.at + path.delay, "path", path.id)
                     return
                 case SplitStep():
-                    roll = bucket_of(
+                    roll = stable_percent(
                         "split",
                         journey.id,
                         str(journey.version),
@@ -434,7 +468,7 @@ class JourneyEngine:
                         if roll < total:
                             chosen = branch
                             break
-                    entry.winner = chosen.id
+                    entry.winners[step.id] = chosen.id
                     self._analytics(run, entry, step.id, "path_chosen", f"split branch {chosen.id}")
                     step_id = chosen.next
                 case ExitStep():
@@ -517,9 +551,7 @@ class JourneyEngine:
                 variables={**_json_safe(state.attributes), "event": entry.context},
                 address=str(address) if address is not None else None,
                 send_at=at,
-                branch=(f"{journey.id}:{state.user_id}:{entry.entry_id}", entry.winner)
-                if entry.winner
-                else None,
+                branches=branch_claims(state.user_id, entry),
             )
         )
         history = state.received.setdefault(step.template, {"count": 0, "last_at": at})

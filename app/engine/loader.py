@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from datetime import time, timedelta
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -33,6 +32,7 @@ from app.engine.definitions import (
     SplitBranch,
     SplitStep,
     Step,
+    VersionedRules,
     WaitForStep,
     successors,
 )
@@ -44,6 +44,7 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 Where = tuple[str | int, ...]
+RULES_KEYS = ("kind", "version", "quiet_hours", "frequency_caps")
 MAX_NODES = 100_000  # aliases can make a small file expand without bound
 
 
@@ -406,7 +407,10 @@ class _Reader:
                 ),
             )
         caps = []
-        for i, cap in enumerate(spec.get("frequency_caps") or []):
+        listed = spec.get("frequency_caps") or []
+        if not isinstance(listed, list):
+            raise self.doc.error((*where, "frequency_caps"), listed, "a list of frequency caps")
+        for i, cap in enumerate(listed):
             at = (*where, "frequency_caps", i)
             cap = self.mapping(cap, at)
             channel = self.field(cap, at, "channel")
@@ -421,12 +425,26 @@ class _Reader:
             )
         return Rules(quiet, tuple(caps))
 
-    def journey(self) -> Journey:
-        root = self.mapping(self.doc.root, ())
-        journey_id = self.name(self.field(root, (), "id"), ("id",))
+    def version(self, root: dict[str, Any]) -> int:
         version = self.field(root, (), "version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise self.doc.error(("version",), version, "a whole number from 1")
+        return version
+
+    def rules_file(self) -> VersionedRules:
+        root = self.mapping(self.doc.root, ())
+        kind = self.field(root, (), "kind")
+        if kind != "rules":
+            raise self.doc.error(("kind",), kind, "rules (a journey file has no kind)")
+        for key in root:
+            if key not in RULES_KEYS:
+                raise self.doc.error((key,), key, f"one of {', '.join(RULES_KEYS)}")
+        return VersionedRules(self.version(root), self.rules(root, ()))
+
+    def journey(self) -> Journey:
+        root = self.mapping(self.doc.root, ())
+        journey_id = self.name(self.field(root, (), "id"), ("id",))
+        version = self.version(root)
         steps_spec = self.mapping(self.field(root, (), "steps"), ("steps",))
         if not steps_spec:
             raise self.doc.error(("steps",), "no steps", "at least one step")
@@ -521,12 +539,23 @@ def load_journey_text(text: str, source: str = "<journey>") -> Journey:
     return _Reader(_Document(text, source)).journey()
 
 
-def load_journey(path: str | Path) -> Journey:
-    return load_journey_text(Path(path).read_text(), str(path))
+def load_rules_text(text: str, source: str = "<rules>") -> VersionedRules:
+    """A rules file: `kind: rules`, `version: N`, and quiet hours and frequency caps written as
+    in a journey; they apply to every journey."""
+    return _Reader(_Document(text, source)).rules_file()
 
 
-def load_rules(path: str | Path) -> Rules:
-    """Rules for every journey (quiet hours, frequency caps), from a YAML file."""
-    document = _Document(Path(path).read_text(), str(path))
+def load_definition_text(text: str, source: str) -> Journey | VersionedRules:
+    """A journey file, or a rules file (`kind: rules`): whatever `validate` and `deploy` take."""
+    reader = _Reader(_Document(text, source))
+    root = reader.mapping(reader.doc.root, ())
+    return reader.rules_file() if "kind" in root else reader.journey()
+
+
+def load_simulation_rules_text(text: str, source: str = "<rules>") -> Rules:
+    """Rules for every journey, for the simulator: a rules file, or the older form without kind
+    and version (quiet hours and frequency caps alone), which cannot be deployed."""
+    document = _Document(text, source)
     reader = _Reader(document)
-    return reader.rules(reader.mapping(document.root, ()), ())
+    root = reader.mapping(document.root, ())
+    return reader.rules_file().rules if "kind" in root else reader.rules(root, ())

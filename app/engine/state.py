@@ -13,6 +13,10 @@ from typing import Any
 
 APPLIED_INPUTS_KEPT = 500  # ids of recent inputs, to recognise a redelivered one
 SENDS_KEPT = 200  # recent sends, for frequency caps
+# The decision of a document written when an entry kept a single `winner`: which step took it is
+# not recorded, so it is kept under this key (never a step id) and claims the entry's old lock
+# name, the one that entry's earlier sends claimed.
+LEGACY_DECISION = "~"
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ class EntryState:
     entered_at: datetime
     holdout: bool = False
     waiting_for: str | None = None  # a wait_for step's id
-    winner: str | None = None  # the path or split branch that fired
+    # decision step id (paths or split) -> the path or branch it chose; at most one each
+    winners: dict[str, str] = field(default_factory=dict)
     goal_until: datetime | None = None
     converted: bool = False
     context: dict[str, Any] = field(default_factory=dict)  # the entry event's properties
@@ -64,7 +69,7 @@ class EntryState:
             "entered_at": self.entered_at,
             "holdout": self.holdout,
             "waiting_for": self.waiting_for,
-            "winner": self.winner,
+            "winners": self.winners,
             "goal_until": self.goal_until,
             "converted": self.converted,
             "context": self.context,
@@ -74,6 +79,10 @@ class EntryState:
     def from_document(cls, document: Mapping[str, Any]) -> EntryState:
         values = dict(document)
         values["entered_at"] = _utc(values["entered_at"])
+        legacy = values.pop("winner", None)
+        values["winners"] = dict(values.get("winners") or {})
+        if legacy is not None:
+            values["winners"].setdefault(LEGACY_DECISION, legacy)
         if values.get("goal_until") is not None:
             values["goal_until"] = _utc(values["goal_until"])
         return cls(**values)

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from app.config import SenderSettings
 from app.dispatch.record import Recipient
-from app.sender.settings import SenderSettings
 from app.sender.templates import RenderedMessage
 
 

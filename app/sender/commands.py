@@ -8,7 +8,7 @@ import signal
 
 import click
 
-from app.config import Settings
+from app.config import SenderSettings, Settings
 
 
 @click.command()
@@ -16,7 +16,6 @@ from app.config import Settings
 def sender(loglevel: str) -> None:
     """Deliver dispatch records from the send topic through providers."""
     from app.sender.service import Sender
-    from app.sender.settings import SenderSettings
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
 

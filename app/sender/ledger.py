@@ -7,63 +7,33 @@ the send and the record left a claim but no outcome: the next one sends again wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
-
 import redis.asyncio as aioredis
-from pymongo.errors import DuplicateKeyError
 
+from app.keyspace import Keyspace
+from app.store.deliveries import Deliveries, Outcome
 from app.store.mongo import Database
 
 CLAIM_SECONDS = 3600
 
 
-@dataclass(frozen=True)
-class Outcome:
-    dispatch_id: str
-    outcome: str  # sent | failed | suppressed | duplicate
-    user_id: str
-    journey_id: str
-    step_id: str
-    channel: str
-    template_id: str
-    locale: str | None
-    attempts: int
-    reason: str | None = None
-
-
 class DeliveryLedger:
     def __init__(self, client: aioredis.Redis, database: Database, prefix: str) -> None:
         self._redis = client
-        self.deliveries = database["deliveries"]
-        self._prefix = prefix
-
-    def _key(self, dispatch_id: str) -> str:
-        return f"{self._prefix}:delivery:{{{dispatch_id}}}"
+        self.deliveries = Deliveries(database)
+        self._keys = Keyspace(prefix)
 
     async def recorded(self, dispatch_ids: list[str]) -> dict[str, str]:
         """Dispatch ids that already have an outcome, with it."""
-        cursor = self.deliveries.find({"_id": {"$in": dispatch_ids}}, {"outcome": 1})
-        return {document["_id"]: document["outcome"] async for document in cursor}
+        return await self.deliveries.outcomes(dispatch_ids)
 
     async def claim(self, dispatch_id: str, owner: str) -> bool:
         """True if this sender took the claim; False if another one holds it (or crashed)."""
-        return bool(await self._redis.set(self._key(dispatch_id), owner, nx=True, ex=CLAIM_SECONDS))
+        return bool(
+            await self._redis.set(
+                self._keys.delivery_claim(dispatch_id), owner, nx=True, ex=CLAIM_SECONDS
+            )
+        )
 
     async def record(self, outcome: Outcome) -> bool:
         """Stores the outcome; False if one was already stored (a concurrent or earlier sender)."""
-        document: dict[str, Any] = {
-            "_id": outcome.dispatch_id,
-            **outcome.__dict__,
-            "at": datetime.now(UTC),
-        }
-        del document["dispatch_id"]
-        try:
-            await self.deliveries.insert_one(document)
-        except DuplicateKeyError:
-            return False
-        return True
-
-    async def ensure_indexes(self) -> None:
-        await self.deliveries.create_index("user_id")
+        return await self.deliveries.record(outcome)

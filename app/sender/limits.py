@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from app.keyspace import Keyspace
+
 # KEYS[1] bucket; ARGV rate/s, burst, now (s). Returns seconds to wait (0: a token was taken).
 TAKE_TOKEN = """
 local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -25,13 +27,13 @@ return tostring(wait)
 class RateLimiter:
     def __init__(self, client: aioredis.Redis, prefix: str, per_second: float) -> None:
         self._script = client.register_script(TAKE_TOKEN)
-        self._prefix = prefix
+        self._keys = Keyspace(prefix)
         self._rate = per_second
 
     async def wait_time(self, channel: str) -> float:
         """Takes a token if one is free (0.0), else says how long until one is."""
         wait = await self._script(
-            keys=[f"{self._prefix}:ratelimit:{{{channel}}}"],
+            keys=[self._keys.rate_limiter(channel)],
             args=[self._rate, max(1.0, self._rate), time.time()],
         )
         return float(wait)

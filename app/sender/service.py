@@ -12,11 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from app.config import Settings
-from app.dispatch.record import DispatchRecord, Recipient
+from app.config import SenderSettings, Settings
+from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
+from app.redis_client import new_redis
 from app.retry import Backoff, retry_transient
 from app.sender.channels import (
     Channel,
@@ -26,10 +26,10 @@ from app.sender.channels import (
     TransientError,
     channels_from,
 )
-from app.sender.ledger import DeliveryLedger, Outcome
+from app.sender.ledger import DeliveryLedger
 from app.sender.limits import CircuitBreaker, RateLimiter
-from app.sender.settings import SenderSettings
 from app.sender.templates import RenderError, TemplateStore
+from app.store.deliveries import Outcome
 from app.store.mongo import close_client, new_client
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
@@ -46,6 +46,17 @@ class SenderMetrics:
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+@dataclass(frozen=True)
+class Settled:
+    """How one recipient's delivery ended: `error` says why it was not sent (None if it was),
+    `locale` is the template variant rendered (None if rendering failed)."""
+
+    outcome: str  # sent | failed | suppressed
+    attempts: int
+    locale: str | None
+    error: Exception | None = None
 
 
 class Sender:
@@ -74,7 +85,7 @@ class Sender:
         """Consumes until `stop()`; the record in hand is finished and committed first."""
         s, ss = self.settings, self.sender_settings
         mongo = new_client(s)
-        redis = aioredis.from_url(s.redis_url)
+        redis = new_redis(s)
         producer = new_producer(s)
         consumer = AIOKafkaConsumer(
             s.topic("send"),
@@ -87,6 +98,9 @@ class Sender:
         await retry_transient(producer.start, what="starting the Kafka producer")
         await retry_transient(consumer.start, what="starting the Kafka consumer")
         self.ledger = DeliveryLedger(redis, mongo[s.mongo_db], s.redis_prefix)
+        await retry_transient(
+            self.ledger.deliveries.ensure_indexes, what="creating delivery indexes"
+        )
         self.limiter = RateLimiter(redis, s.redis_prefix, ss.rate_per_second)
         self.dead_letters = DeadLetterWriter(producer, s, "sender")
         timeout = aiohttp.ClientTimeout(total=ss.timeout_seconds)
@@ -138,71 +152,73 @@ class Sender:
     async def _settle(
         self, message: ConsumerRecord, record: DispatchRecord, recipient: Recipient
     ) -> None:
+        """One recipient from start to end: render, claim, deliver with retries, record."""
         step = record.step
-        attempts = 0
-
-        async def finish(
-            outcome: str, reason: str | None = None, locale: str | None = None
-        ) -> None:
-            await retry_transient(
-                lambda: self.ledger.record(
-                    Outcome(
-                        recipient.dispatch_id,
-                        outcome,
-                        recipient.user_id,
-                        step.journey_id,
-                        step.step_id,
-                        step.channel,
-                        step.template_id,
-                        locale or recipient.locale,
-                        attempts,
-                        reason,
-                    )
-                ),
-                what="recording a delivery",
-            )
-            self.metrics.count(outcome)
-
         try:
             rendered = self.templates.render(
                 step.template_id, recipient.locale, recipient.variables
             )
         except RenderError as error:
-            await self._dead_letter(message, error, recipient.dispatch_id)
-            await finish("failed", str(error))
-            return
-        delivery = Delivery(recipient.dispatch_id, step.channel, recipient, rendered)
+            settled = Settled("failed", attempts=0, locale=None, error=error)
+        else:
+            await self._claim(recipient.dispatch_id)
+            settled = await self._deliver(
+                Delivery(recipient.dispatch_id, step.channel, recipient, rendered)
+            )
+        if settled.outcome == "failed" and settled.error is not None:
+            await self._dead_letter(message, settled.error, recipient.dispatch_id)
+        await self._record(step, recipient, settled)
+
+    async def _claim(self, dispatch_id: str) -> None:
+        """A claim taken before means a sender crashed between its send and its record: the
+        send goes again, with the same Idempotency-Key."""
         if not await retry_transient(
-            lambda: self.ledger.claim(recipient.dispatch_id, self.owner), what="claiming a delivery"
+            lambda: self.ledger.claim(dispatch_id, self.owner), what="claiming a delivery"
         ):
             log.warning("%s was claimed before (a crashed sender?): resending with the same key",
-                        recipient.dispatch_id)  # fmt: skip
-        channel = self.channels[step.channel]
-        breaker = self._breakers[step.channel]
+                        dispatch_id)  # fmt: skip
+
+    async def _deliver(self, delivery: Delivery) -> Settled:
+        """Attempts until the provider accepts, refuses for good, or `max_attempts` transient
+        failures in a row, waiting for the rate limit and the circuit breaker before each."""
+        channel = self.channels[delivery.channel]
+        breaker = self._breakers[delivery.channel]
+        locale = delivery.message.locale
+        attempts = 0
         while True:
             attempts += 1
-            await self._wait_for_capacity(step.channel, breaker)
+            await self._wait_for_capacity(delivery.channel, breaker)
             try:
                 await channel.deliver(self.session, delivery)
             except SuppressedError as error:
-                await finish("suppressed", str(error), rendered.locale)
-                return
+                return Settled("suppressed", attempts=attempts, locale=locale, error=error)
             except PermanentError as error:
-                await self._dead_letter(message, error, recipient.dispatch_id)
-                await finish("failed", str(error), rendered.locale)
-                return
+                return Settled("failed", attempts=attempts, locale=locale, error=error)
             except TransientError as error:
                 breaker.failed(time.monotonic())
                 if attempts >= self.sender_settings.max_attempts:
-                    reason = f"gave up after {attempts} attempts: {error}"
-                    await self._dead_letter(message, RuntimeError(reason), recipient.dispatch_id)
-                    await finish("failed", reason, rendered.locale)
-                    return
+                    gave_up = RuntimeError(f"gave up after {attempts} attempts: {error}")
+                    return Settled("failed", attempts=attempts, locale=locale, error=gave_up)
                 await asyncio.sleep(max(error.retry_after or 0.0, self._backoff.delay(attempts)))
                 continue
             breaker.succeeded()
-            await finish("sent", None, rendered.locale)
-            return
+            return Settled("sent", attempts=attempts, locale=locale)
+
+    async def _record(self, step: DispatchStep, recipient: Recipient, settled: Settled) -> None:
+        outcome = Outcome(
+            dispatch_id=recipient.dispatch_id,
+            outcome=settled.outcome,
+            user_id=recipient.user_id,
+            journey_id=step.journey_id,
+            step_id=step.step_id,
+            channel=step.channel,
+            template_id=step.template_id,
+            locale=settled.locale or recipient.locale,
+            attempts=settled.attempts,
+            reason=None if settled.error is None else str(settled.error),
+        )
+        await retry_transient(lambda: self.ledger.record(outcome), what="recording a delivery")
+        self.metrics.count(settled.outcome)
 
     async def _wait_for_capacity(self, channel: str, breaker: CircuitBreaker) -> None:
         while not breaker.allows(time.monotonic()):

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from app.store.deliveries import Deliveries
 from app.store.mongo import Database
+from app.store.timeline import Timeline
+from app.store.users import UserStore
 
 FIGURES = {
     "entered": "entered",
@@ -21,8 +24,8 @@ FIGURES = {
 async def user_timeline(db: Database, user_id: str) -> list[dict[str, Any]]:
     """Every transition of one user across journeys, with its time and reason, and the delivery
     outcome of each send: "why did (or didn't) this user get that message?"."""
-    entries = await db["timeline"].find({"user_id": user_id}).to_list(None)
-    outcomes = {d["_id"]: d async for d in db["deliveries"].find({"user_id": user_id})}
+    entries = await Timeline(db).of_user(user_id)
+    outcomes = await Deliveries(db).of_user(user_id)
     items = []
     for entry in entries:
         item = {k: v for k, v in entry.items() if k not in ("_id", "recorded_at", "variables")}
@@ -37,19 +40,15 @@ async def user_timeline(db: Database, user_id: str) -> list[dict[str, Any]]:
 
 
 async def step_figures(
-    db: Database, journey_id: str, version: int, start: str
+    db: Database, users: UserStore, journey_id: str, version: int, start: str
 ) -> dict[str, dict[str, int]]:
     """entered, waiting now, sent, converted, exited, suppressed and completed, per step."""
     figures: dict[str, Counter[str]] = defaultdict(Counter)
-    cursor = db["timeline"].find(
-        {"journey_id": journey_id, "journey_version": version},
-        {"kind": 1, "event": 1, "step_id": 1},
-    )
-    async for entry in cursor:
+    async for entry in Timeline(db).of_journey(journey_id, version):
         kind = entry["event"] if entry["kind"] == "analytics" else entry["kind"]
         if kind in FIGURES:
             figures[entry.get("step_id") or start][FIGURES[kind]] += 1
-    async for user in db["users"].find({"timers.journey_id": journey_id}, {"timers": 1}):
-        for step_id in {t["step_id"] for t in user["timers"] if t["journey_id"] == journey_id}:
+    async for steps in users.steps_waiting(journey_id):
+        for step_id in steps:
             figures[step_id]["waiting"] += 1
     return {step: dict(counts) for step, counts in figures.items()}

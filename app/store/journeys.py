@@ -5,23 +5,24 @@ versions without a restart."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING
 
-from app.engine import Journey, JourneyEngine, load_journey_text
+from app.engine import EventTimePolicy, Journey, JourneyEngine, Rules, load_journey_text
 from app.store.mongo import Database
+from app.store.versions import ARCHIVED, DRAFT, PUBLISHED, DeployError, Versions
 
-PUBLISHED = "published"
-DRAFT = "draft"
-ARCHIVED = "archived"
-
-
-class DeployError(ValueError):
-    pass
+__all__ = [
+    "ARCHIVED",
+    "DRAFT",
+    "PUBLISHED",
+    "DeployError",
+    "DeployedJourney",
+    "JourneyRegistry",
+]
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,10 @@ class DeployedJourney:
     deployed_at: datetime
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class JourneyRegistry:
     def __init__(self, database: Database) -> None:
-        self.collection = database["journeys"]
+        self._versions = Versions(database, "journeys")
+        self.collection = self._versions.collection
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("journey_id", ASCENDING), ("version", ASCENDING)])
@@ -46,52 +44,47 @@ class JourneyRegistry:
     async def deploy(self, text: str, source_name: str, status: str = PUBLISHED) -> Journey:
         """Validates and stores a journey version; deploying the same text again is a no-op."""
         journey = load_journey_text(text, source_name)
-        key = f"{journey.id}:{journey.version}"
-        existing = await self.collection.find_one({"_id": key})
-        if existing is not None:
-            if existing["digest"] != _digest(text):
-                raise DeployError(
-                    f"{source_name}: version {journey.version} of journey '{journey.id}' is "
-                    "already deployed with different content (expected a new version number)"
-                )
-            if existing["status"] != status:
-                await self.set_status(journey.id, journey.version, status)
-            return journey
-        await self.collection.insert_one(
-            {
-                "_id": key,
-                "journey_id": journey.id,
-                "version": journey.version,
-                "status": status,
-                "source": text,
-                "source_name": source_name,
-                "digest": _digest(text),
-                "deployed_at": datetime.now(UTC),
-            }
+        await self._versions.store(
+            f"{journey.id}:{journey.version}",
+            {"journey_id": journey.id, "version": journey.version},
+            text,
+            source_name,
+            status,
+            what=f"version {journey.version} of journey '{journey.id}'",
         )
         return journey
 
     async def set_status(self, journey_id: str, version: int, status: str) -> bool:
-        result = await self.collection.update_one(
-            {"_id": f"{journey_id}:{version}"}, {"$set": {"status": status}}
-        )
-        return result.matched_count == 1
+        return await self._versions.set_status(f"{journey_id}:{version}", status)
 
     async def list(self) -> list[DeployedJourney]:
-        documents = await self.collection.find({}).sort([("_id", ASCENDING)]).to_list(None)
+        documents = await self._versions.documents([("_id", ASCENDING)])
         return [self._deployed(document) for document in documents]
+
+    async def versions(self, journey_id: str) -> list[dict[str, Any]]:
+        """Every deployed version of one journey, oldest first: version, status and source."""
+        return (
+            await self.collection.find(
+                {"journey_id": journey_id}, {"version": 1, "status": 1, "source": 1}
+            )
+            .sort("version", ASCENDING)
+            .to_list(None)
+        )
 
     async def fingerprint(self) -> str:
         """Changes whenever a version is deployed or changes status: cheap to poll."""
-        documents = await self.collection.find({}, {"digest": 1, "status": 1}).to_list(None)
-        parts = sorted(f"{d['_id']}:{d['digest']}:{d['status']}" for d in documents)
-        return _digest("\n".join(parts))
+        return await self._versions.fingerprint()
 
-    async def engine(self) -> JourneyEngine:
+    async def engine(
+        self, rules: Rules | None = None, event_time: EventTimePolicy | None = None
+    ) -> JourneyEngine:
         """An engine over every version users may be in: archived versions stay loaded so their
-        users can finish; the engine enters new users into the newest published version."""
+        users can finish; the engine enters new users into the newest published version.
+        `rules` (the deployed rules for every journey) apply to all of them."""
         deployed = await self.list()
-        return JourneyEngine([d.journey for d in deployed if d.status != DRAFT])
+        return JourneyEngine(
+            [d.journey for d in deployed if d.status != DRAFT], rules, event_time=event_time
+        )
 
     @staticmethod
     def _deployed(document: dict[str, Any]) -> DeployedJourney:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pymongo.errors import BulkWriteError
+
 from app.config import Settings
 
 Database = Any  # AsyncIOMotorDatabase | pymongo.asynchronous.database.AsyncDatabase
+DUPLICATE_KEY = 11000
 
 
 def new_client(settings: Settings) -> Any:
@@ -29,3 +32,12 @@ async def close_client(client: Any) -> None:
     result = client.close()
     if result is not None:
         await result
+
+
+def duplicate_writes(error: BulkWriteError) -> list[int]:
+    """The indexes of the writes a bulk write refused as duplicate keys (a replay, or another
+    writer first); re-raises the error if any write failed for another reason."""
+    write_errors = error.details.get("writeErrors", [])
+    if any(write_error.get("code") != DUPLICATE_KEY for write_error in write_errors):
+        raise error
+    return [write_error["index"] for write_error in write_errors]

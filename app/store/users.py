@@ -15,7 +15,6 @@ ids make any replayed send harmless downstream.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,9 +26,7 @@ from pymongo import ASCENDING, InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError
 
 from app.engine import UserState
-from app.store.mongo import Database
-
-DUPLICATE_KEY = 11000
+from app.store.mongo import Database, duplicate_writes
 
 # Fields the worker keeps beside the engine's own; the engine never sees them.
 OUTBOX = "outbox"
@@ -116,9 +113,9 @@ class UserCommit:
 
 
 class UserStore:
-    def __init__(self, database: Database, collection: str = "users", bulk_ops: int = 0) -> None:
+    def __init__(self, database: Database, bulk_ops: int, collection: str = "users") -> None:
         self.collection = database[collection]
-        self.bulk_ops = bulk_ops or int(os.environ.get("MONGO_BULK_OPS", "50"))
+        self.bulk_ops = bulk_ops
         self.writes = 0
 
     async def ensure_indexes(self) -> None:
@@ -162,12 +159,8 @@ class UserStore:
             result = await self.collection.bulk_write(operations, ordered=False)
             matched = result.matched_count
         except BulkWriteError as error:
-            details = error.details
-            for write_error in details.get("writeErrors", []):
-                if write_error.get("code") != DUPLICATE_KEY:
-                    raise
-                conflicts.add(commits[write_error["index"]].user.user_id)
-            matched = details.get("nMatched", 0)
+            conflicts = {commits[index].user.user_id for index in duplicate_writes(error)}
+            matched = error.details.get("nMatched", 0)
         self.writes += len(commits) - len(conflicts)
         if matched < replaced_expected:
             conflicts |= await self._stale_replacements(commits)
@@ -227,3 +220,13 @@ class UserStore:
             query = {"$and": [query, {"_id": {"$gt": after}}]} if query else {"_id": {"$gt": after}}
         cursor = self.collection.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)
         return [document["_id"] async for document in cursor]
+
+    async def time_zones(self) -> list[str]:
+        """Every time zone users live in (None for users without one)."""
+        return list(await self.collection.distinct("timezone"))
+
+    async def steps_waiting(self, journey_id: str) -> AsyncIterator[set[str]]:
+        """For each user with a timer in this journey, the steps its timers wait at."""
+        cursor = self.collection.find({"timers.journey_id": journey_id}, {"timers": 1})
+        async for user in cursor:
+            yield {t["step_id"] for t in user["timers"] if t["journey_id"] == journey_id}

@@ -13,6 +13,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.config import Settings
+from app.engine.effects import utc_text
 from app.topics import RecordError, load_contract
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class DeadLetter:
             "reason": self.reason,
             "where": self.where,
             "recipient": self.recipient,
-            "at": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "at": utc_text(at),
             "service": service,
         }
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from app.config import Settings
-from app.dispatch.record import utc_text
+from app.engine.effects import utc_text
 from app.streams.producer import new_producer
 
 

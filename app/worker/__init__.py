@@ -1,1 +1,2 @@
-"""The streaming worker: a Faust agent on user-events and timers around the pure engine."""
+"""The streaming worker: Faust agents that repartition user-events by user id and run the pure
+engine over the result and timers."""

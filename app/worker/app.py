@@ -1,41 +1,61 @@
-"""The worker's Faust app: one agent over user-events and timers (co-partitioned by user id),
-with concurrency 1, so one worker applies a partition's inputs in order; scale comes from more
-partitions and more workers. Background timers drain the send buffers, pump due timers for the
-partitions this worker owns, pick up newly deployed journeys, and (on the leader) enter the
-audiences of recurring journeys at their ticks."""
+"""The worker's Faust app, in two steps, each an agent with concurrency 1 (Faust commits past a
+message still in flight when an agent runs several at once: faust-streaming issue 606):
+
+1. repartition: user-events, whatever partitioner or key its producers used, re-produced to
+   user-events-by-user by user id (app/worker/repartition.py);
+2. journeys: user-events-by-user and timers, co-partitioned by user id, so one worker applies a
+   partition's inputs in order; scale comes from more partitions and more workers.
+
+Background timers drain the send buffers, pump due timers for the partitions this worker owns,
+pick up newly deployed journeys, and (on the leader) enter the audiences of recurring journeys
+at their ticks. An agent that raises stops consuming (faust issue 527): both hand their batches
+to the runtime, which retries transient failures and dead-letters what no retry can fix, and the
+timers' jobs are guarded the same way."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import faust
 import mode
 
-from app.config import Settings
+from app.config import Settings, WorkerSettings
 from app.topics import load_contract
 from app.worker.processor import InputRecord
 from app.worker.runtime import WorkerRuntime
-from app.worker.settings import WorkerSettings
 
 
 def create_app(
     settings: Settings, worker_settings: WorkerSettings
 ) -> tuple[faust.App, WorkerRuntime]:
-    ws = worker_settings
-    runtime = WorkerRuntime(settings, ws)
-    app = faust.App(
+    runtime = WorkerRuntime(settings, worker_settings)
+    app = _faust_app(settings, worker_settings)
+    _run_with_the_app(app, runtime)
+    _add_repartition_agent(app, settings, runtime)
+    _add_journeys_agent(app, settings, runtime)
+    _add_timer_pump(app, settings, runtime)
+    _add_housekeeping_timers(app, runtime)
+    return app, runtime
+
+
+def _faust_app(settings: Settings, ws: WorkerSettings) -> faust.App:
+    return faust.App(
         ws.app_id,
         broker=settings.kafka_url,
         key_serializer="raw",
         value_serializer="raw",
-        topic_partitions=load_contract("user-events").partitions,
+        topic_partitions=load_contract("user-events-by-user").partitions,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         web_enabled=ws.web_port > 0,
         web_port=ws.web_port or 6066,
         producer_acks=-1,
     )
-    sources = {settings.topic(name): name for name in ("user-events", "timers")}
-    timers_topic = settings.topic("timers")
-    inputs = app.topic(*sources, key_serializer="raw", value_serializer="raw")
+
+
+def _run_with_the_app(app: faust.App, runtime: WorkerRuntime) -> None:
+    """The runtime's connections open when the app starts and close when it stops."""
 
     @app.service
     class Lifecycle(mode.Service):
@@ -45,41 +65,84 @@ def create_app(
         async def on_stop(self) -> None:
             await runtime.stop()
 
+
+def _add_repartition_agent(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
+    """user-events in, user-events-by-user out; a batch's offsets are committed (Faust acks it)
+    once its records are acknowledged by Kafka."""
+    ws = runtime.worker_settings
+    sources = {settings.topic("user-events"): "user-events"}
+    user_events = app.topic(*sources, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(user_events, concurrency=1)
+    async def repartition(stream: faust.StreamT) -> None:
+        await runtime.ready.wait()
+        async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
+            await runtime.repartition(_input_records(events, sources))
+
+
+def _add_journeys_agent(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
+    """user-events-by-user and timers through the engine."""
+    ws = runtime.worker_settings
+    sources = {settings.topic(name): name for name in ("user-events-by-user", "timers")}
+    inputs = app.topic(*sources, key_serializer="raw", value_serializer="raw")
+
     @app.agent(inputs, concurrency=1)
     async def journeys(stream: faust.StreamT) -> None:
         await runtime.ready.wait()
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
-            await runtime.run_batch(
-                [
-                    InputRecord(
-                        source=sources[event.message.topic],
-                        partition=event.message.partition,
-                        offset=event.message.offset,
-                        key=event.message.key,
-                        value=event.message.value,
-                    )
-                    for event in events
-                ]
-            )
+            await runtime.run_batch(_input_records(events, sources))
+
+
+def _input_records(events: Sequence[faust.EventT], sources: dict[str, str]) -> list[InputRecord]:
+    """Faust events as the runtime takes them; `sources` maps each topic to its contract name."""
+    return [
+        InputRecord(
+            source=sources[event.message.topic],
+            partition=event.message.partition,
+            offset=event.message.offset,
+            key=event.message.key,
+            value=event.message.value,
+            timestamp=_kafka_time(event.message.timestamp),
+        )
+        for event in events
+    ]
+
+
+def _kafka_time(seconds: float | None) -> datetime | None:
+    """A record's Kafka timestamp; Kafka gives -1 (and Faust None) for a record without one."""
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None and seconds >= 0 else None
+
+
+def _add_timer_pump(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
+    """Due timers of the partitions this worker owns, from the Redis due index and, slowly,
+    from a MongoDB sweep."""
+    ws = runtime.worker_settings
+    timers_topic = settings.topic("timers")
+
+    def owned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == timers_topic}
+
+    @app.timer(interval=ws.timer_pump_interval)
+    async def pump_timers() -> None:
+        await runtime.guarded(
+            "pumping timers", lambda: runtime.timer_pump.pump(owned(), runtime.clock())
+        )
+
+    @app.timer(interval=ws.timer_sweep_interval)
+    async def sweep_timers() -> None:
+        await runtime.guarded(
+            "sweeping timers", lambda: runtime.timer_pump.sweep(owned(), runtime.clock())
+        )
+
+
+def _add_housekeeping_timers(app: faust.App, runtime: WorkerRuntime) -> None:
+    """Send-buffer drains, journey refreshes, the empty-Redis check, metrics and schedules."""
+    ws = runtime.worker_settings
 
     @app.timer(interval=ws.batcher_interval)
     async def drain_send_buffers() -> None:
         await runtime.guarded(
             "draining send buffers", lambda: runtime.batcher.drain_due(runtime.clock())
-        )
-
-    @app.timer(interval=ws.timer_pump_interval)
-    async def pump_timers() -> None:
-        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == timers_topic}
-        await runtime.guarded(
-            "pumping timers", lambda: runtime.timer_pump.pump(owned, runtime.clock())
-        )
-
-    @app.timer(interval=ws.timer_sweep_interval)
-    async def sweep_timers() -> None:
-        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == timers_topic}
-        await runtime.guarded(
-            "sweeping timers", lambda: runtime.timer_pump.sweep(owned, runtime.clock())
         )
 
     @app.timer(interval=ws.journeys_poll_interval)
@@ -101,5 +164,3 @@ def create_app(
         await runtime.guarded(
             "running schedules", lambda: runtime.scheduler.run(runtime.engine, runtime.clock())
         )
-
-    return app, runtime

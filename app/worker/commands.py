@@ -8,17 +8,17 @@ from pathlib import Path
 
 import click
 
-from app.config import Settings
+from app.config import Settings, WorkerSettings
+from app.engine import Journey
 
 
 @click.command()
 @click.option("--loglevel", default="info", show_default=True)
 def worker(loglevel: str) -> None:
-    """Run a stream worker (Faust) on user-events and timers."""
+    """Run a stream worker (Faust): user-events repartitioned by user, and timers."""
     import faust
 
     from app.worker.app import create_app
-    from app.worker.settings import WorkerSettings
 
     app, _ = create_app(Settings(), WorkerSettings())
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()
@@ -28,22 +28,31 @@ def worker(loglevel: str) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--draft", is_flag=True, help="Store as a draft: workers do not run it.")
 def deploy(files: tuple[str, ...], draft: bool) -> None:
-    """Validate journey files and deploy them; workers pick them up without a restart."""
+    """Validate journey files and rules files (kind: rules) and deploy them; workers pick them
+    up without a restart."""
     from app.engine import JourneyError
+    from app.store.deploy import deploy_text
     from app.store.journeys import DRAFT, PUBLISHED, DeployError, JourneyRegistry
     from app.store.mongo import close_client, new_client
+    from app.store.rules import RulesRegistry
 
     async def run() -> None:
         settings = Settings()
         client = new_client(settings)
         try:
-            registry = JourneyRegistry(client[settings.mongo_db])
-            await registry.ensure_indexes()
+            database = client[settings.mongo_db]
+            await JourneyRegistry(database).ensure_indexes()
+            await RulesRegistry(database).ensure_indexes()
+            status = DRAFT if draft else PUBLISHED
             for name in files:
-                journey = await registry.deploy(
-                    Path(name).read_text(), name, status=DRAFT if draft else PUBLISHED
-                )
-                click.echo(f"{name}: {journey.id} version {journey.version} deployed")
+                deployed = await deploy_text(database, Path(name).read_text(), name, status)
+                if isinstance(deployed, Journey):
+                    click.echo(f"{name}: {deployed.id} version {deployed.version} deployed")
+                else:
+                    click.echo(
+                        f"{name}: rules version {deployed.rules.version} deployed "
+                        f"({deployed.status}): {deployed.rules.rules.describe()}"
+                    )
         finally:
             await close_client(client)
 

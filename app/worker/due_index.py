@@ -19,6 +19,7 @@ from datetime import datetime
 
 import redis.asyncio as aioredis
 
+from app.keyspace import Keyspace
 from app.store.users import UserStore
 
 # Takes up to ARGV[3] entries due by ARGV[1], re-scored to the lease end ARGV[2].
@@ -40,21 +41,18 @@ return redis.call('zadd', KEYS[1], ARGV[3], ARGV[1])
 class DueIndex:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = Keyspace(prefix)
         self._claim = client.register_script(CLAIM)
         self._correct = client.register_script(CORRECT)
-
-    def _key(self, partition: int) -> str:
-        return f"{self._prefix}:due:{{p{partition}}}"
 
     async def record(self, entries: Iterable[tuple[str, int, datetime | None]]) -> None:
         """(user id, partition, next due time or None when the user has no timer)."""
         pipe = self._redis.pipeline(transaction=False)
         for user_id, partition, due_at in entries:
             if due_at is None:
-                pipe.zrem(self._key(partition), user_id)
+                pipe.zrem(self._keys.due_index(partition), user_id)
             else:
-                pipe.zadd(self._key(partition), {user_id: due_at.timestamp()})
+                pipe.zadd(self._keys.due_index(partition), {user_id: due_at.timestamp()})
         await pipe.execute()
 
     async def claim(
@@ -69,7 +67,7 @@ class DueIndex:
         each = max(1, limit // len(owned))
         for partition in owned:
             await self._claim(  # queued on the pipeline
-                keys=[self._key(partition)],
+                keys=[self._keys.due_index(partition)],
                 args=[now.timestamp(), until.timestamp(), each],
                 client=pipe,
             )
@@ -88,7 +86,7 @@ class DueIndex:
         for user_id, partition, due_at in entries:
             score = "" if due_at is None else due_at.timestamp()
             await self._correct(  # queued on the pipeline
-                keys=[self._key(partition)],
+                keys=[self._keys.due_index(partition)],
                 args=[user_id, claimed_until.timestamp(), score],
                 client=pipe,
             )
@@ -99,7 +97,7 @@ class DueIndex:
         count = 0
         pipe = self._redis.pipeline(transaction=False)
         async for user_id, partition, due_at in store.users_with_timers():
-            pipe.zadd(self._key(partition), {user_id: due_at.timestamp()}, lt=True)
+            pipe.zadd(self._keys.due_index(partition), {user_id: due_at.timestamp()}, lt=True)
             count += 1
             if count % chunk == 0:
                 await pipe.execute()

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from app.keyspace import Keyspace
 from app.worker.emitter import effect_id
 
 MARK_SECONDS = 7 * 24 * 3600
@@ -34,11 +35,8 @@ class EmittedMarks:
         self, client: aioredis.Redis, prefix: str, ttl_seconds: int = MARK_SECONDS
     ) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = Keyspace(prefix)
         self._ttl = ttl_seconds
-
-    def _key(self, user_id: str) -> str:
-        return f"{self._prefix}:emitted:{{{user_id}}}"  # hash tag: the user's Redis Cluster slot
 
     async def mark(self, outboxes: Iterable[tuple[str, list[dict[str, Any]]]]) -> None:
         """Records these (user id, outbox) pairs as emitted."""
@@ -47,7 +45,7 @@ class EmittedMarks:
             return
         pipe = self._redis.pipeline(transaction=False)
         for user_id, digest in marks:
-            pipe.set(self._key(user_id), digest, ex=self._ttl)
+            pipe.set(self._keys.emitted_mark(user_id), digest, ex=self._ttl)
         await pipe.execute()
 
     async def emitted(self, outboxes: Mapping[str, list[dict[str, Any]]]) -> set[str]:
@@ -58,7 +56,7 @@ class EmittedMarks:
         # GETs in a pipeline, not MGET: the keys live in different Redis Cluster slots.
         pipe = self._redis.pipeline(transaction=False)
         for user_id in users:
-            pipe.get(self._key(user_id))
+            pipe.get(self._keys.emitted_mark(user_id))
         marks = await pipe.execute()
         return {
             user_id

@@ -11,19 +11,18 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pymongo.errors import BulkWriteError
 
-from app.dispatch.branch_lock import BranchClaim, BranchLock
-from app.dispatch.record import MessageStep, Recipient
-from app.dispatch.send_buffer import SendBuffer
+from app.dispatch.record import buffer_entry
 from app.store.mongo import Database
+from app.store.timeline import Timeline
 from app.store.users import StoredUser
+from app.worker.branch_lock import BranchClaim, BranchLock
 from app.worker.metrics import WorkerMetrics
+from app.worker.send_buffer import SendBuffer
 
 log = logging.getLogger(__name__)
 
 SEND = "send"
-DUPLICATE_KEY = 11000
 
 
 def effect_id(effect: dict[str, Any]) -> str:
@@ -33,26 +32,53 @@ def effect_id(effect: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(effect, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def buffer_entry(send: dict[str, Any]) -> tuple[MessageStep, datetime, Recipient]:
-    """A send effect's record as the send buffer takes it."""
-    send_at = send["send_at"]
-    return (
-        MessageStep(
-            journey_id=send["journey_id"],
-            journey_version=int(send["journey_version"]),
-            step_id=send["step_id"],
-            channel=send["channel"],
-            template_id=send["template_id"],
-        ),
-        send_at if isinstance(send_at, datetime) else datetime.fromisoformat(send_at),
-        Recipient(
-            user_id=send["user_id"],
-            dispatch_id=send["dispatch_id"],
-            locale=send.get("locale"),
-            variables=dict(send.get("variables") or {}),
-            address=send.get("address"),
-        ),
+def branch_pairs(send: dict[str, Any]) -> list[tuple[str, str]]:
+    """(lock name, branch id) for every decision a send record claims: its `branches`, as
+    `[lock, id]` pairs (outbox) or `{lock, branch}` objects (timeline), or the single `branch`
+    (or null) of records written before each decision had a lock of its own."""
+    if "branches" not in send:
+        return [tuple(send["branch"])] if send.get("branch") else []  # type: ignore[list-item]
+    return [
+        (pair["lock"], pair["branch"]) if isinstance(pair, dict) else (pair[0], pair[1])
+        for pair in send["branches"] or []
+    ]
+
+
+def claims_of(send: dict[str, Any]) -> list[BranchClaim]:
+    return [BranchClaim(send["user_id"], lock, branch_id) for lock, branch_id in branch_pairs(send)]
+
+
+def timeline_entry(user_id: str, effect: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """An effect as the `timeline` keeps it. A send's branches become `{lock, branch}` objects:
+    FerretDB stores no arrays nested in arrays."""
+    entry = {"_id": effect_id(effect), "user_id": user_id, "recorded_at": now, **effect}
+    if "branches" in effect:
+        entry["branches"] = [{"lock": lock, "branch": b} for lock, b in branch_pairs(effect)]
+    return entry
+
+
+async def buffer_admitted(
+    lock: BranchLock,
+    buffer: SendBuffer,
+    sends: list[dict[str, Any]],
+    delivered: frozenset[str] = frozenset(),
+) -> list[dict[str, Any]]:
+    """Claims every branch of every send, in order, and buffers the sends whose claims all hold,
+    except those already `delivered` (their claims are still made, so their decisions stay
+    taken). Returns the refused sends. The emitter and the Redis recovery both go through here:
+    only one branch per decision is ever sent."""
+    claims = [claims_of(send) for send in sends]
+    held = iter(await lock.claim_many([claim for each in claims for claim in each]))
+    admitted = [all([next(held) for _ in each]) for each in claims]
+    refused = [send for send, ok in zip(sends, admitted, strict=True) if not ok]
+    await buffer.add_many(
+        [
+            buffer_entry(send)
+            for send, ok in zip(sends, admitted, strict=True)
+            if ok and send["dispatch_id"] not in delivered
+        ]
     )
+    return refused
 
 
 class Emitter:
@@ -65,43 +91,28 @@ class Emitter:
     ) -> None:
         self._lock = branch_lock
         self._buffer = send_buffer
-        self._timeline = database["timeline"]
+        self._timeline = Timeline(database)
         self._metrics = metrics
 
     async def emit(self, users: list[StoredUser], now: datetime) -> None:
         sends = [e for user in users for e in user.outbox if e["kind"] == SEND]
         timeline = [
-            {"_id": effect_id(e), "user_id": user.user_id, "recorded_at": now, **e}
+            timeline_entry(user.user_id, e, now)
             for user in users
             for e in user.outbox
             if e["kind"] != SEND
         ]
-        timeline += [
-            {"_id": effect_id(e), "user_id": e["user_id"], "recorded_at": now, **e} for e in sends
-        ]
+        timeline += [timeline_entry(e["user_id"], e, now) for e in sends]
         # Independent and idempotent: a failure of either fails the batch, which is redone.
-        await asyncio.gather(self._buffer_sends(sends), self._record_timeline(timeline))
+        await asyncio.gather(self._buffer_sends(sends), self._timeline.record(timeline))
 
     async def _buffer_sends(self, sends: list[dict[str, Any]]) -> None:
-        branched = [s for s in sends if s.get("branch")]
-        claims = [BranchClaim(s["user_id"], s["branch"][0], s["branch"][1]) for s in branched]
-        held = await self._lock.claim_many(claims)
-        refused = {s["dispatch_id"] for s, ok in zip(branched, held, strict=True) if not ok}
-        for dispatch_id in refused:
+        refused = await buffer_admitted(self._lock, self._buffer, sends)
+        for send in refused:
             log.error(
-                "branch lock refused dispatch %s: another branch of its entry won", dispatch_id
+                "branch lock refused dispatch %s: another branch of one of its entry's decisions"
+                " won",
+                send["dispatch_id"],
             )
         self._metrics.branch_refused += len(refused)
-        allowed = [s for s in sends if s["dispatch_id"] not in refused]
-        await self._buffer.add_many([buffer_entry(s) for s in allowed])
-        self._metrics.sends_buffered += len(allowed)
-
-    async def _record_timeline(self, entries: list[dict[str, Any]]) -> None:
-        if not entries:
-            return
-        try:
-            await self._timeline.insert_many(entries, ordered=False)
-        except BulkWriteError as error:
-            # Replayed entries are already there; anything else is a real failure.
-            if any(e.get("code") != DUPLICATE_KEY for e in error.details.get("writeErrors", [])):
-                raise
+        self._metrics.sends_buffered += len(sends) - len(refused)

@@ -8,8 +8,6 @@ from datetime import datetime
 
 from app.engine import TimerFired
 
-METRICS_KEY = "worker-metrics"  # a Redis hash: worker id -> its latest snapshot
-
 
 @dataclass
 class WorkerMetrics:
@@ -21,6 +19,8 @@ class WorkerMetrics:
     sends_buffered: int = 0
     branch_refused: int = 0
     timers_published: int = 0
+    repartitioned: int = 0  # user-events records re-produced to user-events-by-user
+    miskeyed: int = 0  # ... of which had no key or a key other than their user id
     # Recent timer lateness samples in seconds (processed - due), bounded.
     timer_lateness: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
@@ -44,6 +44,8 @@ class WorkerMetrics:
             "sends_buffered": self.sends_buffered,
             "branch_refused": self.branch_refused,
             "timers_published": self.timers_published,
+            "repartitioned": self.repartitioned,
+            "miskeyed_records": self.miskeyed,
             "timer_lateness_p50": quantile(0.5),
             "timer_lateness_p99": quantile(0.99),
             "timer_lateness_percentiles": [quantile(i / 100) for i in range(101)],

@@ -1,5 +1,7 @@
-"""Which partition a user's records land on: the same murmur2 hash as Kafka's default
-partitioner, so the timer pump can find the users of the partitions this worker owns."""
+"""Which partition a user's records land on: the same murmur2 hash as Java's default partitioner.
+The worker sets it explicitly on every record it produces to user-events-by-user and timers (no
+client's partitioner decides), and the timer pump uses it to find the users of the partitions
+this worker owns."""
 
 from __future__ import annotations
 

@@ -12,12 +12,22 @@ in Redis and dropped by the user's next write, which costs no extra write.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.engine import Analytics, JourneyEngine, ScheduledEntry, Send, TimerFired, UserEvent
+from app.engine import (
+    Analytics,
+    EngineInput,
+    JourneyEngine,
+    ScheduledEntry,
+    Send,
+    TimerFired,
+    UserEvent,
+    input_order,
+)
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.dead_letters import DeadLetter
 from app.topics import RecordError, load_contract
@@ -29,22 +39,28 @@ from app.worker.partitions import partition_of
 
 log = logging.getLogger(__name__)
 
-EngineInput = UserEvent | TimerFired | ScheduledEntry
-SOURCES = ("user-events", "timers")
+# user-events as published, and as the repartition step re-produced it by user id.
+EVENT_SOURCES = ("user-events", "user-events-by-user")
+SOURCES = (*EVENT_SOURCES, "timers")
 # Timer effects need no emitting: pending timers live in the state the same write stores.
 EMITTED = (Send, Analytics)
 MAX_CONFLICT_ROUNDS = 5
+# What `decode` raises for a record no retry can fix.
+DECODE_ERRORS = (RecordError, ValueError, KeyError)
 
 
 @dataclass(frozen=True)
 class InputRecord:
-    """A record as it came off Kafka; `source` is the contract name, not the prefixed topic."""
+    """A record as it came off Kafka; `source` is the contract name, not the prefixed topic.
+    `timestamp` is the record's Kafka timestamp: an event's receipt time, so a replay after a
+    crash or a backlog after an outage judges its event time as the first delivery did."""
 
     source: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -62,18 +78,21 @@ def decode(record: InputRecord, max_bytes: int) -> EngineInput:
     if record.source not in SOURCES:
         raise RecordError(record.source, "/", "records of this topic are not worker inputs", "")
     data = load_contract(record.source).decode(record.value, max_bytes)
-    if record.source == "user-events":
-        return UserEvent.from_record(data)
+    if record.source in EVENT_SOURCES:
+        return UserEvent.from_record(data, received_at=record.timestamp)
     if data["kind"] == "timer":
-        return TimerFired(
-            user_id=data["user_id"],
-            timer_id=data["timer_id"],
-            due_at=datetime.fromisoformat(data["due_at"]),
-        )
-    return ScheduledEntry(
-        user_id=data["user_id"],
-        journey_id=data["journey_id"],
-        tick=datetime.fromisoformat(data["tick"]),
+        return TimerFired.from_record(data)
+    return ScheduledEntry.from_record(data)
+
+
+def dead_letter(record: InputRecord, error: Exception) -> DeadLetter:
+    return DeadLetter.from_error(
+        error,
+        source_topic=record.source,
+        original=record.value,
+        key=record.key,
+        partition=record.partition,
+        offset=record.offset,
     )
 
 
@@ -106,8 +125,8 @@ class BatchProcessor:
         for record in records:
             try:
                 inputs.append(DecodedInput(record, decode(record, self._max_record_bytes)))
-            except (RecordError, ValueError, KeyError) as error:
-                letters.append(self._letter(record, error))
+            except DECODE_ERRORS as error:
+                letters.append(dead_letter(record, error))
 
         by_user: dict[str, list[DecodedInput]] = {}
         for item in inputs:
@@ -156,18 +175,30 @@ class BatchProcessor:
     def _apply(
         self, user: StoredUser, items: list[DecodedInput], now: datetime
     ) -> tuple[bool, list[DeadLetter]]:
-        """Runs the user's inputs through the engine, in order. Returns whether the state changed
-        (and so must be written) and the inputs the engine refused."""
+        """Runs the user's inputs through the engine in the simulator's order: events as Kafka
+        delivered them, merged with the timers and ticks by the time each reached Journeys (an
+        event's record timestamp, a timer's due time), events first at equal times. Returns
+        whether the state changed (and so must be written) and the inputs the engine refused."""
         engine = self._engine()
         letters: list[DeadLetter] = []
-        for item in items:
+        # Skips are decided before anything is applied: a later offset applied first must not
+        # make an earlier one of its partition look applied.
+        fresh = [
+            item
+            for item in items
+            if not user.applied(item.record.source, item.record.partition, item.record.offset)
+        ]
+        events = [item for item in fresh if isinstance(item.input, UserEvent)]
+        due = sorted(
+            (item for item in fresh if not isinstance(item.input, UserEvent)),
+            key=lambda item: input_order(item.input),
+        )
+        for item in heapq.merge(events, due, key=lambda item: input_order(item.input)):
             record = item.record
-            if user.applied(record.source, record.partition, record.offset):
-                continue
             try:
                 transition = engine.apply(user.state, item.input, now)
             except (ValueError, KeyError, LookupError) as error:
-                letters.append(self._letter(record, error))
+                letters.append(dead_letter(record, error))
                 continue
             user.state = transition.state
             user.outbox.extend(
@@ -179,14 +210,3 @@ class BatchProcessor:
 
     def _partition(self, user: StoredUser) -> int:
         return partition_of(user.user_id, self._partitions)
-
-    @staticmethod
-    def _letter(record: InputRecord, error: Exception) -> DeadLetter:
-        return DeadLetter.from_error(
-            error,
-            source_topic=record.source,
-            original=record.value,
-            key=record.key,
-            partition=record.partition,
-            offset=record.offset,
-        )

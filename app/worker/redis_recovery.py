@@ -2,7 +2,9 @@
 The `timeline` collection in MongoDB is the durable log of every emitted send: when a worker finds
 Redis's epoch key gone (a new, empty Redis), it puts back every recent send that has no delivery
 outcome yet, and refills the due index from the user documents. Putting back too much is
-harmless: the sender drops dispatch ids it has already delivered."""
+harmless: the sender drops dispatch ids it has already delivered. The branch locks went with
+Redis too, so the replay claims them again through the emitter's own path, oldest send first
+(delivered ones included): a branch a lock refused before is refused again."""
 
 from __future__ import annotations
 
@@ -12,11 +14,15 @@ from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
 
-from app.dispatch.send_buffer import SendBuffer
+from app.keyspace import Keyspace
+from app.store.deliveries import Deliveries
 from app.store.mongo import Database
+from app.store.timeline import Timeline
 from app.store.users import UserStore
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
-from app.worker.emitter import buffer_entry
+from app.worker.emitter import buffer_admitted
+from app.worker.send_buffer import SendBuffer
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +35,18 @@ class RedisRecovery:
         self,
         client: aioredis.Redis,
         prefix: str,
+        branch_lock: BranchLock,
         buffer: SendBuffer,
         database: Database,
         due_index: DueIndex,
         store: UserStore,
     ) -> None:
         self._redis = client
-        self._key = f"{prefix}:epoch"
+        self._key = Keyspace(prefix).epoch()
+        self._lock = branch_lock
         self._buffer = buffer
-        self._db = database
+        self._timeline = Timeline(database)
+        self._deliveries = Deliveries(database)
         self._due_index = due_index
         self._store = store
         self.replayed = 0
@@ -56,21 +65,13 @@ class RedisRecovery:
         return replayed
 
     async def _replay(self, now: datetime) -> int:
-        sends = (
-            await self._db["timeline"]
-            .find({"kind": "send", "recorded_at": {"$gte": now - REPLAY_WINDOW}})
-            .to_list(None)
-        )
+        sends = await self._timeline.sends_since(now - REPLAY_WINDOW)
         if not sends:
             return 0
-        delivered = {
-            d["_id"]
-            async for d in self._db["deliveries"].find(
-                {"_id": {"$in": [s["dispatch_id"] for s in sends]}}, {"_id": 1}
-            )
-        }
-        pending = [s for s in sends if s["dispatch_id"] not in delivered]
-        await self._buffer.add_many([buffer_entry(s) for s in pending])
+        delivered = await self._deliveries.outcomes([s["dispatch_id"] for s in sends])
+        refused = await buffer_admitted(self._lock, self._buffer, sends, frozenset(delivered))
+        lost = {s["dispatch_id"] for s in refused} | set(delivered)
+        pending = [s for s in sends if s["dispatch_id"] not in lost]
         if pending:
             log.warning("Redis was empty: put back %d undelivered sends", len(pending))
         self.replayed += len(pending)

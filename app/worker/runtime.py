@@ -8,33 +8,40 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
-import redis.asyncio as aioredis
 
-from app.config import Settings
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import Batcher, SendBuffer
-from app.engine import JourneyEngine
+from app.config import Settings, WorkerSettings
+from app.engine import EventTimePolicy, JourneyEngine
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
+from app.store.deliveries import Deliveries
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.rules import RulesRegistry
+from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
 from app.topics import load_contract
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
-from app.worker.metrics import METRICS_KEY, WorkerMetrics
+from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.redis_recovery import RedisRecovery
+from app.worker.repartition import Repartitioner
 from app.worker.scheduler import Scheduler
-from app.worker.settings import WorkerSettings
+from app.worker.send_buffer import Batcher, SendBuffer
 from app.worker.timer_pump import TimerPump
 
 log = logging.getLogger(__name__)
+
+# One step of the worker over a micro-batch: returns the records for the dead-letter topic.
+Step = Callable[[list[InputRecord], datetime], Awaitable[list[DeadLetter]]]
 
 
 def utc_now() -> datetime:
@@ -54,33 +61,39 @@ class WorkerRuntime:
         self.metrics = WorkerMetrics()
         self.ready = asyncio.Event()
         self.partitions = load_contract("timers").partitions
-        self._engine = JourneyEngine([])
+        self._event_time = EventTimePolicy(
+            max_past=timedelta(seconds=worker_settings.event_max_past_seconds),
+            max_future=timedelta(seconds=worker_settings.event_max_future_seconds),
+        )
+        self._engine = JourneyEngine([], event_time=self._event_time)
         self._journeys_fingerprint = ""
         self._batch_lock = asyncio.Lock()
+        self._repartition_lock = asyncio.Lock()
         self.worker_id = uuid.uuid4().hex[:12]
 
     async def start(self) -> None:
         s, ws = self.settings, self.worker_settings
         self.mongo = new_client(s)
         database = self.mongo[s.mongo_db]
-        self.redis = aioredis.from_url(s.redis_url)
+        self.redis = new_redis(s)
         self.producer = new_producer(s)
         await retry_transient(self.producer.start, what="starting the Kafka producer")
-        self.store = UserStore(database)
+        await retry_transient(self.check_partitions, what="checking the topics' partitions")
+        self.store = UserStore(database, s.mongo_bulk_ops)
         self.registry = JourneyRegistry(database)
+        self.rules = RulesRegistry(database)
         await retry_transient(self.store.ensure_indexes, what="creating user indexes")
         await retry_transient(self.registry.ensure_indexes, what="creating journey indexes")
+        await retry_transient(self.rules.ensure_indexes, what="creating rules indexes")
+        await retry_transient(Timeline(database).ensure_indexes, what="creating timeline indexes")
+        await retry_transient(Deliveries(database).ensure_indexes, what="creating delivery indexes")
         await retry_transient(self.refresh_journeys, what="loading journeys")
         send_buffer = SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds)
-        emitter = Emitter(
-            BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds),
-            send_buffer,
-            database,
-            self.metrics,
-        )
+        branch_lock = BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds)
+        emitter = Emitter(branch_lock, send_buffer, database, self.metrics)
         due_index = DueIndex(self.redis, s.redis_prefix)
         self.redis_recovery = RedisRecovery(
-            self.redis, s.redis_prefix, send_buffer, database, due_index, self.store
+            self.redis, s.redis_prefix, branch_lock, send_buffer, database, due_index, self.store
         )
         self.processor = BatchProcessor(
             engine=lambda: self._engine,
@@ -90,6 +103,13 @@ class WorkerRuntime:
             emitted_marks=EmittedMarks(self.redis, s.redis_prefix),
             partitions=self.partitions,
             metrics=self.metrics,
+            max_record_bytes=ws.max_record_bytes,
+        )
+        self.repartitioner = Repartitioner(
+            self.producer,
+            s.topic("user-events-by-user"),
+            self.partitions,
+            self.metrics,
             max_record_bytes=ws.max_record_bytes,
         )
         self.dead_letters = DeadLetterWriter(self.producer, s, "worker")
@@ -107,69 +127,98 @@ class WorkerRuntime:
             due_index,
             self.producer,
             s.topic("timers"),
+            self.partitions,
             self.metrics,
             lease_seconds=ws.timer_lease_seconds,
         )
-        self.scheduler = Scheduler(database, self.store, self.producer, s.topic("timers"))
+        self.scheduler = Scheduler(
+            database, self.store, self.producer, s.topic("timers"), self.partitions
+        )
         self.ready.set()
 
     async def stop(self) -> None:
-        """Waits for the batch in flight, then closes the connections."""
-        async with self._batch_lock:
+        """Waits for the batches in flight, then closes the connections."""
+        async with self._repartition_lock, self._batch_lock:
             self.ready.clear()
             await self.producer.stop()
             await self.redis.aclose()
             await close_client(self.mongo)
+
+    async def check_partitions(self) -> None:
+        """The worker sets the partition of every record it produces to these topics: one with
+        another count than its contract (never applied, or created by the broker on first use)
+        is refused at start, rather than failing record by record."""
+        for name in ("user-events-by-user", "timers"):
+            topic = self.settings.topic(name)
+            found = len(await self.producer.partitions_for(topic))
+            if found != self.partitions:
+                raise RuntimeError(
+                    f"topic {topic} has {found} partitions, its contract says {self.partitions}: "
+                    "run `journeys topics apply` (and see topics/ for changing a count)"
+                )
 
     @property
     def engine(self) -> JourneyEngine:
         return self._engine
 
     async def refresh_journeys(self) -> None:
-        fingerprint = await self.registry.fingerprint()
+        """Reloads the journeys and the rules for every journey when either changed."""
+        fingerprint = await self.registry.fingerprint() + await self.rules.fingerprint()
         if fingerprint != self._journeys_fingerprint:
-            self._engine = await self.registry.engine()
+            self._engine = await self.registry.engine(await self.rules.current(), self._event_time)
             self._journeys_fingerprint = fingerprint
-            log.info("journeys loaded (fingerprint %s)", fingerprint[:12])
+            log.info("journeys and rules loaded (fingerprint %s)", fingerprint[:12])
 
     async def publish_metrics(self) -> None:
         """Each worker's counters go to one Redis hash, which the API's /metrics reads."""
-        key = f"{self.settings.redis_prefix}:{METRICS_KEY}"
+        key = Keyspace(self.settings.redis_prefix).worker_metrics()
         await self.redis.hset(key, self.worker_id, orjson.dumps(self.metrics.snapshot()))
         await self.redis.expire(key, 3600)
 
     async def run_batch(self, records: list[InputRecord]) -> None:
+        """Applies a micro-batch of user-events-by-user and timers through the engine."""
+        started = time.monotonic()
+        if await self._run_to_completion(self.processor.process, records, self._batch_lock):
+            self.batcher.observe_batch(time.monotonic() - started)
+
+    async def repartition(self, records: list[InputRecord]) -> None:
+        """Re-produces a micro-batch of user-events to user-events-by-user, by user id. Its own
+        lock: the two steps' batches overlap."""
+        await self._run_to_completion(self.repartitioner.process, records, self._repartition_lock)
+
+    async def _run_to_completion(
+        self, step: Step, records: list[InputRecord], lock: asyncio.Lock
+    ) -> bool:
         """Runs to completion even when the worker is stopping: Faust acks the batch as soon as
-        this returns or is cancelled, so a half-done batch must never be left behind."""
-        task = asyncio.ensure_future(self._run_batch_to_completion(records))
+        this returns or is cancelled, so a half-done batch must never be left behind. Returns
+        whether the batch went through whole (not record by record)."""
+        task = asyncio.ensure_future(self._run(step, records, lock))
         try:
-            await asyncio.shield(task)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             await task
             raise
 
-    async def _run_batch_to_completion(self, records: list[InputRecord]) -> None:
-        async with self._batch_lock:
-            started = time.monotonic()
+    async def _run(self, step: Step, records: list[InputRecord], lock: asyncio.Lock) -> bool:
+        async with lock:
+            whole = True
             try:
-                letters = await retry_transient(
-                    lambda: self.processor.process(records, self.clock()), what="a batch"
-                )
-                self.batcher.observe_batch(time.monotonic() - started)
+                letters = await retry_transient(lambda: step(records, self.clock()), what="a batch")
             except Exception:
                 log.exception("a batch of %d failed; retrying its records one by one", len(records))
-                letters = await self._one_by_one(records)
+                letters, whole = await self._one_by_one(step, records), False
             await retry_transient(
                 lambda: self.dead_letters.write(letters), what="writing dead letters"
             )
+            return whole
 
-    async def _one_by_one(self, records: list[InputRecord]) -> list[DeadLetter]:
+    async def _one_by_one(self, step: Step, records: list[InputRecord]) -> list[DeadLetter]:
         """Isolates the record that breaks a batch, so it alone goes to the dead-letter topic."""
         letters: list[DeadLetter] = []
         for record in records:
             try:
                 letters += await retry_transient(
-                    lambda r=record: self.processor.process([r], self.clock()), what="a record"
+                    lambda r=record: step([r], self.clock()), what="a record"
                 )
             except Exception as error:
                 log.exception(

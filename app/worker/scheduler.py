@@ -1,8 +1,9 @@
 """Recurring journeys (the weekly summary): at each cron tick, evaluated in each time zone the users
 live in, the leader worker pages through the users matching the journey's audience filter and
-publishes one `scheduled_entry` per user to `timers`. Progress is kept in `schedule_runs` after
-every page, so a leader that dies mid-way is resumed by the next one; the engine also refuses a
-tick it already applied, so a page published twice enters nobody twice."""
+publishes one `scheduled_entry` per user to `timers`, on the user's partition (set explicitly).
+Progress is kept in `schedule_runs` after every page, so a leader that dies mid-way is resumed
+by the next one; the engine also refuses a tick it already applied, so a page published twice
+enters nobody twice."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from croniter import croniter
 
-from app.dispatch.record import utc_text
-from app.engine import JourneyEngine
+from app.engine import JourneyEngine, zone_named
 from app.engine.definitions import ScheduleEntry
-from app.engine.engine import zone_named
+from app.engine.effects import utc_text
 from app.store.mongo import Database
+from app.store.schedule_runs import ScheduleRuns
 from app.store.users import UserStore
+from app.worker.partitions import partition_of
 
 LOOKBACK = timedelta(minutes=5)  # how far back a first round looks for a missed tick
 
@@ -29,12 +31,14 @@ class Scheduler:
         store: UserStore,
         producer: AIOKafkaProducer,
         timers_topic: str,
+        partitions: int,
         page_size: int = 500,
     ) -> None:
-        self._runs = database["schedule_runs"]
+        self._runs = ScheduleRuns(database)
         self._store = store
         self._producer = producer
         self._topic = timers_topic
+        self._partitions = partitions
         self._page_size = page_size
         self.entries_published = 0
 
@@ -46,8 +50,8 @@ class Scheduler:
         for journey in engine.current.values():
             if not isinstance(journey.entry, ScheduleEntry):
                 continue
-            marker = await self._runs.find_one({"_id": journey.id})
-            since = marker["checked_until"].astimezone(UTC) if marker else now - LOOKBACK
+            checked = await self._runs.checked_until(journey.id)
+            since = checked.astimezone(UTC) if checked else now - LOOKBACK
             for zone in zones:
                 for tick in _ticks(journey.entry.cron, zone, since, now):
                     count, finished = await self._enter_tick(
@@ -56,13 +60,11 @@ class Scheduler:
                     published += count
                     if not finished:
                         return published
-            await self._runs.update_one(
-                {"_id": journey.id}, {"$set": {"checked_until": now}}, upsert=True
-            )
+            await self._runs.set_checked_until(journey.id, now)
         return published
 
     async def _zones(self) -> list[str]:
-        values = await self._store.collection.distinct("timezone")
+        values = await self._store.time_zones()
         return sorted({value or "UTC" for value in values} | {"UTC"})
 
     async def _enter_tick(
@@ -76,7 +78,7 @@ class Scheduler:
         max_pages: int | None,
     ) -> tuple[int, bool]:
         run_id = f"{journey_id}:{zone}:{utc_text(tick)}"
-        progress = await self._runs.find_one({"_id": run_id})
+        progress = await self._runs.progress(run_id)
         if progress and progress.get("done"):
             return 0, True
         after = progress.get("after") if progress else None
@@ -95,7 +97,10 @@ class Scheduler:
                           "tick": utc_text(tick)}  # fmt: skip
                 futures.append(
                     await self._producer.send(
-                        self._topic, orjson.dumps(record), key=user_id.encode()
+                        self._topic,
+                        orjson.dumps(record),
+                        key=user_id.encode(),
+                        partition=partition_of(user_id, self._partitions),
                     )
                 )
             for future in futures:
@@ -104,9 +109,7 @@ class Scheduler:
             self.entries_published += len(user_ids)
             done = len(user_ids) < self._page_size
             after = user_ids[-1] if user_ids else after
-            await self._runs.update_one(
-                {"_id": run_id}, {"$set": {"after": after, "done": done}}, upsert=True
-            )
+            await self._runs.save_progress(run_id, after, done)
             if done:
                 return published, True
 

@@ -1,7 +1,8 @@
 """Durable timers: due times live in the user documents (set and cleared with the state), and the
 Redis due index says which users to look at. Each worker pumps the partitions it owns: it claims
 the users the index shows due (a lease in Redis, no MongoDB write), checks them against MongoDB
-and publishes one record per due timer to `timers`, keyed by user id. A timer that fires twice
+and publishes one record per due timer to `timers`, keyed by user id, on the user's partition
+(set explicitly: the one its events are repartitioned to). A timer that fires twice
 is a no-op in the engine; a pump that dies leaves claims that expire, so timers fire late but
 fire. A slow sweep of MongoDB by due time backs the index up."""
 
@@ -13,10 +14,11 @@ from datetime import datetime, timedelta
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.dispatch.record import utc_text
+from app.engine.effects import utc_text
 from app.store.users import StoredUser, UserStore
 from app.worker.due_index import DueIndex
 from app.worker.metrics import WorkerMetrics
+from app.worker.partitions import partition_of
 
 
 class TimerPump:
@@ -26,6 +28,7 @@ class TimerPump:
         index: DueIndex,
         producer: AIOKafkaProducer,
         timers_topic: str,
+        partitions: int,
         metrics: WorkerMetrics,
         lease_seconds: float = 30.0,
         users_per_round: int = 1000,
@@ -34,6 +37,7 @@ class TimerPump:
         self._index = index
         self._producer = producer
         self._topic = timers_topic
+        self._partitions = partitions
         self._metrics = metrics
         self._lease = timedelta(seconds=lease_seconds)
         self._limit = users_per_round
@@ -81,7 +85,10 @@ class TimerPump:
                 }
                 futures.append(
                     await self._producer.send(
-                        self._topic, orjson.dumps(record), key=user.user_id.encode()
+                        self._topic,
+                        orjson.dumps(record),
+                        key=user.user_id.encode(),
+                        partition=partition_of(user.user_id, self._partitions),
                     )
                 )
         for future in futures:

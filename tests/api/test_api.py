@@ -13,24 +13,28 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
-from app.api.server import Api, ApiSettings
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import SendBuffer
-from app.engine import JourneyEngine, load_journey
-from app.sender.ledger import DeliveryLedger, Outcome
+from app.api.server import Api
+from app.authoring.files import load_journey
+from app.config import ApiSettings
+from app.engine import JourneyEngine
+from app.redis_client import new_redis
+from app.sender.ledger import DeliveryLedger
+from app.store.deliveries import Outcome
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.topic_admin import apply_topics
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.send_buffer import SendBuffer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TOKEN = "s3cret"
@@ -112,6 +116,49 @@ async def test_journeys_draft_validate_publish_archive_list_show(stack) -> None:
         await client.close()
 
 
+RULES = "kind: rules\nversion: 1\nfrequency_caps:\n  - {channel: email, limit: 1, window: 1d}\n"
+
+
+async def test_rules_draft_validate_publish_archive_list(stack) -> None:
+    client = await api_client(stack)
+    try:
+        assert (await client.post("/rules", data=RULES)).status == 401
+        assert (await client.post("/rules/versions/1/publish")).status == 401
+        bad = await client.post("/rules", data=RULES.replace("1d", "daily"), headers=AUTH)
+        error = await bad.json()
+        assert bad.status == 422 and error["where"] == "/frequency_caps/0/window"
+        assert error["line"] == 4 and "duration" in error["expected"]
+        checked = await client.post("/journeys/validate", data=RULES, headers=AUTH)
+        assert await checked.json() == {"valid": True, "kind": "rules", "version": 1}
+        journey = await client.post(
+            "/journeys/validate", data=(EXAMPLES / "branching.yaml").read_text(), headers=AUTH
+        )
+        assert (await journey.json())["kind"] == "journey"
+        wrong = await client.post(
+            "/journeys/validate", data="kind: rule\nversion: 1\n", headers=AUTH
+        )
+        assert wrong.status == 422 and (await wrong.json())["where"] == "/kind"
+        created = await client.post("/rules", data=RULES, headers=AUTH)
+        assert created.status == 201 and await created.json() == {"version": 1, "status": "draft"}
+        changed = await client.post(
+            "/rules", data=RULES.replace("limit: 1", "limit: 2"), headers=AUTH
+        )
+        assert changed.status == 409 and "version 1 of the rules" in (await changed.json())["error"]
+        assert (await client.post("/rules/versions/1/publish", headers=AUTH)).status == 200
+        again = await client.post("/rules", data=RULES, headers=AUTH)  # keeps its status
+        assert (await again.json())["status"] == "published"
+        listed = await (await client.get("/rules")).json()
+        assert [(r["version"], r["status"], r["summary"], r["source"]) for r in listed] == [
+            (1, "published", "no quiet hours; email at most 1 per 1d", RULES)
+        ]
+        assert (await client.post("/rules/versions/1/archive", headers=AUTH)).status == 200
+        assert [r["status"] for r in await (await client.get("/rules")).json()] == ["archived"]
+        assert (await client.post("/rules/versions/7/publish", headers=AUTH)).status == 404
+        assert (await client.post("/rules/versions/x/publish", headers=AUTH)).status == 400
+    finally:
+        await client.close()
+
+
 async def test_events_are_validated_then_published(stack) -> None:
     client = await api_client(stack)
     try:
@@ -146,7 +193,7 @@ async def test_events_are_validated_then_published(stack) -> None:
 async def fill_timeline(settings) -> None:
     """Runs the demo journey's sign-up for one user through the real processor."""
     client = new_client(settings)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = new_redis(settings)
     db = client[settings.mongo_db]
     await JourneyRegistry(db).deploy((EXAMPLES / "demo-onboarding.yaml").read_text(), "demo")
     metrics = WorkerMetrics()
@@ -159,26 +206,25 @@ async def fill_timeline(settings) -> None:
     engine = JourneyEngine([load_journey(EXAMPLES / "demo-onboarding.yaml")])
     due_index = DueIndex(redis, settings.redis_prefix)
     marks = EmittedMarks(redis, settings.redis_prefix)
-    processor = BatchProcessor(
-        lambda: engine, UserStore(db), emitter, due_index, marks, 8, metrics, 65536
-    )
+    store = UserStore(db, settings.mongo_bulk_ops)
+    processor = BatchProcessor(lambda: engine, store, emitter, due_index, marks, 8, metrics, 65536)
     event = {"event_id": "e1", "user_id": "ada", "name": "signed_up", "at": "2026-11-02T09:00:00Z",
              "attributes": {"email": "ada@x.test", "first_name": "Ada"}}  # fmt: skip
     await processor.process(
         [InputRecord("user-events", 0, 0, b"ada", orjson.dumps(event))], datetime.now(UTC)
     )
-    sends = await db["timeline"].find({"kind": "send"}).to_list(None)
+    sends = [e for e in await Timeline(db).of_user("ada") if e["kind"] == "send"]
     await DeliveryLedger(redis, db, settings.redis_prefix).record(
         Outcome(
-            sends[0]["dispatch_id"],
-            "sent",
-            "ada",
-            "demo-onboarding",
-            "welcome",
-            "email",
-            "welcome",
-            "en",
-            1,
+            dispatch_id=sends[0]["dispatch_id"],
+            outcome="sent",
+            user_id="ada",
+            journey_id="demo-onboarding",
+            step_id="welcome",
+            channel="email",
+            template_id="welcome",
+            locale="en",
+            attempts=1,
         )
     )
     await redis.aclose()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.engine import JourneyEngine, Send, UserEvent, load_journey
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, Send, UserEvent
 from app.engine.simulator import Simulator
 from app.topics import read_jsonl
 
@@ -19,10 +20,10 @@ def sends(name: str, days: int = 30) -> list[tuple[str, str, str, str]]:
     events = read_jsonl("user-events", EXAMPLES / f"{name}.events.jsonl")
     simulator.feed(UserEvent.from_record(e) for e in events)
     simulator.finish(timedelta(days=days))
+    sends = [item for item in simulator.effects if isinstance(item.effect, Send)]
     return [
         (f"{item.at:%m-%d %H:%M}", item.effect.user_id, item.effect.step_id, item.effect.channel)
-        for item in simulator.effects
-        if isinstance(item.effect, Send)
+        for item in sorted(sends, key=lambda item: item.at)  # users' effects interleave by time
     ]
 
 

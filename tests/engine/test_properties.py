@@ -1,6 +1,6 @@
 """Properties over random event sequences through every kind of step: never the same dispatch id
-twice, at most one branch per entry, replays change nothing, holdouts get nothing, quiet hours and
-frequency caps hold, and the simulator's output does not depend on how inputs are batched."""
+twice, at most one branch per decision, replays change nothing, holdouts get nothing, quiet hours
+and frequency caps hold, and the simulator's output does not depend on how inputs are batched."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.engine import JourneyEngine, Send, TimerFired, UserEvent, load_journey, load_journey_text
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, Send, TimerFired, UserEvent, load_journey_text
 from app.engine.definitions import FrequencyCap, QuietHours, Rules
 from app.engine.simulator import Simulator
 
@@ -123,11 +124,11 @@ def test_no_dispatch_id_is_emitted_twice(events: list[UserEvent]) -> None:
 
 @PROPERTY
 @given(event_streams())
-def test_at_most_one_branch_fires_per_entry(events: list[UserEvent]) -> None:
+def test_at_most_one_branch_fires_per_decision(events: list[UserEvent]) -> None:
     branches: dict[str, set[str]] = defaultdict(set)
     for send in sends(simulate(events)):
-        if send.branch:
-            branches[send.branch[0]].add(send.branch[1])
+        for lock, branch_id in send.branches:
+            branches[lock].add(branch_id)
     assert all(len(ids) == 1 for ids in branches.values())
 
 

@@ -11,7 +11,8 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.engine import JourneyEngine, Send, UserEvent, load_journey
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, Send, UserEvent
 from app.engine.simulator import simulate
 from app.sender.stub import ProviderStub, serve
 from tests.pipeline import signups

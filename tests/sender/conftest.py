@@ -14,10 +14,10 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.config import Settings
-from app.dispatch.record import DispatchRecord, MessageStep, Recipient
-from app.sender.settings import SenderSettings
+from app.config import SenderSettings, Settings
+from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.sender.stub import ProviderStub, serve
+from app.store.deliveries import Deliveries
 from app.store.mongo import close_client, new_client
 from app.streams.producer import new_producer
 from app.topic_admin import apply_topics
@@ -77,7 +77,7 @@ class SenderRig:
         """Waits for `count` delivery outcomes in the ledger."""
         client = new_client(self.settings)
         try:
-            deliveries = client[self.settings.mongo_db]["deliveries"]
+            deliveries = Deliveries(client[self.settings.mongo_db]).collection
             async with asyncio.timeout(timeout):
                 while True:
                     found = {d["_id"]: d async for d in deliveries.find({})}
@@ -90,7 +90,7 @@ class SenderRig:
 
 def record(step: str, channel: str, template: str, *recipients: Recipient) -> DispatchRecord:
     return DispatchRecord(
-        MessageStep("journey", 1, step, channel, template),
+        DispatchStep("journey", 1, step, channel, template),
         datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
         recipients,
     )

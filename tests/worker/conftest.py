@@ -8,15 +8,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.dispatch.branch_lock import BranchLock
-from app.dispatch.send_buffer import SendBuffer
-from app.engine import JourneyEngine, load_journey
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine
 from app.store.users import UserStore
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
+from app.worker.send_buffer import SendBuffer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -33,18 +34,29 @@ def records(*events: dict, offset: int = 0) -> list[InputRecord]:
 
 
 @pytest.fixture
-async def processor(store_db, redis_client, unique):
-    metrics = WorkerMetrics()
-    store = UserStore(store_db)
-    await store.ensure_indexes()
-    buffer = SendBuffer(redis_client, prefix=unique)
-    emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
-    engine = JourneyEngine([load_journey(EXAMPLES / "classdojo-activation.yaml")])
-    due_index = DueIndex(redis_client, unique)
-    marks = EmittedMarks(redis_client, unique)
-    processor = BatchProcessor(
-        lambda: engine, store, emitter, due_index, marks, 8, metrics, 64 * 1024
+async def make_processor(settings, store_db, redis_client, unique):
+    """A processor running `engine` on this test's database and Redis keys."""
+
+    async def make(engine: JourneyEngine) -> BatchProcessor:
+        metrics = WorkerMetrics()
+        store = UserStore(store_db, settings.mongo_bulk_ops)
+        await store.ensure_indexes()
+        buffer = SendBuffer(redis_client, prefix=unique)
+        emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
+        due_index = DueIndex(redis_client, unique)
+        marks = EmittedMarks(redis_client, unique)
+        processor = BatchProcessor(
+            lambda: engine, store, emitter, due_index, marks, 8, metrics, 64 * 1024
+        )
+        processor.buffer = buffer  # type: ignore[attr-defined]
+        processor.store = store  # type: ignore[attr-defined]
+        return processor
+
+    return make
+
+
+@pytest.fixture
+async def processor(make_processor):
+    return await make_processor(
+        JourneyEngine([load_journey(EXAMPLES / "classdojo-activation.yaml")])
     )
-    processor.buffer = buffer  # type: ignore[attr-defined]
-    processor.store = store  # type: ignore[attr-defined]
-    return processor

@@ -14,7 +14,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.engine import JourneyEngine, UserState, load_journey
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, UserState
 from app.topics import RecordError
 from app.worker.processor import InputRecord, decode
 from tests.worker.conftest import event

@@ -10,18 +10,31 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.engine import JourneyEngine, Send, UserEvent, load_journey
+from app.authoring.files import load_journey, load_rules
+from app.engine import JourneyEngine, Send, UserEvent
 from app.engine.simulator import simulate
+from app.store.versions import DRAFT
 from app.streams.publish import rebased
 from app.topics import read_jsonl
 from tests.pipeline import signups
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMO = EXAMPLES / "demo-onboarding.yaml"
+TWO_EMAILS = (
+    "id: two-emails\nversion: 1\nentry: {event: signed_up}\nsteps:\n"
+    "  first: {type: message, channel: email, template: hello, next: wait}\n"
+    "  wait: {type: delay, duration: 2s, next: second}\n"
+    "  second: {type: message, channel: email, template: again}\n"
+)
+ONE_EMAIL_A_DAY = (
+    "kind: rules\nversion: 1\nfrequency_caps:\n  - {channel: email, limit: 1, window: 1d}\n"
+)
 
 
-def oracle(journeys: list[Path], events: list[dict]) -> set[str]:
-    engine = JourneyEngine([load_journey(path) for path in journeys])
+def oracle(journeys: list[Path], events: list[dict], rules: Path | None = None) -> set[str]:
+    engine = JourneyEngine(
+        [load_journey(path) for path in journeys], load_rules(rules) if rules else None
+    )
     effects = simulate(engine, [UserEvent.from_record(e) for e in events])
     return {e.effect.dispatch_id for e in effects if isinstance(e.effect, Send)}
 
@@ -104,3 +117,61 @@ async def test_a_new_version_does_not_change_the_path_of_users_inside(pipeline, 
     await pipeline.publish([{**later, "at": datetime.now(UTC).isoformat()}])
     sent = await pipeline.dispatched(timeout=60, until=2)
     assert {(r["user_id"], r["step_id"]) for r in sent} == {("early", "old"), ("late", "new")}
+
+
+def two_emails_and_a_cap(tmp_path: Path) -> tuple[Path, Path]:
+    journey, rules = tmp_path / "two-emails.yaml", tmp_path / "rules.yaml"
+    journey.write_text(TWO_EMAILS)
+    rules.write_text(ONE_EMAIL_A_DAY)
+    return journey, rules
+
+
+def signed_up(users: list[str]) -> list[dict]:
+    at = datetime.now(UTC).isoformat()
+    return [{"event_id": f"{u}-1", "user_id": u, "name": "signed_up", "at": at} for u in users]
+
+
+async def test_a_deployed_frequency_cap_lets_through_what_the_simulator_does(
+    pipeline, tmp_path
+) -> None:
+    journey, rules = two_emails_and_a_cap(tmp_path)
+    events = signed_up(["cap-a", "cap-b", "cap-c"])
+    expected = oracle([journey], events, rules)
+    assert len(oracle([journey], events)) == 6 and len(expected) == 3  # the first email each
+
+    await pipeline.deploy(journey)
+    await pipeline.deploy(rules)
+    pipeline.start_worker()
+    await pipeline.publish(events)
+    await pipeline.dispatched(timeout=90, until=len(expected))
+    await asyncio.sleep(5)  # the second emails were due 2 s after the first
+    sent = await pipeline.dispatched(timeout=1)
+    assert {r["dispatch_id"] for r in sent} == expected
+    assert {r["step_id"] for r in sent} == {"first"}
+
+
+async def test_rules_published_while_the_worker_runs_apply_without_a_restart(
+    pipeline, tmp_path
+) -> None:
+    journey, rules = two_emails_and_a_cap(tmp_path)
+    await pipeline.deploy(journey)
+    await pipeline.deploy(rules, DRAFT)  # a draft is not run
+    pipeline.start_worker()
+    early = signed_up(["early"])
+    await pipeline.publish(early)
+    await pipeline.dispatched(timeout=60, until=2)
+
+    await pipeline.deploy(rules)  # the same file again, published: `journeys deploy` does this
+    await asyncio.sleep(2)  # the worker polls for new versions
+    late = signed_up(["late"])
+    await pipeline.publish(late)
+    expected = oracle([journey], early) | oracle([journey], late, rules)
+    await pipeline.dispatched(timeout=60, until=len(expected))
+    await asyncio.sleep(5)  # late's second email was due 2 s after the first
+    sent = await pipeline.dispatched(timeout=1)
+    assert {r["dispatch_id"] for r in sent} == expected
+    assert sorted({(r["user_id"], r["step_id"]) for r in sent}) == [
+        ("early", "first"),
+        ("early", "second"),
+        ("late", "first"),
+    ]

@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from app.engine import JourneyEngine, load_journey_text
 from app.worker.emitter import effect_id
 from app.worker.processor import InputRecord
 from tests.worker.conftest import event, records
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 
 async def test_one_write_per_user_per_batch_and_sends_buffered(processor) -> None:
@@ -120,3 +122,61 @@ async def test_an_outbox_not_marked_as_emitted_is_kept_and_emitted_again(
     second = (await processor.store.load_many(["u-1"]))["u-1"]
     assert {effect_id(e) for e in first.outbox} <= {effect_id(e) for e in second.outbox}
     assert await processor.buffer.pending() == 1  # the welcome email, buffered again
+
+
+CART = """
+id: cart
+version: 1
+entry: {event: added_to_cart}
+steps:
+  wait: {type: wait_for, event: purchased, timeout: 1h, performed: thanks, timed_out: remind}
+  thanks: {type: message, channel: email, template: thanks}
+  remind: {type: message, channel: email, template: remind}
+"""
+
+
+async def test_a_users_inputs_apply_by_time_events_before_timers_at_equal_times(
+    make_processor,
+) -> None:
+    processor = await make_processor(JourneyEngine([load_journey_text(CART)]))
+    await processor.process(records(event("e1", "u-1", "added_to_cart", T0)), T0)
+    (timer,) = (await processor.store.load_many(["u-1"]))["u-1"].state.timers
+    fired = {"kind": "timer", "user_id": "u-1", "timer_id": timer.timer_id}
+    fired["due_at"] = timer.due_at.isoformat()
+    timer_record = InputRecord("timers", 0, 0, b"u-1", orjson.dumps(fired))
+    # The timer came first, but the purchase at exactly its due time is in time.
+    purchase = records(event("e2", "u-1", "purchased", T0 + HOUR), offset=1)
+    assert await processor.process([timer_record, *purchase], T0 + HOUR) == []
+    user = (await processor.store.load_many(["u-1"]))["u-1"]
+    assert [e["step_id"] for e in user.outbox if e["kind"] == "send"] == ["thanks"]
+
+
+async def test_inputs_applied_out_of_offset_order_are_all_applied_once(make_processor) -> None:
+    processor = await make_processor(JourneyEngine([load_journey_text(CART)]))
+    later, earlier = T0 + 2 * HOUR, T0 + HOUR
+    batch = records(
+        event("e1", "u-1", "added_to_cart", later), event("e2", "u-1", "viewed", earlier)
+    )
+    await processor.process(batch, later)
+    user = (await processor.store.load_many(["u-1"]))["u-1"]
+    assert user.state.events["viewed"]["count"] == 1
+    assert user.state.events["added_to_cart"]["count"] == 1
+    assert user.source_offsets == {"user-events": {"0": 1}}
+    writes = processor.store.writes
+    assert await processor.process(batch, later) == []  # redelivered: both skipped
+    assert processor.store.writes == writes
+
+
+async def test_an_event_from_another_era_is_dead_lettered_with_the_reason(processor) -> None:
+    received = T0 + timedelta(minutes=1)
+    ancient = event("e1", "u-1", "signed_up", datetime(1970, 1, 1, tzinfo=UTC))
+    good = event("e2", "u-2", "signed_up", T0, attributes={"email": "b@x.test", "role": "teacher"})
+    batch = [
+        InputRecord("user-events", 0, i, e["user_id"].encode(), orjson.dumps(e), received)
+        for i, e in enumerate((ancient, good))
+    ]
+    letters = await processor.process(batch, received)
+    assert [letter.offset for letter in letters] == [0]
+    assert "1970-01-01T00:00:00Z" in letters[0].reason
+    assert "EVENT_MAX_PAST_SECONDS" in letters[0].reason and "u-1" not in letters[0].reason
+    assert await processor.buffer.pending() == 1  # u-2's welcome

@@ -6,11 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.engine import JourneyEngine, UserState, load_journey
+import orjson
+
+from app.authoring.files import load_journey
+from app.engine import JourneyEngine, UserState
+from app.store.schedule_runs import ScheduleRuns
 from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.producer import new_producer
+from app.worker.partitions import partition_of
 from app.worker.scheduler import Scheduler
-from tests.kafka_reader import read_records
+from tests.kafka_reader import read_messages
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = datetime(2026, 11, 9, 8, 0, 30, tzinfo=UTC)  # a Monday
@@ -25,8 +30,8 @@ async def add_user(store: UserStore, user_id: str, role: str, zone: str | None) 
 async def test_ticks_per_time_zone_resume_and_never_enter_twice(
     servers, store_db, new_topic
 ) -> None:
-    topic = await new_topic("timers", partitions=1)
-    store = UserStore(store_db)
+    topic = await new_topic("timers", partitions=8)
+    store = UserStore(store_db, servers.mongo_bulk_ops)
     for user_id, role, zone in [
         ("paris-1", "parent", "Europe/Paris"),
         ("paris-2", "parent", "Europe/Paris"),
@@ -37,22 +42,24 @@ async def test_ticks_per_time_zone_resume_and_never_enter_twice(
         ("teacher", "teacher", "Europe/Paris"),
     ]:
         await add_user(store, user_id, role, zone)
-    await store_db["schedule_runs"].insert_one(
-        {"_id": "weekly-summary", "checked_until": datetime(2026, 11, 8, 22, 0, tzinfo=UTC)}
+    await ScheduleRuns(store_db).set_checked_until(
+        "weekly-summary", datetime(2026, 11, 8, 22, 0, tzinfo=UTC)
     )
     engine = JourneyEngine([load_journey(EXAMPLES / "weekly-summary.yaml")])
     producer = new_producer(servers)
     await producer.start()
     try:
-        first = Scheduler(store_db, store, producer, topic, page_size=2)
+        first = Scheduler(store_db, store, producer, topic, 8, page_size=2)
         assert await first.run(engine, NOW, max_pages=2) == 3  # cut short: a leader died
-        second = Scheduler(store_db, store, producer, topic, page_size=2)
+        second = Scheduler(store_db, store, producer, topic, 8, page_size=2)
         assert await second.run(engine, NOW) == 3
         assert await second.run(engine, NOW) == 0
     finally:
         await producer.stop()
 
-    records = await read_records(servers.kafka_bootstrap, topic, 6, timeout=20)
+    messages = await read_messages(servers.kafka_bootstrap, topic, 6, timeout=20)
+    assert all(m.partition == partition_of(m.key.decode(), 8) for m in messages)
+    records = [orjson.loads(m.value) for m in messages]
     entries = sorted((r["user_id"], r["tick"]) for r in records)
     assert entries == [
         ("paris-1", "2026-11-09T07:00:00Z"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from app.config import Settings
@@ -16,7 +17,7 @@ from app.worker.due_index import DueIndex
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
 from app.worker.timer_pump import TimerPump
-from tests.kafka_reader import read_records
+from tests.kafka_reader import read_messages, read_records
 from tests.worker.conftest import event, records
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -30,11 +31,11 @@ def due_key(unique: str, user_id: str) -> str:
 
 @pytest.fixture
 async def pump(servers: Settings, processor, redis_client, new_topic, unique):
-    topic = await new_topic("timers")
+    topic = await new_topic("timers", partitions=8)
     producer = new_producer(servers)
     await producer.start()
     index = DueIndex(redis_client, unique)
-    pump = TimerPump(processor.store, index, producer, topic, WorkerMetrics(), lease_seconds=30)
+    pump = TimerPump(processor.store, index, producer, topic, 8, WorkerMetrics(), lease_seconds=30)
     pump.topic = topic  # type: ignore[attr-defined]
     pump.index = index  # type: ignore[attr-defined]
     pump.producer = producer  # type: ignore[attr-defined]
@@ -77,9 +78,14 @@ async def test_the_pump_fires_what_is_due_once_per_lease(
     assert await pump.pump(partitions, T0 + HOUR + timedelta(seconds=1)) == 0  # leased
     lease_end = (T0 + HOUR + timedelta(seconds=30)).timestamp()
     assert await score(redis_client, unique, "u-0") == lease_end  # out of the due range
-    fired = await read_records(servers.kafka_bootstrap, pump.topic, 5)
+    messages = await read_messages(servers.kafka_bootstrap, pump.topic, 5)
+    fired = [orjson.loads(m.value) for m in messages]
     assert sorted(r["user_id"] for r in fired) == users
     assert {r["due_at"] for r in fired} == {"2026-11-02T10:00:00Z"}
+    # On the user's own partition (its events' partition), with the user id as the key.
+    assert {(m.key.decode(), m.partition) for m in messages} == {
+        (user, partition_of(user, 8)) for user in users
+    }
     # Nobody processed them (a lost publish): the lease lapses and they fire again.
     assert await pump.pump(partitions, T0 + HOUR + timedelta(seconds=31)) == 5
 
@@ -89,7 +95,7 @@ async def test_two_pumps_never_take_the_same_timer_and_write_nothing_to_mongodb(
 ) -> None:
     users = await sign_up(processor, 20)
     other = TimerPump(processor.store, DueIndex(redis_client, unique), pump.producer, pump.topic,
-                      WorkerMetrics(), lease_seconds=30)  # fmt: skip
+                      8, WorkerMetrics(), lease_seconds=30)  # fmt: skip
     counts = await asyncio.gather(*(p.pump(range(8), T0 + HOUR) for p in (pump, other) * 3))
     assert sum(counts) == 20
     fired = await read_records(servers.kafka_bootstrap, pump.topic, 20)

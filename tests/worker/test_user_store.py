@@ -3,6 +3,7 @@ documents written before it was packed still load."""
 
 from __future__ import annotations
 
+from app.config import Settings
 from app.store.users import StoredUser, UserCommit, UserStore
 
 OUTBOX = [
@@ -11,8 +12,10 @@ OUTBOX = [
 ]
 
 
-async def test_the_outbox_is_one_binary_value_read_back_as_written(store_db) -> None:
-    store = UserStore(store_db)
+async def test_the_outbox_is_one_binary_value_read_back_as_written(
+    settings: Settings, store_db
+) -> None:
+    store = UserStore(store_db, settings.mongo_bulk_ops)
     user = StoredUser.new("u-1")
     user.outbox = OUTBOX
     assert await store.commit_many([UserCommit(user, 0, 3)]) == set()
@@ -21,8 +24,10 @@ async def test_the_outbox_is_one_binary_value_read_back_as_written(store_db) -> 
     assert (await store.load_many(["u-1"]))["u-1"].outbox == OUTBOX
 
 
-async def test_a_document_with_the_outbox_as_a_list_still_loads(store_db) -> None:
-    store = UserStore(store_db)
+async def test_a_document_with_the_outbox_as_a_list_still_loads(
+    settings: Settings, store_db
+) -> None:
+    store = UserStore(store_db, settings.mongo_bulk_ops)
     document = UserCommit(StoredUser.new("u-2"), 0, 3).document()
     await store.collection.insert_one({**document, "outbox": OUTBOX})
     assert (await store.load_many(["u-2"]))["u-2"].outbox == OUTBOX

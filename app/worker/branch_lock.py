@@ -1,7 +1,8 @@
-"""Redis as lock, after the write-up: a key per user entry of a journey whose value is the branch
-that won. `SET NX` admits the first branch; the same branch may retry, every other is refused for
-good. The key is hash-tagged by user id so Redis Cluster keeps a user's keys on one slot. The
-engine's state also records the winner and stays the source of truth if Redis loses the key."""
+"""Redis as lock, after the write-up: a key per decision (paths or split step) of a user's entry
+in a journey, whose value is the branch that won. `SET NX` admits the first branch; the same
+branch may retry, every other is refused for good. The key is hash-tagged by user id so Redis
+Cluster keeps a user's keys on one slot. The engine's state also records the winners and stays
+the source of truth if Redis loses the key."""
 
 from __future__ import annotations
 
@@ -9,22 +10,24 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from app.keyspace import Keyspace
+
 
 @dataclass(frozen=True)
 class BranchClaim:
     user_id: str
-    lock_name: str  # "<journey_id>:<user_id>:<entry_id>"
+    lock_name: str  # "<journey_id>:<user_id>:<entry_id>:<decision step id>"
     branch_id: str
 
 
 class BranchLock:
     def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = Keyspace(prefix)
         self._ttl = ttl_seconds
 
     def key(self, claim: BranchClaim) -> str:
-        return f"{self._prefix}:branch:{{{claim.user_id}}}:{claim.lock_name}"
+        return self._keys.branch_lock(claim.user_id, claim.lock_name)
 
     async def claim_many(self, claims: list[BranchClaim]) -> list[bool]:
         """For each claim, whether its branch holds the lock (newly or from an earlier retry)."""

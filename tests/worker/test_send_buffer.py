@@ -10,14 +10,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from app.config import Settings
-from app.dispatch.record import DispatchRecord, MessageStep, Recipient
-from app.dispatch.send_buffer import Batcher, SendBuffer, bucket_of
+from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.streams.producer import new_producer
 from app.topics import load_contract
+from app.worker.send_buffer import Batcher, SendBuffer, send_bucket
 from tests.kafka_reader import read_records
 
-WELCOME = MessageStep("onboarding", 1, "welcome", "email", "welcome")
-REMINDER = MessageStep("onboarding", 1, "reminder", "push", "reminder")
+WELCOME = DispatchStep("onboarding", 1, "welcome", "email", "welcome")
+REMINDER = DispatchStep("onboarding", 1, "reminder", "push", "reminder")
 T0 = datetime(2026, 11, 2, 9, 15, 0, 400000, tzinfo=UTC)
 
 
@@ -26,8 +26,8 @@ def recipient(i: int) -> Recipient:
 
 
 def test_bucket_floors_send_time() -> None:
-    assert bucket_of(T0, 1) == datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
-    assert bucket_of(T0 + timedelta(seconds=59), 60) == datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
+    assert send_bucket(T0, 1) == datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
+    assert send_bucket(T0 + timedelta(seconds=59), 60) == datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
 
 
 async def test_batches_of_at_most_batch_size_each_recipient_once(

@@ -20,7 +20,8 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
-from app.dispatch.record import DispatchRecord, MessageStep, Recipient
+from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
+from app.keyspace import Keyspace
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +32,13 @@ return 0
 """
 
 
-def bucket_of(send_at: datetime, bucket_seconds: int) -> datetime:
+def send_bucket(send_at: datetime, bucket_seconds: int) -> datetime:
+    """The start of the send-time bucket `send_at` falls in."""
     epoch = int(send_at.timestamp())
     return datetime.fromtimestamp(epoch - epoch % bucket_seconds, UTC)
 
 
-def _index_key(prefix: str) -> str:
-    return f"{prefix}:send-buffers"
-
-
-def _step_tag(step: MessageStep) -> str:
-    # Hash tag: a step's sets and its lease share a Redis Cluster slot.
-    return f"{{{step.journey_id}:{step.journey_version}:{step.step_id}}}"
-
-
-def _set_key(prefix: str, step: MessageStep, bucket: datetime) -> str:
-    return f"{prefix}:send-buffer:{_step_tag(step)}:{int(bucket.timestamp())}"
-
-
-def _lease_key(prefix: str, step: MessageStep) -> str:
-    return f"{prefix}:send-buffer:{_step_tag(step)}:lease"
-
-
-def _header(step: MessageStep, bucket: datetime) -> bytes:
+def _header(step: DispatchStep, bucket: datetime) -> bytes:
     return orjson.dumps(
         {**asdict(step), "bucket": int(bucket.timestamp())}, option=orjson.OPT_SORT_KEYS
     )
@@ -62,37 +47,36 @@ def _header(step: MessageStep, bucket: datetime) -> bytes:
 class SendBuffer:
     def __init__(self, client: aioredis.Redis, prefix: str, bucket_seconds: int = 1) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = Keyspace(prefix)
         self.bucket_seconds = bucket_seconds
 
-    async def add_many(self, sends: list[tuple[MessageStep, datetime, Recipient]]) -> None:
+    async def add_many(self, sends: list[tuple[DispatchStep, datetime, Recipient]]) -> None:
         """Adds recipients; adding one that is already there changes nothing."""
         if not sends:
             return
         pipe = self._redis.pipeline(transaction=False)
         for step, send_at, recipient in sends:
-            bucket = bucket_of(send_at, self.bucket_seconds)
-            member = orjson.dumps(recipient.to_record(), option=orjson.OPT_SORT_KEYS)
-            pipe.sadd(_set_key(self._prefix, step, bucket), member)
-            pipe.zadd(_index_key(self._prefix), {_header(step, bucket): bucket.timestamp()})
+            bucket = send_bucket(send_at, self.bucket_seconds)
+            pipe.sadd(self._keys.send_buffer(step, bucket), recipient.to_json())
+            pipe.zadd(self._keys.send_buffer_index(), {_header(step, bucket): bucket.timestamp()})
         await pipe.execute()
 
     async def pending(self) -> int:
         """Recipients waiting in every buffer (for metrics and tests)."""
-        headers = await self._redis.zrange(_index_key(self._prefix), 0, -1)
+        headers = await self._redis.zrange(self._keys.send_buffer_index(), 0, -1)
         if not headers:
             return 0
         pipe = self._redis.pipeline(transaction=False)
         for header in headers:
             step, bucket = _parse_header(header)
-            pipe.scard(_set_key(self._prefix, step, bucket))
+            pipe.scard(self._keys.send_buffer(step, bucket))
         return sum(await pipe.execute())
 
 
-def _parse_header(header: bytes) -> tuple[MessageStep, datetime]:
+def _parse_header(header: bytes) -> tuple[DispatchStep, datetime]:
     data = orjson.loads(header)
     bucket = datetime.fromtimestamp(data.pop("bucket"), UTC)
-    return MessageStep(**data), bucket
+    return DispatchStep(**data), bucket
 
 
 class Batcher:
@@ -119,14 +103,14 @@ class Batcher:
         self._redis = client
         self._producer = producer
         self._topic = send_topic
-        self._prefix = prefix
+        self._keys = Keyspace(prefix)
         self.batch_size = batch_size
         self._lease_ms = lease_seconds * 1000
         self._hold = timedelta(seconds=hold_seconds)
         self._max_wait = timedelta(seconds=max_wait_seconds)
         self._batch_seconds: deque[float] = deque(maxlen=20)
         # step -> (recipients waiting, when that number was first seen, when the wait began)
-        self._waiting: dict[MessageStep, tuple[int, datetime, datetime]] = {}
+        self._waiting: dict[DispatchStep, tuple[int, datetime, datetime]] = {}
         self._owner = uuid.uuid4().hex
         self._release = client.register_script(RELEASE_LEASE)
         self.records_produced = 0
@@ -135,9 +119,9 @@ class Batcher:
     async def drain_due(self, now: datetime, max_buffers: int = 1000) -> int:
         """Produces dispatch records for the buffers due by `now`; returns how many."""
         headers = await self._redis.zrangebyscore(
-            _index_key(self._prefix), "-inf", now.timestamp(), start=0, num=max_buffers
+            self._keys.send_buffer_index(), "-inf", now.timestamp(), start=0, num=max_buffers
         )
-        buckets: dict[MessageStep, list[datetime]] = {}
+        buckets: dict[DispatchStep, list[datetime]] = {}
         for header in headers:
             step, bucket = _parse_header(header)
             buckets.setdefault(step, []).append(bucket)
@@ -146,8 +130,8 @@ class Batcher:
             produced += await self._drain_step(step, sorted(step_buckets), now)
         return produced
 
-    async def _drain_step(self, step: MessageStep, buckets: list[datetime], now: datetime) -> int:
-        lease_key = _lease_key(self._prefix, step)
+    async def _drain_step(self, step: DispatchStep, buckets: list[datetime], now: datetime) -> int:
+        lease_key = self._keys.send_buffer_lease(step)
         if not await self._redis.set(lease_key, self._owner, nx=True, px=self._lease_ms):
             return 0  # another batcher is draining this step
         produced = 0
@@ -161,7 +145,7 @@ class Batcher:
                     break
                 recipients = tuple(
                     sorted(
-                        (Recipient.from_record(orjson.loads(m)) for _, m in members),
+                        (Recipient.from_json(m) for _, m in members),
                         key=lambda r: r.dispatch_id,
                     )
                 )
@@ -173,7 +157,7 @@ class Batcher:
                 )
                 pipe = self._redis.pipeline(transaction=False)
                 for bucket, batch in taken:
-                    pipe.srem(_set_key(self._prefix, step, bucket), *batch)
+                    pipe.srem(self._keys.send_buffer(step, bucket), *batch)
                 await pipe.execute()
                 produced += 1
                 self.records_produced += 1
@@ -195,7 +179,7 @@ class Batcher:
         longest_batch = max(self._batch_seconds, default=0.0)
         return max(self._hold, timedelta(seconds=1.5 * longest_batch))
 
-    def _partial_may_leave(self, step: MessageStep, count: int, now: datetime) -> bool:
+    def _partial_may_leave(self, step: DispatchStep, count: int, now: datetime) -> bool:
         seen = self._waiting.get(step)
         if seen is None:
             self._waiting[step] = (count, now, now)
@@ -210,13 +194,13 @@ class Batcher:
         return False
 
     async def _take(
-        self, step: MessageStep, buckets: list[datetime]
+        self, step: DispatchStep, buckets: list[datetime]
     ) -> list[tuple[datetime, list[bytes]]]:
         """Up to `batch_size` members, oldest bucket first (read only; removed once produced)."""
         taken: list[tuple[datetime, list[bytes]]] = []
         wanted = self.batch_size
         for bucket in buckets:
-            members = await self._redis.srandmember(_set_key(self._prefix, step, bucket), wanted)
+            members = await self._redis.srandmember(self._keys.send_buffer(step, bucket), wanted)
             if members:
                 taken.append((bucket, members))
                 wanted -= len(members)
@@ -224,12 +208,12 @@ class Batcher:
                 break
         return taken
 
-    async def _forget_empty(self, step: MessageStep, buckets: list[datetime]) -> None:
+    async def _forget_empty(self, step: DispatchStep, buckets: list[datetime]) -> None:
         """Drops the index entries of empty sets; a send added meanwhile re-adds its entry."""
-        index = _index_key(self._prefix)
+        index = self._keys.send_buffer_index()
         for bucket in buckets:
             header = _header(step, bucket)
-            key = _set_key(self._prefix, step, bucket)
+            key = self._keys.send_buffer(step, bucket)
             if await self._redis.scard(key):
                 continue
             await self._redis.zrem(index, header)

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 import orjson
 
-from app.engine.definitions import Journey
-from app.engine.effects import Analytics, ScheduleTimer, Send
-from app.engine.engine import JourneyEngine
-from app.engine.inputs import UserEvent
-from app.engine.loader import JourneyError, load_journey, load_rules
+from app.authoring.files import load_journey, load_rules, read_events
+from app.engine import (
+    Analytics,
+    Journey,
+    JourneyEngine,
+    JourneyError,
+    ScheduleTimer,
+    Send,
+    UserEvent,
+    VersionedRules,
+    load_definition_text,
+)
 from app.engine.simulator import SimulatedEffect, Simulator
-from app.topics import RecordError, read_jsonl
+from app.topics import RecordError
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -30,20 +39,25 @@ def _load(paths: tuple[Path, ...]) -> list[Journey]:
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=FILE)
 def validate(files: tuple[Path, ...]) -> None:
-    """Check journey files; each error names the file, line and path, found and expected."""
+    """Check journey files and rules files (kind: rules); each error names the file, line and
+    path, found and expected."""
     failed = False
     for path in files:
         try:
-            journey = load_journey(path)
+            loaded = load_definition_text(path.read_text(), str(path))
         except JourneyError as error:
             click.echo(str(error), err=True)
             failed = True
         else:
-            click.echo(
-                f"{path}: ok ({journey.id} version {journey.version}, {len(journey.steps)} steps)"
-            )
+            click.echo(f"{path}: ok ({_describe(loaded)})")
     if failed:
         sys.exit(1)
+
+
+def _describe(loaded: Journey | VersionedRules) -> str:
+    if isinstance(loaded, VersionedRules):
+        return f"rules version {loaded.version}: {loaded.rules.describe()}"
+    return f"{loaded.id} version {loaded.version}, {len(loaded.steps)} steps"
 
 
 @click.command()
@@ -68,7 +82,7 @@ def graph(file: Path, html_out: Path | None) -> None:
 
 def _read_events(path: Path) -> list[UserEvent]:
     try:
-        return [UserEvent.from_record(record) for record in read_jsonl("user-events", path)]
+        return read_events(path)
     except RecordError as error:
         raise click.ClickException(str(error)) from None
 
@@ -77,7 +91,9 @@ def _timeline_line(item: SimulatedEffect) -> str | None:
     effect, at = item.effect, f"{item.at:%Y-%m-%d %H:%M:%S}"
     match effect:
         case Send():
-            branch = f" (branch {effect.branch[1]})" if effect.branch else ""
+            chosen = ", ".join(branch_id for _, branch_id in effect.branches)
+            plural = "es" if len(effect.branches) > 1 else ""
+            branch = f" (branch{plural} {chosen})" if chosen else ""
             return f"{at}  {effect.step_id}: sent {effect.channel} '{effect.template_id}'{branch}"
         case ScheduleTimer():
             return f"{at}  {effect.step_id}: waiting until {effect.due_at:%Y-%m-%d %H:%M:%S}"
@@ -88,6 +104,16 @@ def _timeline_line(item: SimulatedEffect) -> str | None:
     return None
 
 
+def _moment(_context: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 @click.command()
 @click.argument("journeys", nargs=-1, required=True, type=FILE)
 @click.option("--events", "events_file", required=True, type=FILE, help="User events, JSON lines.")
@@ -95,20 +121,41 @@ def _timeline_line(item: SimulatedEffect) -> str | None:
     "--format", "output", type=click.Choice(["text", "jsonl"]), default="text", show_default=True
 )
 @click.option(
-    "--rules", "rules_file", type=FILE, help="Quiet hours and frequency caps for all journeys."
+    "--rules",
+    "rules_file",
+    type=FILE,
+    help="A rules file (quiet hours and frequency caps for all journeys), as deployed.",
 )
 @click.option("--days", default=30, show_default=True, help="Days to run on after the last event.")
+@click.option(
+    "--received-at",
+    callback=_moment,
+    help="Count every event as received then (ISO 8601, UTC if no offset), as a worker judges "
+    "an event's time against its Kafka record's timestamp; by default each event counts as "
+    "received at its own time.",
+)
 def simulate(
-    journeys: tuple[Path, ...], events_file: Path, output: str, rules_file: Path | None, days: int
+    journeys: tuple[Path, ...],
+    events_file: Path,
+    output: str,
+    rules_file: Path | None,
+    days: int,
+    received_at: datetime | None,
 ) -> None:
     """Run journeys over events with a virtual clock, no server: a timeline per user."""
-    from datetime import timedelta
-
-    rules = load_rules(rules_file) if rules_file else None
+    try:
+        rules = load_rules(rules_file) if rules_file else None
+    except JourneyError as error:
+        raise click.ClickException(str(error)) from None
     simulator = Simulator(JourneyEngine(_load(journeys), rules))
-    simulator.feed(_read_events(events_file))
+    events = _read_events(events_file)
+    if received_at is not None:
+        events = [replace(event, received_at=received_at) for event in events]
+    simulator.feed(events)
     simulator.finish(timedelta(days=days))
     effects = simulator.effects
+    for event, reason in simulator.refused:
+        click.echo(f"refused event {event.event_id} of {event.user_id}: {reason}", err=True)
     if output == "jsonl":
         for item in effects:
             sys.stdout.buffer.write(orjson.dumps(item.to_record()) + b"\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.dispatch.branch_lock import BranchClaim, BranchLock
+from app.worker.branch_lock import BranchClaim, BranchLock
 
 
 async def test_first_branch_wins_retries_pass_others_are_refused(redis_client, unique) -> None:

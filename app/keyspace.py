@@ -1,0 +1,65 @@
+"""Every Redis key Journeys uses, built in one place from the installation's prefix.
+
+A part in braces is a Redis Cluster hash tag: only it is hashed, so keys with the same tag share a
+slot. A user's keys are tagged by user id, a send buffer's by its message step, a due index by its
+partition; keys of different users never need to meet in one command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.dispatch.record import DispatchStep
+
+
+def hash_tag(*parts: object) -> str:
+    return "{" + ":".join(map(str, parts)) + "}"
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    prefix: str
+
+    def branch_lock(self, user_id: str, lock_name: str) -> str:
+        """The branch that won a user's entry (`lock_name` is "<journey>:<user>:<entry>")."""
+        return f"{self.prefix}:branch:{hash_tag(user_id)}:{lock_name}"
+
+    def emitted_mark(self, user_id: str) -> str:
+        """The digest of a user's last emitted outbox."""
+        return f"{self.prefix}:emitted:{hash_tag(user_id)}"
+
+    def send_buffer_index(self) -> str:
+        """Every send buffer's header, scored by its bucket time."""
+        return f"{self.prefix}:send-buffers"
+
+    def send_buffer(self, step: DispatchStep, bucket: datetime) -> str:
+        """The recipients of one step due in one send-time bucket."""
+        return f"{self._step(step)}:{int(bucket.timestamp())}"
+
+    def send_buffer_lease(self, step: DispatchStep) -> str:
+        """Held by the batcher draining a step's buffers."""
+        return f"{self._step(step)}:lease"
+
+    def _step(self, step: DispatchStep) -> str:
+        tag = hash_tag(step.journey_id, step.journey_version, step.step_id)
+        return f"{self.prefix}:send-buffer:{tag}"
+
+    def due_index(self, partition: int) -> str:
+        """The users of one partition with a timer, scored by their next due time."""
+        return f"{self.prefix}:due:{hash_tag(f'p{partition}')}"
+
+    def epoch(self) -> str:
+        """Set once per Redis lifetime: its absence says Redis lost its data."""
+        return f"{self.prefix}:epoch"
+
+    def delivery_claim(self, dispatch_id: str) -> str:
+        """The sender delivering one dispatch id."""
+        return f"{self.prefix}:delivery:{hash_tag(dispatch_id)}"
+
+    def rate_limiter(self, channel: str) -> str:
+        """The token bucket of one channel, shared by every sender."""
+        return f"{self.prefix}:ratelimit:{hash_tag(channel)}"
+
+    def worker_metrics(self) -> str:
+        """A hash: worker id -> its latest metrics snapshot."""
+        return f"{self.prefix}:worker-metrics"

@@ -1,0 +1,67 @@
+"""What became of each send, in the `deliveries` collection: one document per dispatch id
+(unique by `_id`), written by the sender once a recipient is settled. A dispatch id with a
+document here is never sent again."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from app.store.mongo import Database
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    dispatch_id: str
+    outcome: str  # sent | failed | suppressed | duplicate
+    user_id: str
+    journey_id: str
+    step_id: str
+    channel: str
+    template_id: str
+    locale: str | None
+    attempts: int
+    reason: str | None = None
+
+
+class Deliveries:
+    def __init__(self, database: Database) -> None:
+        self.collection = database["deliveries"]
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("user_id", ASCENDING)])
+
+    async def record(self, outcome: Outcome) -> bool:
+        """Stores the outcome; False if one was already stored (a concurrent or earlier sender)."""
+        document: dict[str, Any] = {
+            "_id": outcome.dispatch_id,
+            **asdict(outcome),
+            "at": datetime.now(UTC),
+        }
+        del document["dispatch_id"]
+        try:
+            await self.collection.insert_one(document)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def outcomes(self, dispatch_ids: list[str]) -> dict[str, str]:
+        """Dispatch ids that already have an outcome, with it."""
+        cursor = self.collection.find({"_id": {"$in": dispatch_ids}}, {"outcome": 1})
+        return {document["_id"]: document["outcome"] async for document in cursor}
+
+    async def of_user(self, user_id: str) -> dict[str, dict[str, Any]]:
+        """One user's delivery documents by dispatch id."""
+        return {d["_id"]: d async for d in self.collection.find({"user_id": user_id})}
+
+    async def counts(self) -> Counter[tuple[str, str]]:
+        """How many deliveries per (channel, outcome)."""
+        counts: Counter[tuple[str, str]] = Counter()
+        async for d in self.collection.find({}, {"channel": 1, "outcome": 1}):
+            counts[(d["channel"], d["outcome"])] += 1
+        return counts

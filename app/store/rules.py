@@ -1,0 +1,82 @@
+"""Deployed rules for every journey (quiet hours, frequency caps), versioned like journeys in
+the `rules` collection. The workers run the newest published version, the same rules the
+simulator takes with `--rules`; unlike a journey version, rules have no users inside, so a newly
+published version applies to every send from then on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+
+from app.engine import Rules, VersionedRules, load_rules_text
+from app.store.mongo import Database
+from app.store.versions import PUBLISHED, Versions
+
+
+@dataclass(frozen=True)
+class DeployedRules:
+    rules: VersionedRules
+    status: str
+    digest: str
+    deployed_at: datetime
+    source: str
+
+
+class RulesRegistry:
+    def __init__(self, database: Database) -> None:
+        self._versions = Versions(database, "rules")
+        self.collection = self._versions.collection
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("status", ASCENDING), ("version", ASCENDING)])
+
+    async def deploy(
+        self, text: str, source_name: str, status: str = PUBLISHED, keep_status: bool = False
+    ) -> DeployedRules:
+        """Validates and stores a rules version. The same text again is the stored version, its
+        status set to `status` unless `keep_status`; a version number already taken by other
+        text is a `DeployError`."""
+        rules = load_rules_text(text, source_name)
+        document = await self._versions.store(
+            f"rules:{rules.version}",
+            {"version": rules.version},
+            text,
+            source_name,
+            status,
+            what=f"version {rules.version} of the rules",
+            keep_status=keep_status,
+        )
+        return self._deployed(document)
+
+    async def set_status(self, version: int, status: str) -> bool:
+        return await self._versions.set_status(f"rules:{version}", status)
+
+    async def list(self) -> list[DeployedRules]:
+        documents = await self._versions.documents([("version", ASCENDING)])
+        return [self._deployed(document) for document in documents]
+
+    async def fingerprint(self) -> str:
+        return await self._versions.fingerprint()
+
+    async def current(self) -> Rules | None:
+        """The newest published version's rules; None when no version is published."""
+        documents = (
+            await self.collection.find({"status": PUBLISHED})
+            .sort([("version", DESCENDING)])
+            .limit(1)
+            .to_list(None)
+        )
+        return self._deployed(documents[0]).rules.rules if documents else None
+
+    @staticmethod
+    def _deployed(document: dict[str, Any]) -> DeployedRules:
+        return DeployedRules(
+            rules=load_rules_text(document["source"], document["source_name"]),
+            status=document["status"],
+            digest=document["digest"],
+            deployed_at=document["deployed_at"],
+            source=document["source"],
+        )

@@ -1,0 +1,51 @@
+"""Every emitted effect in the `timeline` collection, one document per effect id: the durable log
+of what happened to each user, read back by the API and by the worker that finds Redis empty."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import BulkWriteError
+
+from app.store.mongo import Database, duplicate_writes
+
+
+class Timeline:
+    def __init__(self, database: Database) -> None:
+        self.collection = database["timeline"]
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("user_id", ASCENDING)])
+        await self.collection.create_index(
+            [("journey_id", ASCENDING), ("journey_version", ASCENDING)]
+        )
+
+    async def record(self, entries: list[dict[str, Any]]) -> None:
+        """Inserts the entries; ones already there (a replayed outbox) are left as they are."""
+        if not entries:
+            return
+        try:
+            await self.collection.insert_many(entries, ordered=False)
+        except BulkWriteError as error:
+            duplicate_writes(error)
+
+    async def sends_since(self, since: datetime) -> list[dict[str, Any]]:
+        """The sends recorded at or after `since`, oldest first (a replay claims branch locks in
+        the order the sends first claimed them)."""
+        cursor = self.collection.find({"kind": "send", "recorded_at": {"$gte": since}})
+        return await cursor.sort([("recorded_at", ASCENDING), ("send_at", ASCENDING)]).to_list(None)
+
+    async def of_user(self, user_id: str) -> list[dict[str, Any]]:
+        return await self.collection.find({"user_id": user_id}).to_list(None)
+
+    async def of_journey(self, journey_id: str, version: int) -> AsyncIterator[dict[str, Any]]:
+        """Kind, event and step of every entry of one journey version."""
+        cursor = self.collection.find(
+            {"journey_id": journey_id, "journey_version": version},
+            {"kind": 1, "event": 1, "step_id": 1},
+        )
+        async for entry in cursor:
+            yield entry
