@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.config import Settings
 from app.store.deploy import deploy_text
 from app.store.mongo import close_client, new_client
+from app.store.rules import RulesRegistry
 from app.store.versions import PUBLISHED
 from app.streams.publish import publish
 from app.topic_admin import apply_topics
@@ -83,9 +84,6 @@ class Pipeline:
 
     async def deploy_rules(self, text: str) -> None:
         """Global rules (quiet hours, frequency caps) for every journey the workers run."""
-        # Imported here: the rules registry is added with the global-rules feature.
-        from app.store.rules import RulesRegistry  # type: ignore[import-not-found]
-
         client = new_client(self.settings)
         try:
             await RulesRegistry(client[self.settings.mongo_db]).deploy(text, "<global rules>")

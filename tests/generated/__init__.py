@@ -3,7 +3,7 @@ at random that the simulator is the oracle: what `journeys simulate` predicts is
 provider receives. `generate_case(seed, scale, base)` gives one case; the same seed and base
 always give the same case."""
 
-from tests.generated.case import Case, generate_case, load_rules_text
+from tests.generated.case import Case, generate_case
 from tests.generated.scale import LIVE, SIM, TimeScale
 
-__all__ = ["LIVE", "SIM", "Case", "TimeScale", "generate_case", "load_rules_text"]
+__all__ = ["LIVE", "SIM", "Case", "TimeScale", "generate_case"]

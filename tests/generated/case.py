@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from app.engine import Journey, JourneyEngine, Rules, UserEvent, load_journey_text, load_rules
+from app.engine import (
+    Journey,
+    JourneyEngine,
+    UserEvent,
+    load_journey_text,
+    load_simulation_rules_text,
+)
 from tests.generated.events import generate_events, users
 from tests.generated.journeys import generate_journeys, generate_rules
 from tests.generated.scale import TimeScale
@@ -42,7 +46,7 @@ class Case:
         ]
 
     def engine(self) -> JourneyEngine:
-        rules = load_rules_text(self.rules) if self.rules is not None else None
+        rules = load_simulation_rules_text(self.rules) if self.rules is not None else None
         return JourneyEngine(self.loaded(), rules)
 
     def user_events(self) -> list[UserEvent]:
@@ -58,14 +62,6 @@ class Case:
         lines.append("--- events")
         lines += [str(record) for record in self.events]
         return "\n".join(lines)
-
-
-def load_rules_text(text: str) -> Rules:
-    """A rules file's text through the real loader (which reads rules from a path)."""
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "rules.yaml"
-        path.write_text(text)
-        return load_rules(path)
 
 
 def generate_case(

@@ -377,9 +377,9 @@ def generate_rules(
     if rng.random() < 0.4:
         return None
     builder = _Journey(rng, scale, base, zones, "rules")
-    rules: dict[str, Any] = {}
+    rules: dict[str, Any] = {"kind": "rules", "version": 1}
     if rng.random() < 0.6:
         rules["quiet_hours"] = builder.quiet_hours()
-    if not rules or rng.random() < 0.6:
+    if "quiet_hours" not in rules or rng.random() < 0.6:
         rules["frequency_caps"] = builder.frequency_caps()
     return render(rules, rng)

@@ -9,8 +9,7 @@ simulator over all of them, so one case's events may enter another case's journe
 events are published at their own times (rebased to when the run starts), and kept clear of the
 same user's timers: no pipeline can order an event and a timer due in the same second the way
 the simulator does. `DIFFERENTIAL_CASES` and `DIFFERENTIAL_SEED` override the CI count and the
-first seed; `DIFFERENTIAL_RULES=1` also deploys a generated global rules file (it needs the
-rules registry, app/store/rules.py)."""
+first seed; `DIFFERENTIAL_RULES=0` leaves out the generated global rules files."""
 
 from __future__ import annotations
 
@@ -26,7 +25,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.engine import Analytics, JourneyEngine, Send, UserEvent, load_journey, load_journey_text
+from app.authoring.files import load_journey
+from app.engine import (
+    Analytics,
+    JourneyEngine,
+    Send,
+    UserEvent,
+    load_journey_text,
+    load_simulation_rules_text,
+)
 from app.engine.simulator import Simulator
 from app.sender.stub import ProviderStub, serve
 from app.sender.templates import RenderError, TemplateStore
@@ -34,14 +41,14 @@ from app.store.mongo import close_client, new_client
 from app.streams.producer import new_producer
 from app.streams.publish import rebased
 from app.topics import read_jsonl
-from tests.generated import LIVE, generate_case, load_rules_text
+from tests.generated import LIVE, generate_case
 from tests.generated.events import space_from_timers
 from tests.pipeline import Pipeline
 from tests.sender.conftest import free_port
 
 CASES = int(os.environ.get("DIFFERENTIAL_CASES", "4"))
 SEED = int(os.environ.get("DIFFERENTIAL_SEED", "1000"))
-WITH_RULES = os.environ.get("DIFFERENTIAL_RULES") == "1"
+WITH_RULES = os.environ.get("DIFFERENTIAL_RULES", "1") == "1"
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -258,7 +265,7 @@ async def test_generated_cases_deliver_what_the_simulator_predicts(pipeline, tmp
         await ready(pipeline, stub, tmp_path, 1)
 
         engine = JourneyEngine(
-            journeys, load_rules_text(rules_text) if rules_text is not None else None
+            journeys, load_simulation_rules_text(rules_text) if rules_text is not None else None
         )
         # Merged by time, each case's records keeping their order (out of order ones too).
         stream = list(heapq.merge(*(case.events for case in cases), key=time_of))
