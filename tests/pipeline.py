@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.config import Settings
 from app.store.deploy import deploy_text
 from app.store.mongo import close_client, new_client
+from app.store.rules import RulesRegistry
 from app.store.versions import PUBLISHED
 from app.streams.publish import publish
 from app.topic_admin import apply_topics
@@ -78,6 +79,14 @@ class Pipeline:
         client = new_client(self.settings)
         try:
             await deploy_text(client[self.settings.mongo_db], path.read_text(), str(path), status)
+        finally:
+            await close_client(client)
+
+    async def deploy_rules(self, text: str) -> None:
+        """Global rules (quiet hours, frequency caps) for every journey the workers run."""
+        client = new_client(self.settings)
+        try:
+            await RulesRegistry(client[self.settings.mongo_db]).deploy(text, "<global rules>")
         finally:
             await close_client(client)
 

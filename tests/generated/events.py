@@ -1,0 +1,237 @@
+"""Random user-event streams (records valid against topics/user-events.json) over several users
+in different time zones (some with DST changes near the events) and locales: profile and
+attribute updates, subscription changes, the events the case's journeys enter on, wait for, exit
+on and convert on (with matching properties some of the time), an event delivered twice, and
+events out of order (a record published after a later one of the same user)."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from app.dispatch.record import utc_text
+from app.engine import Journey, JourneyEngine, ScheduleTimer, UserEvent
+from app.engine.definitions import EventEntry, WaitForStep
+from app.engine.simulator import Simulator
+from tests.generated.journeys import EVENTS, PLANS, PLATFORMS, ROLES, properties
+from tests.generated.scale import TimeScale
+
+ZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Paris",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Australia/Sydney",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "America/Sao_Paulo",
+    "Pacific/Chatham",
+)
+LOCALES = ("en", "en-GB", "fr-FR", "fr", "de", "de_AT", "pt-BR", "es")
+CHANNELS = ("email", "push", "sms", "webhook")
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    timezone: str | None  # None: the user never says, and is in UTC
+    locale: str | None
+
+
+def users(rng: random.Random, prefix: str) -> list[User]:
+    return [
+        User(
+            f"{prefix}-u{i}",
+            rng.choice(ZONES) if rng.random() < 0.85 else None,
+            rng.choice(LOCALES) if rng.random() < 0.85 else None,
+        )
+        for i in range(rng.randint(3, 7))
+    ]
+
+
+def _targets(journeys: list[Journey]) -> list[tuple[str, dict[str, Any]]]:
+    """(event, properties) the journeys react to: entries, wait_for steps, exits, goals."""
+    targets = []
+    for journey in journeys:
+        if isinstance(journey.entry, EventEntry):
+            targets += [(journey.entry.event, journey.entry.properties)] * 3
+            if journey.entry.of_event:
+                targets.append((journey.entry.of_event, {}))
+        for step in journey.steps.values():
+            if isinstance(step, WaitForStep):
+                targets.append((step.event, step.properties))
+        targets += [(x.event, x.properties) for x in journey.exit_events]
+        if journey.goal is not None:
+            targets.append((journey.goal.event, journey.goal.properties))
+    return targets
+
+
+def _attribute_update(rng: random.Random, scale: TimeScale, at: datetime) -> dict[str, Any]:
+    name = rng.choice(("plan", "role", "platform", "lifetime_value", "trial_ends_at", "score"))
+    value: Any = {
+        "plan": lambda: rng.choice(PLANS),
+        "role": lambda: rng.choice((*ROLES, None)),  # null removes the attribute
+        "platform": lambda: rng.choice(PLATFORMS),
+        "lifetime_value": lambda: rng.randint(0, 1000),
+        "trial_ends_at": lambda: utc_text(scale.ahead(rng, at)),
+        "score": lambda: rng.choice((None, 1.5, "high", [1, 2])),
+    }[name]()
+    return {name: value}
+
+
+def _profile(rng: random.Random, scale: TimeScale, user: User, at: datetime) -> dict[str, Any]:
+    """Addresses, a name for the templates, and what conditions read; some users lack some."""
+    profile: dict[str, Any] = {}
+    optional = {
+        "email": (0.9, f"{user.user_id}@x.test"),
+        "push_token": (0.8, f"tok-{user.user_id}"),
+        "phone": (0.7, f"+1555{rng.randrange(10**7):07d}"),
+        "first_name": (0.85, user.user_id.split("-")[-1].capitalize()),
+        "role": (0.7, rng.choice(ROLES)),
+        "plan": (0.7, rng.choice(PLANS)),
+        "platform": (0.6, rng.choice(PLATFORMS)),
+        "lifetime_value": (0.6, rng.randint(0, 1000)),
+        "trial_started_at": (0.6, utc_text(at - scale.gap(rng))),
+        "trial_ends_at": (0.5, utc_text(scale.ahead(rng, at))),
+    }
+    for name, (chance, value) in optional.items():
+        if rng.random() < chance:
+            profile[name] = value
+    return profile
+
+
+def generate_events(
+    rng: random.Random,
+    scale: TimeScale,
+    base: datetime,
+    journeys: list[Journey],
+    people: list[User],
+) -> list[dict[str, Any]]:
+    targets = _targets(journeys)
+    stream: list[dict[str, Any]] = []
+    for user in people:
+        at = base + timedelta(seconds=rng.randint(0, scale.start_seconds))
+        first: dict[str, Any] = {
+            "event_id": f"{user.user_id}-e0",
+            "user_id": user.user_id,
+            "name": rng.choice(("signed_up", "signed_up", "opened_app", *EVENTS)),
+            "at": utc_text(at),
+            "attributes": _profile(rng, scale, user, at),
+        }
+        if user.timezone:
+            first["timezone"] = user.timezone
+        if user.locale:
+            first["locale"] = user.locale
+        stream.append(first)
+        for k in range(1, rng.randint(2, 6)):
+            at += scale.gap(rng)
+            name, wanted = rng.choice(targets) if targets and rng.random() < 0.75 else ("", {})
+            record: dict[str, Any] = {
+                "event_id": f"{user.user_id}-e{k}",
+                "user_id": user.user_id,
+                "name": name or rng.choice(EVENTS),
+                "at": utc_text(at),
+            }
+            if wanted and rng.random() < 0.65:
+                record["properties"] = dict(wanted)
+            elif rng.random() < 0.4:
+                record["properties"] = properties(rng)
+            if rng.random() < 0.3:
+                record["attributes"] = _attribute_update(rng, scale, at)
+            if rng.random() < 0.15:
+                record["subscriptions"] = {rng.choice(CHANNELS): rng.random() < 0.3}
+            if rng.random() < 0.05:
+                record["timezone"] = rng.choice(ZONES)
+            if rng.random() < 0.05:
+                record["locale"] = rng.choice(LOCALES)
+            stream.append(record)
+    stream.sort(key=lambda r: r["at"])  # the same instant keeps the users' order
+    _disorder(rng, stream)
+    return stream
+
+
+def _disorder(rng: random.Random, stream: list[dict[str, Any]]) -> None:
+    """Per user, maybe one record published after the next one of that user (out of order), and
+    maybe one record published twice (a redelivery: same id, same content, later)."""
+    positions: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(stream):
+        positions[record["user_id"]].append(i)
+    for user_positions in positions.values():
+        if len(user_positions) > 2 and rng.random() < 0.25:
+            k = rng.randrange(1, len(user_positions) - 1)
+            i, j = user_positions[k], user_positions[k + 1]
+            stream[i], stream[j] = stream[j], stream[i]
+    for user_positions in positions.values():
+        if rng.random() < 0.2:
+            i = rng.choice(user_positions)
+            stream.insert(rng.randint(i + 1, len(stream)), dict(stream[i]))
+
+
+def space_from_timers(
+    engine: JourneyEngine, stream: list[dict[str, Any]], margin: timedelta, rounds: int = 200
+) -> list[dict[str, Any]]:
+    """The stream with events moved later until no event comes within `margin` of a timer of the
+    same user that an earlier input set. A live pipeline cannot order an event and a timer that
+    close the way the simulator does (timers first at equal times; in the workers the two race),
+    so live cases keep them apart. A moved event moves the user's later events (in time, after it
+    in the stream) with it, and its repeats."""
+    stream = [dict(record) for record in stream]
+    for _ in range(rounds):
+        clash = _first_clash(engine, stream, margin)
+        if clash is None:
+            return stream
+        index, shift = clash
+        user, at = stream[index]["user_id"], _time(stream[index])
+        moved = {stream[index]["event_id"]} | {
+            r["event_id"] for r in stream[index:] if r["user_id"] == user and _time(r) > at
+        }
+        for record in stream:
+            if record["event_id"] in moved:
+                record["at"] = utc_text(_time(record) + shift)
+    raise ValueError(f"events still within {margin} of timers after {rounds} rounds")
+
+
+def _first_clash(
+    engine: JourneyEngine, stream: list[dict[str, Any]], margin: timedelta
+) -> tuple[int, timedelta] | None:
+    """(stream index of the first event too close to a timer set before it, how far to move
+    it), or None. Inputs are ranked in the simulator's order: event k has rank k, a timer fired
+    just before it rank k - 0.5."""
+    order = sorted(range(len(stream)), key=lambda i: _time(stream[i]))
+    simulator = Simulator(engine)
+    timers: dict[str, tuple[str, datetime, float]] = {}  # id -> (user, due, setter's rank)
+    for rank, index in enumerate(order):
+        event = UserEvent.from_record(stream[index])
+        simulator.run_until(event.at)
+        before = len(simulator.effects)
+        _note_timers(simulator, timers, 0, before, rank - 0.5)
+        simulator.feed([event])
+        _note_timers(simulator, timers, before, len(simulator.effects), rank)
+    for rank, index in enumerate(order):
+        record = stream[index]
+        at = _time(record)
+        for user_id, due, setter in timers.values():
+            if user_id == record["user_id"] and setter < rank and abs(due - at) < margin:
+                return index, due + margin - at
+    return None
+
+
+def _note_timers(
+    simulator: Simulator,
+    timers: dict[str, tuple[str, datetime, float]],
+    start: int,
+    end: int,
+    setter: float,
+) -> None:
+    for item in simulator.effects[start:end]:
+        effect = item.effect
+        if isinstance(effect, ScheduleTimer) and effect.timer_id not in timers:
+            timers[effect.timer_id] = (effect.user_id, effect.due_at, setter)
+
+
+def _time(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(record["at"])
