@@ -243,6 +243,7 @@ class Outcome:
     got: set[Delivery]
     marks: set[Mark]
     timeline: set[Mark]
+    unplayable: list[tuple[int, str]]  # (seed, why) of cases whose events were left out
 
     @property
     def diverged(self) -> bool:
@@ -307,32 +308,66 @@ def engine_of(journeys: list[str], rules: str | None) -> JourneyEngine:
     )
 
 
+def space_streams(
+    engine: JourneyEngine, streams: dict[int, list[dict]], skip_unplayable: bool = False
+) -> tuple[list[list[dict]], list[tuple[int, str]]]:
+    """Each stream's events kept clear of its users' timers (the streams' users are their own,
+    so stream by stream is all of them), at their own times or, when that is too soon to
+    publish them so, all moved as little as needed. Lists the streams (by seed) that cannot
+    be spaced, or raises ValueError for the first one unless `skip_unplayable`."""
+    shift = timedelta(0)
+    while True:
+        started = datetime.now(UTC)
+        spaced: list[list[dict]] = []
+        unplayable: list[tuple[int, str]] = []
+        for seed, events in streams.items():
+            played = rebased(events, max(time_of(e) for e in events) + shift)
+            try:
+                spaced.append(space_from_timers(engine, played, MARGIN))
+            except ValueError as error:
+                if not skip_unplayable:
+                    raise ValueError(f"case {seed}: {error}") from error
+                unplayable.append((seed, str(error)))
+        first = min((time_of(e) for events in spaced for e in events), default=started)
+        now = datetime.now(UTC)
+        if first >= now + timedelta(seconds=1):
+            return spaced, unplayable
+        shift += now - first + (now - started) + timedelta(seconds=2)
+
+
 async def run_generated(
-    pipeline: Pipeline, tmp_path: Path, seeds: list[int], rules: bool = True
+    pipeline: Pipeline,
+    tmp_path: Path,
+    seeds: list[int],
+    rules: bool = True,
+    skip_unplayable: bool = False,
 ) -> Outcome:
     """Runs the generated cases of `seeds` at once through the pipeline's worker and sender
-    (started here) and returns what the provider received next to what the simulator predicts."""
+    (started here) and returns what the provider received next to what the simulator predicts.
+    A case whose events cannot be kept clear of its timers raises ValueError, or with
+    `skip_unplayable` has its events left out (its journeys stay deployed) and is listed."""
     async with provider(pipeline) as stub:
         pipeline.start("worker")
         pipeline.start("sender")
         await ready(pipeline, stub, tmp_path, 0)
 
-        planned = datetime.now(UTC).replace(microsecond=0) + LEAD
+        # Spacing the events from the timers takes about a second per case before they start.
+        planned = (
+            datetime.now(UTC).replace(microsecond=0) + LEAD + len(seeds) * timedelta(seconds=1)
+        )
         cases, rules_text = deployable_cases(seeds, planned, rules)
         await deploy_cases(pipeline, tmp_path, cases, rules_text)
         await ready(pipeline, stub, tmp_path, 1)
 
         engine = engine_of([text for case in cases for text in case.journeys], rules_text)
+        streams = {case.seed: list(case.events) for case in cases}
+        spaced, unplayable = space_streams(engine, streams, skip_unplayable)
         # Merged by time, each case's records keeping their order (out of order ones too).
-        stream = list(heapq.merge(*(case.events for case in cases), key=time_of))
-        start = max(planned, datetime.now(UTC) + timedelta(seconds=1))
-        span = max(time_of(e) for e in stream) - planned
-        events = space_from_timers(engine, rebased(stream, start + span), MARGIN)
+        events = list(heapq.merge(*spaced, key=time_of))
+        await publish_paced(pipeline, events)
         last = max(time_of(e) for e in events)
         expected, marks, sends = oracle(engine, events, last + LIVE.settle)
-
-        await publish_paced(pipeline, events)
         latest = max((send.send_at for send in sends), default=last)
         got = await settle(stub, len(expected), latest + timedelta(seconds=60))
         timeline = {m for m in await timeline_marks(pipeline) if not m[0].startswith("ready-")}
-    return Outcome(seeds, planned, cases, events, sends, expected, got, marks, timeline)
+    return Outcome(seeds, planned, cases, events, sends, expected, got, marks, timeline, unplayable)

@@ -20,9 +20,7 @@ from pathlib import Path
 
 from app.store.mongo import close_client, new_client
 from app.store.users import UserStore
-from app.streams.publish import rebased
 from tests.differential import (
-    MARGIN,
     deploy_cases,
     deployable_cases,
     engine_of,
@@ -31,10 +29,10 @@ from tests.differential import (
     publish_paced,
     report,
     settle,
+    space_streams,
     time_of,
 )
 from tests.generated import LIVE
-from tests.generated.events import space_from_timers
 from tests.pipeline import Pipeline, signups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,14 +90,11 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
     fault_of: dict[str, str] = {}  # user -> the fault its wave ran into
 
     async def wave(number: int) -> None:
-        """The demo sign-ups now, the wave's case at its own times (later if the wave is)."""
-        now = datetime.now(UTC)
+        """The demo users sign up as the wave's case starts, and the case plays at its own
+        times (later if the wave is late)."""
         case = cases[number - 1]
-        late = max(timedelta(0), now + timedelta(seconds=1) - case.base)
-        played = rebased(case.events, max(time_of(e) for e in case.events) + late)
-        events = space_from_timers(
-            engine, [*signups(f"w{number}", WAVE_USERS, now), *played], MARGIN
-        )
+        demo = signups(f"w{number}", WAVE_USERS, case.base)
+        [events], _ = space_streams(engine, {case.seed: [*demo, *case.events]})
         published.extend(events)
         fault_of.update(dict.fromkeys((e["user_id"] for e in events), FAULTS[number - 1]))
         await publish_paced(pipeline, events)
