@@ -11,7 +11,6 @@ the simulator does."""
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -308,19 +307,36 @@ def engine_of(journeys: list[str], rules: str | None) -> JourneyEngine:
     )
 
 
+def publication_order(streams: list[list[dict]]) -> list[dict]:
+    """The records of several streams in the order to publish them: each when its time comes,
+    but never before a record that comes before it in its user's stream (an out-of-order record
+    goes right after the one it follows, a moved record's followers after it)."""
+    keyed = []
+    for number, stream in enumerate(streams):
+        clock: dict[str, datetime] = {}
+        for position, record in enumerate(stream):
+            user = record["user_id"]
+            clock[user] = max(time_of(record), clock.get(user, time_of(record)))
+            keyed.append((clock[user], number, position, record))
+    return [record for *_, record in sorted(keyed, key=lambda item: item[:3])]
+
+
 def space_streams(
     engine: JourneyEngine, streams: dict[int, list[dict]], skip_unplayable: bool = False
-) -> tuple[list[list[dict]], list[tuple[int, str]]]:
-    """Each stream's events kept clear of its users' timers (the streams' users are their own,
+) -> tuple[list[dict], list[tuple[int, str]]]:
+    """The streams' events kept clear of their users' timers (the streams' users are their own,
     so stream by stream is all of them), at their own times or, when that is too soon to
-    publish them so, all moved as little as needed. Lists the streams (by seed) that cannot
-    be spaced, or raises ValueError for the first one unless `skip_unplayable`."""
+    publish them so, all moved as little as needed; in publication order. Lists the streams (by
+    seed) that cannot be spaced, or raises ValueError for the first one unless
+    `skip_unplayable`."""
     shift = timedelta(0)
+    unplayable: list[tuple[int, str]] = []
     while True:
         started = datetime.now(UTC)
         spaced: list[list[dict]] = []
-        unplayable: list[tuple[int, str]] = []
         for seed, events in streams.items():
+            if seed in dict(unplayable):
+                continue
             played = rebased(events, max(time_of(e) for e in events) + shift)
             try:
                 spaced.append(space_from_timers(engine, played, MARGIN))
@@ -331,7 +347,7 @@ def space_streams(
         first = min((time_of(e) for events in spaced for e in events), default=started)
         now = datetime.now(UTC)
         if first >= now + timedelta(seconds=1):
-            return spaced, unplayable
+            return publication_order(spaced), unplayable
         shift += now - first + (now - started) + timedelta(seconds=2)
 
 
@@ -361,9 +377,7 @@ async def run_generated(
 
         engine = engine_of([text for case in cases for text in case.journeys], rules_text)
         streams = {case.seed: list(case.events) for case in cases}
-        spaced, unplayable = space_streams(engine, streams, skip_unplayable)
-        # Merged by time, each case's records keeping their order (out of order ones too).
-        events = list(heapq.merge(*spaced, key=time_of))
+        events, unplayable = space_streams(engine, streams, skip_unplayable)
         await publish_paced(pipeline, events)
         last = max(time_of(e) for e in events)
         expected, marks, sends = oracle(engine, events, last + LIVE.settle)

@@ -94,7 +94,7 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
         times (later if the wave is late)."""
         case = cases[number - 1]
         demo = signups(f"w{number}", WAVE_USERS, case.base)
-        [events], _ = space_streams(engine, {case.seed: [*demo, *case.events]})
+        events, _ = space_streams(engine, {case.seed: [*demo, *case.events]})
         published.extend(events)
         fault_of.update(dict.fromkeys((e["user_id"] for e in events), FAULTS[number - 1]))
         await publish_paced(pipeline, events)
