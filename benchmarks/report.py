@@ -172,6 +172,15 @@ def faults_table(results: Figures) -> str:
     return "\n".join(lines)
 
 
+def differential_figure(results: Figures) -> str:
+    """One line for `scripts/bench --differential N`'s result."""
+    divergent = sum(max(1, len(group["divergent_cases"])) for group in results["divergences"])
+    return (
+        f"{results['cases']} generated cases through the live pipeline, {divergent} "
+        f"divergences (seed {results['first_seed']}, {results['duration_s'] / 60:.0f} minutes)"
+    )
+
+
 def main() -> None:
     runs = {mode: results for mode in MODES if (results := load(mode))}
     print(figures_table(runs))
@@ -179,6 +188,11 @@ def main() -> None:
     wave = runs[largest]["faults"]["wave_users"]
     print(f"\nFault suite at the `{largest}` size ({wave} users per wave):\n")
     print(faults_table(runs[largest]))
+    differential = load("differential")
+    if differential is not None:
+        print(
+            f"\n`scripts/bench --differential N [--seed S]`: {differential_figure(differential)}."
+        )
 
 
 if __name__ == "__main__":

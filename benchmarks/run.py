@@ -3,9 +3,11 @@ measured in the same run, with ratios against those ceilings, the targets met or
 fault suite at a larger size than in CI.
 
     scripts/bench [--quick | --medium]
+    scripts/bench --differential N [--seed S]
 
 Prints a table and writes benchmarks/results/latest.json, and MODE.json, e2e-latency-MODE.png and
-timer-lateness-MODE.png for MODE quick, medium or full."""
+timer-lateness-MODE.png for MODE quick, medium or full. `--differential` instead runs N generated
+cases through the live pipeline against the simulator (benchmarks/differential.py)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from app.worker.partitions import partition_of
 from app.worker.processor import EMITTED
 from app.worker.redis_recovery import RedisRecovery
 from app.worker.send_buffer import SendBuffer
+from benchmarks import differential
 from benchmarks.ceilings import (
     bulk_cas_seconds,
     kafka_produce_consume,
@@ -54,6 +57,7 @@ from benchmarks.ceilings import (
     redis_set_nx,
 )
 from benchmarks.plots import latency_plot, percentile_plot
+from benchmarks.report import differential_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -546,13 +550,35 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_differential(count: int, seed: int | None) -> None:
+    results = asyncio.run(differential.run(count, seed))
+    differential.RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"\n{differential_figure(results)}; written to {differential.RESULTS.relative_to(ROOT)}")
+    if results["divergences"]:
+        sys.exit(1)
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true", help="the few-minutes size")
     sizes.add_argument("--medium", action="store_true", help="a quarter-hour size")
+    sizes.add_argument(
+        "--differential",
+        type=int,
+        metavar="N",
+        help="instead, N generated cases through the live pipeline against the simulator",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="the first case's seed for --differential (default: random)"
+    )
     args = parser.parse_args()
+    if args.seed is not None and args.differential is None:
+        parser.error("--seed goes with --differential")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if args.differential is not None:
+        run_differential(args.differential, args.seed)
+        return
     results = asyncio.run(main("quick" if args.quick else "medium" if args.medium else "full"))
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n"
     RESULTS.write_bytes(text)

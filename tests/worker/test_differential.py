@@ -1,50 +1,35 @@
 """Differential tests: generated cases (tests/generated) and the examples run through the real
 worker, sender and provider stub on real Kafka, MongoDB-wire and Redis, against the simulator
-over the same journeys and the same events. The provider must receive exactly the simulator's
-sends (dispatch id, recipient, channel, template, locale), and the timeline must agree with it
-on who was suppressed and who exited.
+over the same journeys and the same events (tests/differential.py). The provider must receive
+exactly the simulator's sends (dispatch id, recipient, channel, template, locale), and the
+timeline must agree with it on who was suppressed and who exited.
 
-Several cases run in one pipeline at once, their journeys deployed together: the oracle is the
-simulator over all of them, so one case's events may enter another case's journeys. Live-scale
-events are published at their own times (rebased to when the run starts), and kept clear of the
-same user's timers: no pipeline can order an event and a timer due in the same second the way
-the simulator does. `DIFFERENTIAL_CASES` and `DIFFERENTIAL_SEED` override the CI count and the
-first seed; `DIFFERENTIAL_RULES=0` leaves out the generated global rules files."""
+`DIFFERENTIAL_CASES` and `DIFFERENTIAL_SEED` override the CI count and the first seed;
+`DIFFERENTIAL_RULES=0` leaves out the generated global rules files. `scripts/bench
+--differential N` runs many more cases the same way."""
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import itertools
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import pytest
 
 from app.authoring.files import load_journey
-from app.engine import (
-    Analytics,
-    JourneyEngine,
-    Send,
-    UserEvent,
-    load_journey_text,
-    load_simulation_rules_text,
-)
+from app.engine import JourneyEngine, UserEvent
 from app.engine.simulator import Simulator
-from app.sender.stub import ProviderStub, serve
-from app.sender.templates import RenderError, TemplateStore
-from app.store.mongo import close_client, new_client
-from app.streams.producer import new_producer
 from app.streams.publish import rebased
 from app.topics import read_jsonl
-from tests.generated import LIVE, generate_case
-from tests.generated.events import space_from_timers
-from tests.pipeline import Pipeline
-from tests.sender.conftest import free_port
+from tests.differential import (
+    oracle,
+    provider,
+    ready,
+    report,
+    run_generated,
+    settle,
+    timeline_marks,
+)
 
 CASES = int(os.environ.get("DIFFERENTIAL_CASES", "4"))
 SEED = int(os.environ.get("DIFFERENTIAL_SEED", "1000"))
@@ -52,252 +37,23 @@ WITH_RULES = os.environ.get("DIFFERENTIAL_RULES", "1") == "1"
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-TEMPLATES = TemplateStore(ROOT / "templates", "en")
-# An event and a timer of one user this close could be applied in either order by the workers.
-MARGIN = timedelta(seconds=1.5)
-# How long before the events start the cases' journeys are deployed and loaded.
-LEAD = timedelta(seconds=6)
 # Examples run live when their events span a few seconds and what they set off comes due within
 # a minute; the others take hours or days (or a weekly schedule) to play out.
 EXAMPLE_SPAN = timedelta(seconds=5)
 EXAMPLE_SETTLE = timedelta(seconds=60)
 LIVE_EXAMPLES = ("demo-onboarding",)
-READY_JOURNEY = """
-id: ready-{n}
-version: 1
-entry: {{event: ready_{n}}}
-steps:
-  ping: {{type: message, channel: webhook, template: generic_offer}}
-"""
-Delivery = tuple[str, str, str, str, str]  # dispatch id, recipient, channel, template, locale
-Mark = tuple[str, str, str, str | None, str, str | None]  # user, journey, entry, step, event, why
-
-
-def time_of(event: dict) -> datetime:
-    return datetime.fromisoformat(event["at"])
-
-
-# --- the oracle --------------------------------------------------------------------------------
-
-
-def deliverable(send: Send) -> Delivery | None:
-    """What the provider receives for a send: None when the sender has nowhere to send it (no
-    email address or push token) or its template cannot be rendered with the user's values."""
-    if send.channel in ("email", "push") and not send.address:
-        return None
-    try:
-        rendered = TEMPLATES.render(send.template_id, send.locale, send.variables)
-    except RenderError:
-        return None
-    recipient = send.address if send.channel in ("email", "push") else send.user_id
-    return (send.dispatch_id, str(recipient), send.channel, send.template_id, rendered.locale)
-
-
-def marks_of(effects: list[Analytics]) -> set[Mark]:
-    return {
-        (e.user_id, e.journey_id, e.entry_id, e.step_id, e.event, e.reason)
-        for e in effects
-        if e.event in ("suppressed", "exited")
-    }
-
-
-def oracle(
-    engine: JourneyEngine, events: list[dict], until: datetime
-) -> tuple[set[Delivery], set[Mark], list[Send]]:
-    simulator = Simulator(engine)
-    simulator.feed([UserEvent.from_record(e) for e in events])
-    simulator.run_until(until)
-    sends = [e.effect for e in simulator.effects if isinstance(e.effect, Send)]
-    analytics = [e.effect for e in simulator.effects if isinstance(e.effect, Analytics)]
-    deliveries = {d for d in map(deliverable, sends) if d is not None}
-    return deliveries, marks_of(analytics), sends
-
-
-# --- what the pipeline did ----------------------------------------------------------------------
-
-
-def received(stub: ProviderStub) -> set[Delivery]:
-    deliveries = set()
-    for dispatch_id, delivery in stub.delivered.items():
-        body, channel = delivery["body"], delivery["channel"]
-        if channel == "email":
-            meta = body["custom_args"]
-            deliveries.add(
-                (
-                    dispatch_id,
-                    body["personalizations"][0]["to"][0]["email"],
-                    channel,
-                    meta["template"],
-                    meta["locale"],
-                )
-            )
-        elif channel == "push":
-            data = body["data"]
-            deliveries.add((dispatch_id, body["to"], channel, data["template"], data["locale"]))
-        else:
-            deliveries.add(
-                (dispatch_id, body["user_id"], channel, body["template"], body["locale"])
-            )
-    return {d for d in deliveries if not d[1].startswith("ready-")}
-
-
-async def timeline_marks(pipeline: Pipeline) -> set[Mark]:
-    client = new_client(pipeline.settings)
-    try:
-        cursor = client[pipeline.settings.mongo_db]["timeline"].find(
-            {"kind": "analytics", "event": {"$in": ["suppressed", "exited"]}}
-        )
-        return {
-            (d["user_id"], d["journey_id"], d["entry_id"], d["step_id"], d["event"], d["reason"])
-            async for d in cursor
-        }
-    finally:
-        await close_client(client)
-
-
-@asynccontextmanager
-async def provider(pipeline: Pipeline) -> AsyncIterator[ProviderStub]:
-    """A provider stub for every channel, and the worker and sender running against it."""
-    stub = ProviderStub()
-    port = free_port()
-    runner = await serve(stub, "127.0.0.1", port)
-    url = f"http://127.0.0.1:{port}"
-    pipeline.env.update(
-        EMAIL_API_URL=f"{url}/email",
-        PUSH_API_URL=f"{url}/push",
-        WEBHOOK_URL=f"{url}/webhook",
-        SMS_API_URL=f"{url}/sms",
-        SENDER_TIMEOUT="2",
-    )
-    try:
-        yield stub
-    finally:
-        await runner.cleanup()
-
-
-async def ready(pipeline: Pipeline, stub: ProviderStub, tmp_path: Path, n: int) -> None:
-    """Deploys a ping journey and waits for its message: the worker has loaded every journey
-    deployed before it, and the sender delivers."""
-    path = tmp_path / f"ready-{n}.yaml"
-    path.write_text(READY_JOURNEY.format(n=n))
-    await pipeline.deploy(path)
-    async with asyncio.timeout(120):
-        for attempt in itertools.count():
-            if any(d["body"].get("user_id") == f"ready-{n}" for d in stub.delivered.values()):
-                return
-            # A new id each time: a ping the worker saw before loading the journey is applied.
-            ping = {
-                "event_id": f"ready-{n}-{attempt}",
-                "user_id": f"ready-{n}",
-                "name": f"ready_{n}",
-                "at": datetime.now(UTC).isoformat(),
-            }
-            await pipeline.publish([ping])
-            await asyncio.sleep(1.5)
-
-
-async def publish_paced(pipeline: Pipeline, events: list[dict]) -> None:
-    """Each record when its time comes (a record out of order right away), in stream order."""
-    producer = new_producer(pipeline.settings)
-    await producer.start()
-    try:
-        topic = pipeline.settings.topic("user-events")
-        for event in events:
-            wait = (datetime.fromisoformat(event["at"]) - datetime.now(UTC)).total_seconds()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await producer.send_and_wait(topic, orjson.dumps(event), key=event["user_id"].encode())
-    finally:
-        await producer.stop()
-
-
-async def settle(stub: ProviderStub, expected: int, deadline: datetime) -> set[Delivery]:
-    """Waits until `expected` deliveries arrived (or `deadline`), then a few seconds for any
-    extra one."""
-    while len(received(stub)) < expected and datetime.now(UTC) < deadline:
-        await asyncio.sleep(0.5)
-    await asyncio.sleep(5)
-    return received(stub)
-
-
-def report(
-    title: str,
-    expected: set[Delivery],
-    got: set[Delivery],
-    marks: set[Mark],
-    timeline: set[Mark],
-    sends: list[Send],
-) -> str:
-    """A readable difference: what is missing, what is extra, with the simulator's send."""
-    by_id = {send.dispatch_id: send for send in sends}
-    lines = [title]
-    for label, items in (("missing", expected - got), ("unexpected", got - expected)):
-        for item in sorted(items):
-            send = by_id.get(item[0])
-            where = f" ({send.journey_id}/{send.step_id} entry {send.entry_id})" if send else ""
-            lines.append(f"  {label} delivery {item}{where}")
-    for label, items in (("missing", marks - timeline), ("unexpected", timeline - marks)):
-        lines += [f"  {label} on the timeline {item}" for item in sorted(items, key=str)]
-    return "\n".join(lines)
 
 
 # --- generated cases ----------------------------------------------------------------------------
 
 
 async def test_generated_cases_deliver_what_the_simulator_predicts(pipeline, tmp_path) -> None:
-    async with provider(pipeline) as stub:
-        pipeline.start("worker")
-        pipeline.start("sender")
-        await ready(pipeline, stub, tmp_path, 0)
-
-        planned = datetime.now(UTC).replace(microsecond=0) + LEAD
-        seeds = [SEED + i for i in range(CASES)]
-        cases = [generate_case(seed, LIVE, planned, rules=WITH_RULES) for seed in seeds]
-        journeys = [load_journey_text(text) for case in cases for text in case.journeys]
-        for case in cases:
-            for i, text in enumerate(case.journeys):
-                path = tmp_path / f"case-{case.seed}-{i}.yaml"
-                path.write_text(text)
-                await pipeline.deploy(path)
-        rules_text = next((case.rules for case in cases if case.rules is not None), None)
-        if rules_text is not None:
-            await pipeline.deploy_rules(rules_text)
-        await ready(pipeline, stub, tmp_path, 1)
-
-        engine = JourneyEngine(
-            journeys, load_simulation_rules_text(rules_text) if rules_text is not None else None
-        )
-        # Merged by time, each case's records keeping their order (out of order ones too).
-        stream = list(heapq.merge(*(case.events for case in cases), key=time_of))
-        start = max(planned, datetime.now(UTC) + timedelta(seconds=1))
-        span = max(datetime.fromisoformat(e["at"]) for e in stream) - planned
-        events = space_from_timers(engine, rebased(stream, start + span), MARGIN)
-        last = max(datetime.fromisoformat(e["at"]) for e in events)
-        expected, marks, sends = oracle(engine, events, last + LIVE.settle)
-
-        await publish_paced(pipeline, events)
-        latest = max((send.send_at for send in sends), default=last)
-        got = await settle(stub, len(expected), latest + timedelta(seconds=60))
-        timeline = {m for m in await timeline_marks(pipeline) if not m[0].startswith("ready-")}
-
-    title = (
-        f"seeds {seeds} (DIFFERENTIAL_SEED={SEED} DIFFERENTIAL_CASES={CASES}), base {planned}: "
-        f"{len(expected)} deliveries expected, {len(got)} received"
+    outcome = await run_generated(
+        pipeline, tmp_path, [SEED + i for i in range(CASES)], rules=WITH_RULES
     )
-    print(title)
-    if (got, timeline) != (expected, marks):
-        involved = {item[0] for item in (expected ^ got) | (marks ^ timeline)}
-        by_id = {send.dispatch_id: send for send in sends}
-        users = {by_id[i].user_id for i in involved if i in by_id} | {
-            i for i in involved if i not in by_id
-        }
-        shown = [c.describe() for c in cases if any(u.startswith(f"g{c.seed}-") for u in users)]
-        pytest.fail(
-            "\n".join(
-                [report(title, expected, got, marks, timeline, sends), "", *shown, "--- as sent"]
-                + [str(e) for e in events if e["user_id"] in users]
-            )
-        )
+    print(f"{outcome.title()} (DIFFERENTIAL_SEED={SEED} DIFFERENTIAL_CASES={CASES})")
+    if outcome.diverged:
+        pytest.fail(f"DIFFERENTIAL_SEED={SEED} DIFFERENTIAL_CASES={CASES}: " + outcome.explain())
 
 
 # --- the examples -------------------------------------------------------------------------------
