@@ -35,7 +35,15 @@ from app.engine.definitions import (
     WaitForStep,
 )
 from app.engine.durations import format_duration
-from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, Transition
+from app.engine.effects import (
+    Analytics,
+    CancelTimer,
+    Effect,
+    ScheduleTimer,
+    Send,
+    Transition,
+    utc_text,
+)
 from app.engine.inputs import (
     EngineInput,
     EventTimePolicy,
@@ -113,10 +121,7 @@ def _matches(properties: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v.isoformat().replace("+00:00", "Z") if isinstance(v, datetime) else v
-        for k, v in values.items()
-    }
+    return {k: utc_text(v) if isinstance(v, datetime) else v for k, v in values.items()}
 
 
 @dataclass
