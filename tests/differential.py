@@ -84,16 +84,26 @@ def marks_of(effects: list[Analytics]) -> set[Mark]:
     }
 
 
-def oracle(
-    engine: JourneyEngine, events: list[dict], until: datetime
-) -> tuple[set[Delivery], set[Mark], list[Send]]:
+@dataclass(frozen=True)
+class Prediction:
+    """What the simulator says the provider receives and the timeline shows, and when the last
+    of it happens."""
+
+    deliveries: set[Delivery]
+    marks: set[Mark]
+    sends: list[Send]
+    last_at: datetime | None  # the last effect's time, None when nothing happens
+
+
+def oracle(engine: JourneyEngine, events: list[dict], until: datetime) -> Prediction:
     simulator = Simulator(engine)
     simulator.feed([UserEvent.from_record(e) for e in events])
     simulator.run_until(until)
     sends = [e.effect for e in simulator.effects if isinstance(e.effect, Send)]
     analytics = [e.effect for e in simulator.effects if isinstance(e.effect, Analytics)]
     deliveries = {d for d in map(deliverable, sends) if d is not None}
-    return deliveries, marks_of(analytics), sends
+    last_at = max((e.at for e in simulator.effects), default=None)
+    return Prediction(deliveries, marks_of(analytics), sends, last_at)
 
 
 # --- what the pipeline did ----------------------------------------------------------------------
@@ -203,6 +213,23 @@ async def settle(stub: ProviderStub, expected: int, deadline: datetime) -> set[D
         await asyncio.sleep(0.5)
     await asyncio.sleep(5)
     return received(stub)
+
+
+async def settle_all(
+    pipeline: Pipeline, stub: ProviderStub, prediction: Prediction
+) -> tuple[set[Delivery], set[Mark]]:
+    """What the provider received and the timeline shows once the pipeline has caught up with
+    the prediction: every delivery in, and the timeline holding every predicted mark (exits
+    come after the last send, up to a path's delay later), or a minute after the last
+    predicted effect."""
+    latest = prediction.last_at or datetime.now(UTC)
+    got = await settle(stub, len(prediction.deliveries), latest + timedelta(seconds=60))
+    deadline = max(latest, datetime.now(UTC)) + timedelta(seconds=60)
+    while True:
+        timeline = {m for m in await timeline_marks(pipeline) if not m[0].startswith("ready-")}
+        if timeline >= prediction.marks or datetime.now(UTC) >= deadline:
+            return got, timeline
+        await asyncio.sleep(1)
 
 
 def report(
@@ -380,8 +407,17 @@ async def run_generated(
         events, unplayable = space_streams(engine, streams, skip_unplayable)
         await publish_paced(pipeline, events)
         last = max(time_of(e) for e in events)
-        expected, marks, sends = oracle(engine, events, last + LIVE.settle)
-        latest = max((send.send_at for send in sends), default=last)
-        got = await settle(stub, len(expected), latest + timedelta(seconds=60))
-        timeline = {m for m in await timeline_marks(pipeline) if not m[0].startswith("ready-")}
-    return Outcome(seeds, planned, cases, events, sends, expected, got, marks, timeline, unplayable)
+        prediction = oracle(engine, events, last + LIVE.settle)
+        got, timeline = await settle_all(pipeline, stub, prediction)
+    return Outcome(
+        seeds,
+        planned,
+        cases,
+        events,
+        prediction.sends,
+        prediction.deliveries,
+        got,
+        prediction.marks,
+        timeline,
+        unplayable,
+    )

@@ -183,6 +183,7 @@ class JourneyEngine:
                 if journey is None or not isinstance(journey.entry, ScheduleEntry):
                     raise LookupError(f"no scheduled journey '{item.journey_id}' is deployed")
                 self._enter(run, journey, {})
+        self._fire_due_now(run)
         run.state.applied = [*run.state.applied, item.input_id][-APPLIED_INPUTS_KEPT:]
         run.state.version += 1
         return Transition(run.state, run.effects)
@@ -268,6 +269,21 @@ class JourneyEngine:
             self._advance(run, entry, step.timed_out)
         elif timer.purpose == "path":
             self._on_path_due(run, entry, journey, timer)
+
+    def _fire_due_now(self, run: _Run) -> None:
+        """Fires, within this input, the timers it set that are due at its own time (a path
+        with no delay, a date already passed). As inputs of their own they would tie with the
+        user's other timers due then, which the workers take in the order their pump publishes
+        them and the simulator by timer id."""
+        while due := [
+            effect
+            for effect in run.effects
+            if isinstance(effect, ScheduleTimer) and effect.due_at <= run.at
+        ]:
+            first = min(due, key=lambda effect: (effect.due_at, effect.timer_id))
+            run.effects.remove(first)
+            if any(t.timer_id == first.timer_id for t in run.state.timers):
+                self._on_timer(run, TimerFired(run.state.user_id, first.timer_id, first.due_at))
 
     def _on_path_due(
         self, run: _Run, entry: EntryState, journey: Journey, timer: PendingTimer

@@ -137,7 +137,8 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
         services("up", "kafka")
 
         last = max(time_of(e) for e in published)
-        expected, _, sends = oracle(engine, published, last + LIVE.settle)
+        prediction = oracle(engine, published, last + LIVE.settle)
+        expected, sends = prediction.deliveries, prediction.sends
         latest = max([send.send_at for send in sends] + [last])
         deadline = max(datetime.now(UTC) + timedelta(seconds=240 + WAVE_USERS), latest)
         got = await settle(stub, len(expected), deadline)

@@ -200,7 +200,7 @@ def _first_clash(
 ) -> tuple[int, timedelta] | None:
     """(stream index of the first event too close to a timer set before it, how far to move
     it), or None. Inputs are ranked in the simulator's order: event k has rank k, a timer fired
-    just before it rank k - 0.5."""
+    just before it rank k - 0.5. Only the first copy of a redelivered event counts."""
     order = sorted(range(len(stream)), key=lambda i: _time(stream[i]))
     simulator = Simulator(engine)
     timers: dict[str, tuple[str, datetime, float]] = {}  # id -> (user, due, setter's rank)
@@ -211,8 +211,12 @@ def _first_clash(
         _note_timers(simulator, timers, 0, before, rank - 0.5)
         simulator.feed([event])
         _note_timers(simulator, timers, before, len(simulator.effects), rank)
+    seen: set[str] = set()
     for rank, index in enumerate(order):
         record = stream[index]
+        if record["event_id"] in seen:
+            continue  # a redelivery: the engine ignores it, whatever its order with timers
+        seen.add(record["event_id"])
         at = _time(record)
         for user_id, due, setter in timers.values():
             if user_id == record["user_id"] and setter < rank and abs(due - at) < margin:

@@ -27,8 +27,7 @@ from tests.differential import (
     ready,
     report,
     run_generated,
-    settle,
-    timeline_marks,
+    settle_all,
 )
 
 CASES = int(os.environ.get("DIFFERENTIAL_CASES", "4"))
@@ -90,13 +89,12 @@ async def test_example_delivers_what_the_simulator_predicts(pipeline, tmp_path, 
         now = datetime.now(UTC)
         events = rebased(read_jsonl("user-events", EXAMPLES / f"{name}.events.jsonl"), now)
         engine = JourneyEngine([load_journey(path)])
-        expected, marks, sends = oracle(engine, events, now + EXAMPLE_SETTLE)
-        assert expected, "the example sends nothing to compare"
+        prediction = oracle(engine, events, now + EXAMPLE_SETTLE)
+        assert prediction.deliveries, "the example sends nothing to compare"
         await pipeline.publish(events)
-        latest = max(send.send_at for send in sends)
-        got = await settle(stub, len(expected), latest + timedelta(seconds=60))
-        timeline = {m for m in await timeline_marks(pipeline) if not m[0].startswith("ready-")}
+        got, timeline = await settle_all(pipeline, stub, prediction)
+    expected, marks = prediction.deliveries, prediction.marks
     title = f"example {name}: {len(expected)} deliveries expected, {len(got)} received"
     assert (got, timeline) == (expected, marks), report(
-        title, expected, got, marks, timeline, sends
+        title, expected, got, marks, timeline, prediction.sends
     )
