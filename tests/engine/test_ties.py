@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from app.engine import Analytics, JourneyEngine, Send, UserEvent, load_journey_text
+from app.engine import (
+    Analytics,
+    JourneyEngine,
+    ScheduleTimer,
+    Send,
+    UserEvent,
+    UserState,
+    load_journey_text,
+)
 from app.engine.simulator import SimulatedEffect, Simulator
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -82,3 +90,20 @@ def test_an_attribute_set_at_exactly_a_paths_due_time_is_seen_by_its_conditions(
     )
     upgraded = event("upgraded", T0 + HOUR, attributes={"plan": "pro"})
     assert sent(simulate(text, event("signed_up", T0), upgraded)) == ["pro_msg"]
+
+
+def test_a_timer_an_input_sets_due_at_its_own_time_fires_within_that_input() -> None:
+    """A path with no delay is taken by the input that reaches it, not by a timer of its own:
+    such a timer would tie with the user's other timers due at that instant, and the workers
+    (in the order their pump publishes) and the simulator (by timer id) would break the tie
+    differently."""
+    text = (
+        "id: now\nversion: 1\nentry: {event: signed_up}\nsteps:\n"
+        "  pick: {type: paths, paths: [{id: at_once, next: hello}]}\n"
+        "  hello: {type: message, channel: email, template: hello}\n"
+    )
+    state = UserState.new("u")
+    transition = JourneyEngine([load_journey_text(text)]).apply(state, event("signed_up", T0), T0)
+    assert [e.step_id for e in transition.effects if isinstance(e, Send)] == ["hello"]
+    assert not [e for e in transition.effects if isinstance(e, ScheduleTimer)]
+    assert transition.state.timers == []
