@@ -33,7 +33,7 @@ from app.sender.stub import ProviderStub, serve
 from app.sender.templates import RenderError, TemplateStore
 from app.store.mongo import close_client, new_client
 from app.streams.producer import new_producer
-from app.streams.publish import rebased
+from app.streams.publish import event_millis, rebased
 from tests.generated import LIVE, Case, generate_case
 from tests.generated.events import space_from_timers
 from tests.pipeline import Pipeline
@@ -192,7 +192,9 @@ async def ready(pipeline: Pipeline, stub: ProviderStub, tmp_path: Path, n: int) 
 
 
 async def publish_paced(pipeline: Pipeline, events: list[dict]) -> None:
-    """Each record when its time comes (a record out of order right away), in stream order."""
+    """Each record when its time comes (a record out of order right away), in stream order,
+    its Kafka timestamp its event's time: when it reached Journeys is then what the simulator
+    takes, to the millisecond, however late the producer woke up."""
     producer = new_producer(pipeline.settings)
     await producer.start()
     try:
@@ -201,7 +203,12 @@ async def publish_paced(pipeline: Pipeline, events: list[dict]) -> None:
             wait = (datetime.fromisoformat(event["at"]) - datetime.now(UTC)).total_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await producer.send_and_wait(topic, orjson.dumps(event), key=event["user_id"].encode())
+            await producer.send_and_wait(
+                topic,
+                orjson.dumps(event),
+                key=event["user_id"].encode(),
+                timestamp_ms=event_millis(event),
+            )
     finally:
         await producer.stop()
 

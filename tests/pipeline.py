@@ -90,8 +90,8 @@ class Pipeline:
         finally:
             await close_client(client)
 
-    async def publish(self, events: list[dict[str, Any]]) -> None:
-        await publish(self.settings, events)
+    async def publish(self, events: list[dict[str, Any]], at_event_times: bool = False) -> None:
+        await publish(self.settings, events, at_event_times)
 
     async def read(self, topic: str, timeout: float, until: int | None = None) -> list[dict]:
         """Records on one of the pipeline's topics, read from the start; waits until `until`

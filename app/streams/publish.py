@@ -24,13 +24,23 @@ def rebased(events: Iterable[dict[str, Any]], end: datetime) -> list[dict[str, A
     return [{**e, "at": utc_text(t + shift)} for e, t in zip(events, times, strict=True)]
 
 
-async def publish(settings: Settings, events: list[dict[str, Any]]) -> int:
+async def publish(
+    settings: Settings, events: list[dict[str, Any]], at_event_times: bool = False
+) -> int:
+    """Publishes the events in order. With `at_event_times` each record's Kafka timestamp is
+    its event's own time, as a producer replaying a log of events sets it: Journeys takes the
+    timestamp as when the event reached it (see `EventTimePolicy`)."""
     producer = new_producer(settings)
     await producer.start()
     try:
         topic = settings.topic("user-events")
         futures = [
-            await producer.send(topic, orjson.dumps(event), key=event["user_id"].encode())
+            await producer.send(
+                topic,
+                orjson.dumps(event),
+                key=event["user_id"].encode(),
+                timestamp_ms=event_millis(event) if at_event_times else None,
+            )
             for event in events
         ]
         for future in futures:
@@ -38,3 +48,8 @@ async def publish(settings: Settings, events: list[dict[str, Any]]) -> int:
     finally:
         await producer.stop()
     return len(events)
+
+
+def event_millis(event: dict[str, Any]) -> int:
+    """An event's time as a Kafka record timestamp."""
+    return round(datetime.fromisoformat(event["at"]).timestamp() * 1000)

@@ -195,6 +195,8 @@ class BatchProcessor:
         )
         for item in heapq.merge(events, due, key=lambda item: input_order(item.input)):
             record = item.record
+            if isinstance(item.input, UserEvent):
+                self._fire_due_before(engine, user, input_order(item.input)[0], now)
             try:
                 transition = engine.apply(user.state, item.input, now)
             except (ValueError, KeyError, LookupError) as error:
@@ -207,6 +209,22 @@ class BatchProcessor:
             user.record_offset(record.source, record.partition, record.offset)
             self._metrics.observe_input(item.input, now)
         return user.state.version != user.version, letters
+
+    @staticmethod
+    def _fire_due_before(
+        engine: JourneyEngine, user: StoredUser, received: datetime, now: datetime
+    ) -> None:
+        """Fires the user's timers due before an event reached Journeys, as the simulator does:
+        a timer the pump has not published yet (an event from the past, a backlog) must not
+        lose its turn to the event. The timer's own record, when it comes, is a no-op."""
+        while due := [t for t in user.state.due_timers(received) if t.due_at < received]:
+            timer = due[0]
+            fired = TimerFired(user.user_id, timer.timer_id, timer.due_at)
+            transition = engine.apply(user.state, fired, now)
+            user.state = transition.state
+            user.outbox.extend(
+                effect.to_record() for effect in transition.effects if isinstance(effect, EMITTED)
+            )
 
     def _partition(self, user: StoredUser) -> int:
         return partition_of(user.user_id, self._partitions)
