@@ -4,10 +4,13 @@ error that says what, where and what was expected, and `topics apply` creates an
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import InvalidTimestampError
 from jsonschema import Draft202012Validator
 
 from app.config import Settings
@@ -119,4 +122,29 @@ async def test_topics_apply_creates_missing_topics_then_reports_differences(
         assert [t for t, r in second.items() if r.differences] == [unique + "send"]
     finally:
         await admin.delete_topics([unique + name for name in TOPIC_NAMES])
+        await admin.close()
+
+
+async def test_user_events_refuses_record_timestamps_outside_the_accepted_skew(
+    servers: Settings, unique: str
+) -> None:
+    """A producer may stamp a record with its event's time (a replay), but not move its receipt
+    to 1970 or 2999: Kafka refuses it, so the engine's event-time policy cannot be dodged."""
+    settings = dataclasses.replace(servers, topic_prefix=unique)
+    await apply_topics(settings, [load_contract("user-events")])
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    topic = settings.topic("user-events")
+    now_ms = int(time.time() * 1000)
+    try:
+        for stamp in (None, now_ms - 3 * 86_400_000, now_ms + 60_000):
+            await producer.send_and_wait(topic, b"{}", timestamp_ms=stamp)
+        for stamp in (1_000, now_ms - 8 * 86_400_000, now_ms + 3_600_000, 32_503_680_000_000):
+            with pytest.raises(InvalidTimestampError):
+                await producer.send_and_wait(topic, b"{}", timestamp_ms=stamp)
+    finally:
+        await producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        await admin.delete_topics([topic])
         await admin.close()
