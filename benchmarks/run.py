@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.config import Settings
+from app.config import Settings, WorkerSettings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.engine import JourneyEngine, UserEvent, UserState, load_journey_text
 from app.keyspace import Keyspace
@@ -41,6 +41,7 @@ from app.store.users import StoredUser, UserCommit, UserStore
 from app.streams.producer import new_producer
 from app.topic_admin import apply_topics
 from app.topics import load_contract
+from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.partitions import partition_of
 from app.worker.processor import EMITTED
@@ -290,7 +291,10 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
     prefix = settings.redis_prefix
     store = UserStore(database, settings.mongo_bulk_ops)
     due_index = DueIndex(redis, prefix)
-    recovery = RedisRecovery(redis, prefix, SendBuffer(redis, prefix), database, due_index, store)
+    lock = BranchLock(redis, prefix, WorkerSettings().branch_lock_ttl_seconds)
+    recovery = RedisRecovery(
+        redis, prefix, lock, SendBuffer(redis, prefix), database, due_index, store
+    )
     try:
         await recovery.check(now)  # an empty store: sets the epoch, puts nothing back
         for first in range(0, count, chunk):
