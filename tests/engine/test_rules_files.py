@@ -81,7 +81,7 @@ def test_the_older_form_without_kind_still_loads_for_the_simulator(tmp_path: Pat
             "kind: rules\nversion: 1\nfrequency_cap: []\n",
             "/frequency_cap",
             3,
-            "one of kind, version, quiet_hours, frequency_caps",
+            "a key this format reads (did you mean `frequency_caps`?)",
         ),
         (
             "kind: rules\nversion: 1\nfrequency_caps: {channel: email}\n",
