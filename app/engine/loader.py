@@ -46,6 +46,7 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 Where = tuple[str | int, ...]
+MAX_DURATION = timedelta(days=36500)
 MAX_NODES = 100_000  # aliases can make a small file expand without bound
 
 
@@ -228,13 +229,19 @@ class _Reader:
         return value
 
     def duration(self, value: Any, where: Where) -> timedelta:
-        match = DURATION.match(str(value)) if isinstance(value, str | int) else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return timedelta(seconds=value)
-        if not match or not any(match.groups()):
-            raise self.doc.error(where, value, "a duration such as 90s, 15m, 1h30m, 3d or 1w")
-        w, d, h, m, s = (int(g or 0) for g in match.groups())
-        return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+        """Seconds, or text such as 1h30m; at most MAX_DURATION, so every time a journey computes
+        from now stays a date."""
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            total = value
+        else:
+            match = DURATION.match(value) if isinstance(value, str) else None
+            if not match or not any(match.groups()):
+                raise self.doc.error(where, value, "a duration such as 90s, 15m, 1h30m, 3d or 1w")
+            w, d, h, m, s = (int(g or 0) for g in match.groups())
+            total = (((w * 7 + d) * 24 + h) * 60 + m) * 60 + s
+        if total > MAX_DURATION.total_seconds():
+            raise self.doc.error(where, value, f"a duration of at most {MAX_DURATION.days}d")
+        return timedelta(seconds=total)
 
     def clock(self, value: Any, where: Where) -> time:
         match = CLOCK.match(value) if isinstance(value, str) else None
@@ -667,6 +674,12 @@ def load_definition_text(text: str, source: str) -> Journey | VersionedRules:
     """A journey file, or a rules file (`kind: rules`): whatever `validate` and `deploy` take."""
     reader = _Reader(_Document(text, source))
     root = reader.doc.root
+    if isinstance(root, dict) and "kind" not in root and not {"id", "steps"} & set(root):
+        raise reader.doc.error(
+            ("kind",),
+            "no value",
+            "kind: rules and a version (a rules file), or id, entry and steps (a journey)",
+        )
     return reader.rules_file() if isinstance(root, dict) and "kind" in root else reader.journey()
 
 

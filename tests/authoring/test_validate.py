@@ -95,3 +95,35 @@ def test_a_missing_key_names_the_misspelling_of_it(tmp_path: Path) -> None:
         "/j.yaml:7: at /steps/hello/template: found no value, "
         "expected 'template' to be set (found `tempalte`: a misspelling?)"
     ]
+
+
+def test_a_bad_rules_file_gets_one_located_line_from_validate_and_simulate(
+    tmp_path: Path,
+) -> None:
+    rules = "kind: rules\nversion: 1\nfrequency_caps:\n  - {channel: email, limit: 1, window: %s}\n"
+    expected = "/r.yaml:4: at /frequency_caps/0/window: found '99999999999w', "
+    code, lines = validate(tmp_path, rules % "99999999999w", "r.yaml")
+    assert (code, lines) == (1, [expected + "expected a duration of at most 36500d"])
+    journey, events = tmp_path / "j.yaml", tmp_path / "e.jsonl"
+    journey.write_text("id: j\nversion: 1\nentry: {event: a}\nsteps: {end: {type: exit}}\n")
+    events.write_text(
+        '{"event_id": "1", "user_id": "u", "name": "a", "at": "2026-11-02T09:00:00Z"}'
+    )
+    args = ["simulate", str(journey), "--events", str(events), "--rules", str(tmp_path / "r.yaml")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit
+    assert result.output.replace(str(tmp_path), "") == (
+        "Error: " + expected + "expected a duration of at most 36500d\n"
+    )
+
+
+def test_validate_says_a_rules_file_without_kind_needs_one(tmp_path: Path) -> None:
+    older = "frequency_caps:\n  - {channel: email, limit: 1, window: 1d}\n"
+    code, lines = validate(tmp_path, older, "r.yaml")
+    assert (code, lines) == (
+        1,
+        [
+            "/r.yaml:1: at /kind: found no value, expected kind: rules and a version "
+            "(a rules file), or id, entry and steps (a journey)"
+        ],
+    )
