@@ -23,6 +23,7 @@ from app.engine import (
     VersionedRules,
     load_definition_text,
 )
+from app.engine.inputs import ZONE_REFUSED, known_zone
 from app.engine.simulator import SimulatedEffect, Simulator
 from app.topics import RecordError
 
@@ -156,6 +157,13 @@ def simulate(
     effects = simulator.effects
     for event, reason in simulator.refused:
         click.echo(f"refused event {event.event_id} of {event.user_id}: {reason}", err=True)
+    for event in events:  # as a worker's dead letter says; the engine kept the last valid zone
+        if event.timezone and not known_zone(event.timezone):
+            click.echo(
+                f"refused the timezone of event {event.event_id} of {event.user_id}: "
+                f"{ZONE_REFUSED}",
+                err=True,
+            )
     if output == "jsonl":
         for item in effects:
             sys.stdout.buffer.write(orjson.dumps(item.to_record()) + b"\n")
