@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import ItemsView, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping
 from datetime import time, timedelta
 from typing import Any
 
@@ -602,6 +602,7 @@ class _Reader:
             goal=goal,
             rules=self.rules(root, ()),
             lifetime=self.duration(root.get("lifetime", "90d"), ("lifetime",)),
+            sample=self.properties(root.get("sample"), ("sample",)),
         )
         self.check_keys(*self._unreached(steps, start))
         self._check_graph(steps, start)
@@ -658,6 +659,12 @@ class _Reader:
 
         for step_id in steps:
             visit(step_id, [])
+
+
+def locate(text: str, source: str) -> Callable[[Where, Any, str], JourneyError]:
+    """Errors about a loaded file's content found elsewhere (its templates), located as the
+    loader locates its own: `locate(text, source)(where, found, expected)`."""
+    return _Document(text, source).error
 
 
 def load_journey_text(text: str, source: str = "<journey>") -> Journey:

@@ -38,9 +38,9 @@ EXPECTED = Rules(
 )
 TWO_EMAILS = (
     "id: two-emails\nversion: 1\nentry: {event: signed_up}\nsteps:\n"
-    "  first: {type: message, channel: email, template: hello, next: wait}\n"
+    "  first: {type: message, channel: email, template: first_tip, next: wait}\n"
     "  wait: {type: delay, duration: 1h, next: second}\n"
-    "  second: {type: message, channel: email, template: again}\n"
+    "  second: {type: message, channel: email, template: generic_offer}\n"
 )
 SIGNUPS = b"".join(
     orjson.dumps(
