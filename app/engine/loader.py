@@ -1,5 +1,6 @@
 """Journey files (YAML, or JSON, which is YAML) to validated `Journey` objects. An error names the
-file, the path inside it and its line, what was found and what was expected."""
+file, the path inside it and its line, what was found and what was expected. A key the loader
+never reads is an error too (see `_Read`): a misspelt key must not be silently ignored."""
 
 from __future__ import annotations
 
