@@ -48,6 +48,7 @@ DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?
 CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 Where = tuple[str | int, ...]
 MAX_DURATION = timedelta(days=36500)
+MAX_VERSION = 2**31 - 1
 MAX_NODES = 100_000  # aliases can make a small file expand without bound
 
 
@@ -534,6 +535,8 @@ class _Reader:
         version = self.field(root, (), "version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise self.doc.error(("version",), version, "a whole number from 1")
+        if version > MAX_VERSION:  # the store keeps it as a number
+            raise self.doc.error(("version",), version, f"a whole number from 1 to {MAX_VERSION}")
         return version
 
     def rules_file(self) -> VersionedRules:

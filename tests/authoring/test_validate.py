@@ -127,3 +127,14 @@ def test_validate_says_a_rules_file_without_kind_needs_one(tmp_path: Path) -> No
             "(a rules file), or id, entry and steps (a journey)"
         ],
     )
+
+
+def test_a_version_the_store_cannot_keep_is_a_located_error(tmp_path: Path) -> None:
+    code, lines = validate(tmp_path, "kind: rules\nversion: 99999999999999999999\n", "r.yaml")
+    assert (code, lines) == (
+        1,
+        [
+            "/r.yaml:2: at /version: found 99999999999999999999, "
+            "expected a whole number from 1 to 2147483647"
+        ],
+    )
