@@ -57,9 +57,14 @@ class TopicContract:
         error = best_match(self.validator.iter_errors(record))
         if error is None:
             return
-        where = "/" + "/".join(str(part) for part in error.absolute_path)
+        path = [str(part) for part in error.absolute_path]
+        if "propertyNames" in error.absolute_schema_path:
+            path.append(str(error.instance).replace("\0", "\\u0000"))  # the key is the place
+        where = "/" + "/".join(path)
         expected = error.schema.get("description") or _expected_from(error.validator, error.schema)
-        raise RecordError(self.name, where, error.message, expected)
+        # A rule with a title names what it refuses without quoting the value (personal data).
+        found = error.message if error.schema is self.schema else error.schema.get("title")
+        raise RecordError(self.name, where, found or error.message, expected)
 
     def decode(
         self, raw: bytes | None, max_bytes: int = DEFAULT_MAX_RECORD_BYTES

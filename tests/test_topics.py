@@ -67,7 +67,7 @@ def test_user_events_by_user_carries_user_events_records_unchanged() -> None:
         (
             b'{"event_id":"e","user_id":"u","name":"x","at":"2026-01-01T00:00:00Z",'
             b'"subscriptions":{"fax":true}}',
-            "/subscriptions",
+            "/subscriptions/fax",
             "'fax'",
         ),
     ],

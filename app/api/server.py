@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from app.authoring.templates import raise_all, template_errors, template_store
 from app.config import ApiSettings, Settings
 from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
@@ -172,9 +173,13 @@ class Api:
             raise web.HTTPBadRequest(text="the body must be UTF-8 text (YAML or JSON)") from None
 
     async def validate(self, request: web.Request) -> web.Response:
-        """A journey, or a rules file (`kind: rules`)."""
+        """A journey, with its templates as `journeys validate` checks them, or a rules file
+        (`kind: rules`)."""
+        text = await self._body_text(request)
         try:
-            loaded = load_definition_text(await self._body_text(request), "request body")
+            loaded = load_definition_text(text, "request body")
+            if not isinstance(loaded, VersionedRules):
+                raise_all(template_errors(loaded, text, "request body", template_store()))
         except JourneyError as error:
             return _invalid(error)
         if isinstance(loaded, VersionedRules):

@@ -12,6 +12,7 @@ import click
 import orjson
 
 from app.authoring.files import load_journey, load_rules, read_events
+from app.authoring.templates import missing_templates, raise_all, template_errors, template_store
 from app.engine import (
     Analytics,
     Journey,
@@ -23,6 +24,7 @@ from app.engine import (
     VersionedRules,
     load_definition_text,
 )
+from app.engine.inputs import ZONE_REFUSED, known_zone
 from app.engine.simulator import SimulatedEffect, Simulator
 from app.topics import RecordError
 
@@ -36,15 +38,31 @@ def _load(paths: tuple[Path, ...]) -> list[Journey]:
         raise click.ClickException(str(error)) from None
 
 
+def _load_with_templates(paths: tuple[Path, ...]) -> list[Journey]:
+    """The journeys, refused when a message names a template that does not exist."""
+    journeys = _load(paths)
+    store = template_store()
+    for path, journey in zip(paths, journeys, strict=True):
+        missing = missing_templates(journey, path.read_text(), str(path), store)
+        if missing:
+            raise click.ClickException("\n".join(map(str, missing)))
+    return journeys
+
+
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=FILE)
 def validate(files: tuple[Path, ...]) -> None:
-    """Check journey files and rules files (kind: rules); each error names the file, line and
-    path, found and expected."""
+    """Check journey files and rules files (kind: rules), and render every template a journey's
+    messages name in each of its locales against sample data; each error names the file, line
+    and path, found and expected."""
     failed = False
+    store = template_store()
     for path in files:
+        text = path.read_text()
         try:
-            loaded = load_definition_text(path.read_text(), str(path))
+            loaded = load_definition_text(text, str(path))
+            if isinstance(loaded, Journey):
+                raise_all(template_errors(loaded, text, str(path), store))
         except JourneyError as error:
             click.echo(str(error), err=True)
             failed = True
@@ -147,7 +165,7 @@ def simulate(
         rules = load_rules(rules_file) if rules_file else None
     except JourneyError as error:
         raise click.ClickException(str(error)) from None
-    simulator = Simulator(JourneyEngine(_load(journeys), rules))
+    simulator = Simulator(JourneyEngine(_load_with_templates(journeys), rules))
     events = _read_events(events_file)
     if received_at is not None:
         events = [replace(event, received_at=received_at) for event in events]
@@ -156,6 +174,13 @@ def simulate(
     effects = simulator.effects
     for event, reason in simulator.refused:
         click.echo(f"refused event {event.event_id} of {event.user_id}: {reason}", err=True)
+    for event in events:  # as a worker's dead letter says; the engine kept the last valid zone
+        if event.timezone and not known_zone(event.timezone):
+            click.echo(
+                f"refused the timezone of event {event.event_id} of {event.user_id}: "
+                f"{ZONE_REFUSED}",
+                err=True,
+            )
     if output == "jsonl":
         for item in effects:
             sys.stdout.buffer.write(orjson.dumps(item.to_record()) + b"\n")

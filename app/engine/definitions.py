@@ -205,6 +205,9 @@ class Journey:
     rules: Rules = Rules()
     # The longest an entry can stay active; bounds the branch lock's lifetime.
     lifetime: timedelta = timedelta(days=90)
+    # Variables to check the messages' templates with (`journeys validate`); the engine never
+    # reads them.
+    sample: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

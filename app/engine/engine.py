@@ -50,6 +50,7 @@ from app.engine.inputs import (
     ScheduledEntry,
     TimerFired,
     UserEvent,
+    known_zone,
 )
 from app.engine.state import (
     APPLIED_INPUTS_KEPT,
@@ -326,7 +327,7 @@ class JourneyEngine:
                 state.attributes[name] = value
                 changed.add(name)
         state.subscriptions.update(event.subscriptions)
-        if event.timezone:
+        if event.timezone and known_zone(event.timezone):  # else the last valid zone stays
             state.timezone = event.timezone
         if event.locale:
             state.locale = event.locale

@@ -7,8 +7,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.engine.durations import format_duration
+
+# Why a user's `timezone` is refused: the event applies, the user keeps their last valid zone.
+ZONE_REFUSED = (
+    "a time zone this machine does not know (the event was applied; the user keeps their "
+    "last valid zone)"
+)
+
+
+def known_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone in this machine's database."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """Journey files (YAML, or JSON, which is YAML) to validated `Journey` objects. An error names the
-file, the path inside it and its line, what was found and what was expected."""
+file, the path inside it and its line, what was found and what was expected. A key the loader
+never reads is an error too (see `_Read`): a misspelt key must not be silently ignored."""
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Callable, ItemsView, Iterator, Mapping
 from datetime import time, timedelta
 from typing import Any
 
@@ -44,7 +47,8 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 Where = tuple[str | int, ...]
-RULES_KEYS = ("kind", "version", "quiet_hours", "frequency_caps")
+MAX_DURATION = timedelta(days=36500)
+MAX_VERSION = 2**31 - 1
 MAX_NODES = 100_000  # aliases can make a small file expand without bound
 
 
@@ -57,6 +61,54 @@ class JourneyError(ValueError):
         self.expected = expected
         at = f"{source}:{line}" if line else source
         super().__init__(f"{at}: at {self.where}: found {found}, expected {expected}")
+
+
+class JourneyErrors(JourneyError):
+    """Several errors of one file, reported together: the first's fields, one line each."""
+
+    def __init__(self, errors: list[JourneyError]) -> None:
+        first = errors[0]
+        super().__init__(first.source, (), first.line, first.found, first.expected)
+        self.where = first.where
+        self.errors = errors
+        self.args = ("\n".join(str(error) for error in errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Read(Mapping[str, Any]):
+    """A mapping of the file that records every key the loader asks about (read or looked up),
+    so the keys it never asked about are reported as unknown: whatever the loader reads is
+    valid, with no table of allowed keys to keep in step with it."""
+
+    def __init__(self, data: dict[str, Any], asked: set[str]) -> None:
+        self._data = data
+        self._asked = asked
+
+    def __getitem__(self, key: str) -> Any:
+        self._asked.add(key)
+        return self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self._asked.add(key)
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._asked.add(key)
+        return self._data.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def items(self) -> ItemsView[str, Any]:
+        """Every key, read: a mapping whose keys are ids or free-form data."""
+        self._asked.update(self._data)
+        return self._data.items()
 
 
 class _Document:
@@ -75,8 +127,11 @@ class _Document:
             ) from None
         self.root = self._plain(node, (), ()) if node is not None else None
 
-    def _plain(self, node: yaml.Node, where: Where, parents: tuple[int, ...]) -> Any:
-        line = node.start_mark.line + 1
+    def _plain(
+        self, node: yaml.Node, where: Where, parents: tuple[int, ...], line: int | None = None
+    ) -> Any:
+        """`line` is the line of the node's key, where the reader looks for a mapping's value."""
+        line = line or node.start_mark.line + 1
         self.lines[where] = line
         if len(self.lines) > MAX_NODES:
             raise JourneyError(
@@ -87,7 +142,8 @@ class _Document:
         inside = (*parents, id(node))
         if isinstance(node, yaml.MappingNode):
             return {
-                (key := str(k.value)): self._plain(v, (*where, key), inside) for k, v in node.value
+                (key := str(k.value)): self._plain(v, (*where, key), inside, k.start_mark.line + 1)
+                for k, v in node.value
             }
         if isinstance(node, yaml.SequenceNode):
             return [self._plain(item, (*where, i), inside) for i, item in enumerate(node.value)]
@@ -115,16 +171,59 @@ class _Document:
 class _Reader:
     def __init__(self, document: _Document) -> None:
         self.doc = document
+        # Path of every mapping the loader read -> the keys it asked about there.
+        self.asked: dict[Where, set[str]] = {}
 
-    def mapping(self, value: Any, where: Where) -> dict[str, Any]:
+    def mapping(self, value: Any, where: Where) -> Mapping[str, Any]:
+        if isinstance(value, _Read):
+            return value
         if not isinstance(value, dict):
             raise self.doc.error(where, value, "a mapping")
-        return value
+        return _Read(value, self.asked.setdefault(where, set()))
 
-    def field(self, mapping: dict[str, Any], where: Where, key: str) -> Any:
+    def field(self, mapping: Mapping[str, Any], where: Where, key: str) -> Any:
         if key not in mapping:
-            raise self.doc.error((*where, key), "no value", f"'{key}' to be set")
+            unread = [k for k in mapping if k not in self.asked.get(where, ())]
+            close = difflib.get_close_matches(key, unread, n=1)
+            hint = f" (found `{close[0]}`: a misspelling?)" if close else ""
+            raise self.doc.error((*where, key), "no value", f"'{key}' to be set{hint}")
         return mapping[key]
+
+    def unknown_keys(self) -> list[JourneyError]:
+        """An error for every key of a mapping the loader read that it never asked about, with
+        the closest key it did ask about there. Below an unknown key nothing is reported, nor
+        inside mappings the loader keeps as data (properties, compared values)."""
+        errors: list[JourneyError] = []
+
+        def walk(value: Any, where: Where) -> None:
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    walk(item, (*where, i))
+            if not isinstance(value, dict):
+                return
+            asked = self.asked.get(where)
+            for key, item in value.items():
+                if asked is None or key in asked:
+                    walk(item, (*where, key))
+                    continue
+                known = sorted(asked)
+                close = difflib.get_close_matches(key, known, n=1)
+                expected = (
+                    f"a key this format reads (did you mean `{close[0]}`?)"
+                    if close
+                    else f"a key this format reads here: {', '.join(known) or 'none'}"
+                )
+                errors.append(self.doc.error((*where, key), f"an unknown key '{key}'", expected))
+
+        walk(self.doc.root, ())
+        return errors
+
+    def check_keys(self, *more: JourneyError) -> None:
+        errors = [*self.unknown_keys(), *more]
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise JourneyErrors(errors)
 
     def name(self, value: Any, where: Where) -> str:
         if not isinstance(value, str) or not NAME.match(value):
@@ -132,13 +231,19 @@ class _Reader:
         return value
 
     def duration(self, value: Any, where: Where) -> timedelta:
-        match = DURATION.match(str(value)) if isinstance(value, str | int) else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return timedelta(seconds=value)
-        if not match or not any(match.groups()):
-            raise self.doc.error(where, value, "a duration such as 90s, 15m, 1h30m, 3d or 1w")
-        w, d, h, m, s = (int(g or 0) for g in match.groups())
-        return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+        """Seconds, or text such as 1h30m; at most MAX_DURATION, so every time a journey computes
+        from now stays a date."""
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            total = value
+        else:
+            match = DURATION.match(value) if isinstance(value, str) else None
+            if not match or not any(match.groups()):
+                raise self.doc.error(where, value, "a duration such as 90s, 15m, 1h30m, 3d or 1w")
+            w, d, h, m, s = (int(g or 0) for g in match.groups())
+            total = (((w * 7 + d) * 24 + h) * 60 + m) * 60 + s
+        if total > MAX_DURATION.total_seconds():
+            raise self.doc.error(where, value, f"a duration of at most {MAX_DURATION.days}d")
+        return timedelta(seconds=total)
 
     def clock(self, value: Any, where: Where) -> time:
         match = CLOCK.match(value) if isinstance(value, str) else None
@@ -156,7 +261,8 @@ class _Reader:
         return float(value)
 
     def properties(self, value: Any, where: Where) -> dict[str, Any]:
-        return dict(self.mapping(value, where)) if value is not None else {}
+        """Free-form keys and values, each read."""
+        return dict(self.mapping(value, where).items()) if value is not None else {}
 
     # --- conditions ------------------------------------------------------------------------
 
@@ -204,7 +310,7 @@ class _Reader:
             "all, any or not",
         )
 
-    def _attribute_condition(self, spec: dict[str, Any], where: Where) -> c.Condition:
+    def _attribute_condition(self, spec: Mapping[str, Any], where: Where) -> c.Condition:
         path = f"attributes.{self.name(spec['attribute'], (*where, 'attribute'))}"
         ops = [key for key in spec if key != "attribute"]
         if len(ops) != 1:
@@ -225,7 +331,7 @@ class _Reader:
             return c.FieldCompare(path, "$exists", value)
         raise self.doc.error((*where, op), op, "equals, not_equals, gt, gte, lt, lte, in or exists")
 
-    def _event_condition(self, spec: dict[str, Any], where: Where) -> c.Condition:
+    def _event_condition(self, spec: Mapping[str, Any], where: Where) -> c.Condition:
         event = self.name(spec["event"], (*where, "event"))
         if "performed_at_least" in spec:
             count = self.number(spec["performed_at_least"], (*where, "performed_at_least"), 1, 1e9)
@@ -289,8 +395,8 @@ class _Reader:
     def re_entry(self, value: Any, where: Where) -> ReEntry:
         if value in ("once", "every_time"):
             return ReEntry(value)
-        if isinstance(value, dict) and "cooldown" in value:
-            return ReEntry("cooldown", self.duration(value["cooldown"], (*where, "cooldown")))
+        if isinstance(value, dict) and "cooldown" in (spec := self.mapping(value, where)):
+            return ReEntry("cooldown", self.duration(spec["cooldown"], (*where, "cooldown")))
         raise self.doc.error(where, value, "once, every_time or {cooldown: DURATION}")
 
     def step(self, step_id: str, value: Any, where: Where) -> Step:
@@ -393,7 +499,7 @@ class _Reader:
             next=self.name(spec["next"], (*where, "next")) if spec.get("next") else None,
         )
 
-    def rules(self, spec: dict[str, Any], where: Where) -> Rules:
+    def rules(self, spec: Mapping[str, Any], where: Where) -> Rules:
         quiet = None
         if "quiet_hours" in spec:
             q = self.mapping(spec["quiet_hours"], (*where, "quiet_hours"))
@@ -425,10 +531,12 @@ class _Reader:
             )
         return Rules(quiet, tuple(caps))
 
-    def version(self, root: dict[str, Any]) -> int:
+    def version(self, root: Mapping[str, Any]) -> int:
         version = self.field(root, (), "version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise self.doc.error(("version",), version, "a whole number from 1")
+        if version > MAX_VERSION:  # the store keeps it as a number
+            raise self.doc.error(("version",), version, f"a whole number from 1 to {MAX_VERSION}")
         return version
 
     def rules_file(self) -> VersionedRules:
@@ -436,10 +544,9 @@ class _Reader:
         kind = self.field(root, (), "kind")
         if kind != "rules":
             raise self.doc.error(("kind",), kind, "rules (a journey file has no kind)")
-        for key in root:
-            if key not in RULES_KEYS:
-                raise self.doc.error((key,), key, f"one of {', '.join(RULES_KEYS)}")
-        return VersionedRules(self.version(root), self.rules(root, ()))
+        loaded = VersionedRules(self.version(root), self.rules(root, ()))
+        self.check_keys()
+        return loaded
 
     def journey(self) -> Journey:
         root = self.mapping(self.doc.root, ())
@@ -457,7 +564,6 @@ class _Reader:
                 ("steps", NO_ACTION), NO_ACTION, "a step id other than no_action (it ends an entry)"
             )
         start = self.name(root.get("start", next(iter(steps))), ("start",))
-        self._check_graph(steps, start)
         exit_events, exit_conditions = [], []
         for i, item in enumerate(root.get("exit_when") or []):
             item = self.mapping(item, ("exit_when", i))
@@ -483,7 +589,7 @@ class _Reader:
                 self.duration(self.field(g, ("goal",), "within"), ("goal", "within")),
                 self.properties(g.get("properties"), ("goal", "properties")),
             )
-        return Journey(
+        journey = Journey(
             id=journey_id,
             version=version,
             name=str(root.get("name", journey_id)),
@@ -500,7 +606,31 @@ class _Reader:
             goal=goal,
             rules=self.rules(root, ()),
             lifetime=self.duration(root.get("lifetime", "90d"), ("lifetime",)),
+            sample=self.properties(root.get("sample"), ("sample",)),
         )
+        self.check_keys(*self._unreached(steps, start))
+        self._check_graph(steps, start)
+        return journey
+
+    def _unreached(self, steps: dict[str, Step], start: str) -> list[JourneyError]:
+        """Steps no link leads to from the start: never run, most often a misspelt link."""
+        if start not in steps:
+            return []
+        reached, todo = {start}, [start]
+        while todo:
+            for _, target in successors(steps[todo.pop()]):
+                if target in steps and target not in reached:
+                    reached.add(target)
+                    todo.append(target)
+        return [
+            self.doc.error(
+                ("steps", step_id),
+                "a step nothing leads to",
+                f"a link to it from '{start}' (the start) or a step after it, or no such step",
+            )
+            for step_id in steps
+            if step_id not in reached
+        ]
 
     def _check_graph(self, steps: dict[str, Step], start: str) -> None:
         """Every target exists, and there is no cycle: a step runs at most once per entry."""
@@ -535,6 +665,12 @@ class _Reader:
             visit(step_id, [])
 
 
+def locate(text: str, source: str) -> Callable[[Where, Any, str], JourneyError]:
+    """Errors about a loaded file's content found elsewhere (its templates), located as the
+    loader locates its own: `locate(text, source)(where, found, expected)`."""
+    return _Document(text, source).error
+
+
 def load_journey_text(text: str, source: str = "<journey>") -> Journey:
     return _Reader(_Document(text, source)).journey()
 
@@ -548,14 +684,23 @@ def load_rules_text(text: str, source: str = "<rules>") -> VersionedRules:
 def load_definition_text(text: str, source: str) -> Journey | VersionedRules:
     """A journey file, or a rules file (`kind: rules`): whatever `validate` and `deploy` take."""
     reader = _Reader(_Document(text, source))
-    root = reader.mapping(reader.doc.root, ())
-    return reader.rules_file() if "kind" in root else reader.journey()
+    root = reader.doc.root
+    if isinstance(root, dict) and "kind" not in root and not {"id", "steps"} & set(root):
+        raise reader.doc.error(
+            ("kind",),
+            "no value",
+            "kind: rules and a version (a rules file), or id, entry and steps (a journey)",
+        )
+    return reader.rules_file() if isinstance(root, dict) and "kind" in root else reader.journey()
 
 
 def load_simulation_rules_text(text: str, source: str = "<rules>") -> Rules:
     """Rules for every journey, for the simulator: a rules file, or the older form without kind
     and version (quiet hours and frequency caps alone), which cannot be deployed."""
-    document = _Document(text, source)
-    reader = _Reader(document)
-    root = reader.mapping(document.root, ())
-    return reader.rules_file().rules if "kind" in root else reader.rules(root, ())
+    reader = _Reader(_Document(text, source))
+    root = reader.mapping(reader.doc.root, ())
+    if "kind" in root:
+        return reader.rules_file().rules
+    rules = reader.rules(root, ())
+    reader.check_keys()
+    return rules

@@ -30,6 +30,7 @@ def worker(loglevel: str) -> None:
 def deploy(files: tuple[str, ...], draft: bool) -> None:
     """Validate journey files and rules files (kind: rules) and deploy them; workers pick them
     up without a restart."""
+    from app.authoring.templates import check_deployable
     from app.engine import JourneyError
     from app.store.deploy import deploy_text
     from app.store.journeys import DRAFT, PUBLISHED, DeployError, JourneyRegistry
@@ -57,6 +58,8 @@ def deploy(files: tuple[str, ...], draft: bool) -> None:
             await close_client(client)
 
     try:
+        for name in files:  # before deploying any: a missing template refuses the whole command
+            check_deployable(Path(name).read_text(), name)
         asyncio.run(run())
     except (JourneyError, DeployError) as error:
         raise click.ClickException(str(error)) from None

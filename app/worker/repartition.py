@@ -4,7 +4,9 @@ CRC32, Java's and aiokafka's with murmur2, and some send no key or another one. 
 each record (a bad one goes to the dead-letter topic) and re-produces it unchanged to
 user-events-by-user, keyed by user id, on the partition `partition_of` gives, set explicitly as
 for timers, with the original record's timestamp. So one worker applies a user's events and
-timers, in order, whoever produced them."""
+timers, in order, whoever produced them. An event with a time zone no machine knows goes on too
+(the engine applies it and the user keeps their last valid zone) and also to the dead-letter
+topic, saying so."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 
+from app.engine import UserEvent
+from app.engine.inputs import ZONE_REFUSED, known_zone
 from app.streams.dead_letters import DeadLetter
+from app.topics import RecordError
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
 from app.worker.processor import DECODE_ERRORS, InputRecord, dead_letter, decode
@@ -48,10 +53,18 @@ class Repartitioner:
         miskeyed = 0
         for record in records:
             try:
-                user_id = decode(record, self._max_record_bytes).user_id
+                decoded = decode(record, self._max_record_bytes)
             except DECODE_ERRORS as error:
                 letters.append(dead_letter(record, error))
                 continue
+            if (
+                isinstance(decoded, UserEvent)
+                and decoded.timezone
+                and not known_zone(decoded.timezone)
+            ):
+                refused = RecordError(record.source, "/timezone", ZONE_REFUSED, "an IANA time zone")
+                letters.append(dead_letter(record, refused))
+            user_id = decoded.user_id
             key = user_id.encode()
             if record.key != key:
                 miskeyed += 1

@@ -226,7 +226,11 @@ class WorkerRuntime:
                 )
                 letters.append(
                     DeadLetter.from_error(
-                        RuntimeError(f"the worker failed on this record: {error!r}"),
+                        # The error's type alone: its text can quote the record (personal data).
+                        RuntimeError(
+                            f"the worker failed on this record ({type(error).__name__}; "
+                            "the worker's log has the details)"
+                        ),
                         source_topic=record.source,
                         original=record.value,
                         key=record.key,

@@ -25,7 +25,7 @@ steps:
     branches:
       - {id: x, percent: 50, next: hello}
       - {id: y, percent: 50, next: hello}
-  hello: {type: message, channel: email, template: hello}
+  hello: {type: message, channel: email, template: first_tip}
 """
 EVENT = {"event_id": "e1", "user_id": "ada", "name": "signed_up", "at": "2026-11-02T09:00:00Z"}
 
@@ -45,12 +45,12 @@ def test_jsonl_lists_every_branch_of_a_send_and_text_names_them(tmp_path: Path) 
     assert [lock.rsplit(":", 1)[1] for lock, _ in send["branches"]] == ["first", "second"]
     chosen = [branch for _, branch in send["branches"]]
     code, out, _ = simulate(tmp_path)
-    assert f"sent email 'hello' (branches {chosen[0]}, {chosen[1]})" in out
+    assert f"sent email 'first_tip' (branches {chosen[0]}, {chosen[1]})" in out
 
 
 def test_received_at_refuses_an_event_a_worker_would_refuse(tmp_path: Path) -> None:
     code, out, err = simulate(tmp_path, "--received-at", "2026-11-02T09:04:00Z")
-    assert code == 0 and "sent email 'hello'" in out and err == ""
+    assert code == 0 and "sent email 'first_tip'" in out and err == ""
     code, out, err = simulate(tmp_path, "--received-at", "2026-11-20T00:00:00")
     assert code == 0 and "sent email" not in out
     assert "refused event e1 of ada: event time 2026-11-02T09:00:00Z" in err

@@ -38,9 +38,9 @@ EXPECTED = Rules(
 )
 TWO_EMAILS = (
     "id: two-emails\nversion: 1\nentry: {event: signed_up}\nsteps:\n"
-    "  first: {type: message, channel: email, template: hello, next: wait}\n"
+    "  first: {type: message, channel: email, template: first_tip, next: wait}\n"
     "  wait: {type: delay, duration: 1h, next: second}\n"
-    "  second: {type: message, channel: email, template: again}\n"
+    "  second: {type: message, channel: email, template: generic_offer}\n"
 )
 SIGNUPS = b"".join(
     orjson.dumps(
@@ -81,7 +81,7 @@ def test_the_older_form_without_kind_still_loads_for_the_simulator(tmp_path: Pat
             "kind: rules\nversion: 1\nfrequency_cap: []\n",
             "/frequency_cap",
             3,
-            "one of kind, version, quiet_hours, frequency_caps",
+            "a key this format reads (did you mean `frequency_caps`?)",
         ),
         (
             "kind: rules\nversion: 1\nfrequency_caps: {channel: email}\n",
