@@ -1,8 +1,9 @@
 """Random user-event streams (records valid against topics/user-events.json) over several users
-in different time zones (some with DST changes near the events) and locales: profile and
-attribute updates, subscription changes, the events the case's journeys enter on, wait for, exit
-on and convert on (with matching properties some of the time), an event delivered twice, and
-events out of order (a record published after a later one of the same user)."""
+in different time zones (some with DST changes near the events, now and then one misspelt) and
+locales: profile and attribute updates, subscription changes, the events the case's journeys
+enter on, wait for, exit on and convert on (with matching properties some of the time), an
+event delivered twice, and events out of order (a record published after a later one of the
+same user)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ ZONES = (
     "America/Sao_Paulo",
     "Pacific/Chatham",
 )
+UNKNOWN_ZONE = "America/LosAngeles"
 LOCALES = ("en", "en-GB", "fr-FR", "fr", "de", "de_AT", "pt-BR", "es")
 CHANNELS = ("email", "push", "sms", "webhook")
 
@@ -145,7 +147,8 @@ def generate_events(
             if rng.random() < 0.15:
                 record["subscriptions"] = {rng.choice(CHANNELS): rng.random() < 0.3}
             if rng.random() < 0.05:
-                record["timezone"] = rng.choice(ZONES)
+                # Now and then a zone no machine knows: the event applies, the zone is refused.
+                record["timezone"] = rng.choice((*ZONES, UNKNOWN_ZONE))
             if rng.random() < 0.05:
                 record["locale"] = rng.choice(LOCALES)
             stream.append(record)
