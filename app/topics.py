@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import best_match
+from jsonschema.exceptions import ValidationError, best_match
 
 from app.config import Settings
 
@@ -35,6 +35,10 @@ class RecordError(ValueError):
         self.what = what
         self.expected = expected
         super().__init__(f"{topic} record at {where}: {what} (expected {expected})")
+
+
+# Rules whose messages name the record's keys, not its values.
+KEY_RULES = ("required", "additionalProperties", "dependentRequired")
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,7 @@ class TopicContract:
             path.append(str(error.instance).replace("\0", "\\u0000"))  # the key is the place
         where = "/" + "/".join(path)
         expected = error.schema.get("description") or _expected_from(error.validator, error.schema)
-        # A rule with a title names what it refuses without quoting the value (personal data).
-        found = error.message if error.schema is self.schema else error.schema.get("title")
-        raise RecordError(self.name, where, found or error.message, expected)
+        raise RecordError(self.name, where, _found(error, self.schema), expected)
 
     def decode(
         self, raw: bytes | None, max_bytes: int = DEFAULT_MAX_RECORD_BYTES
@@ -85,6 +87,41 @@ class TopicContract:
 
     def key_of(self, record: Mapping[str, Any]) -> bytes:
         return str(record[self.key_field]).encode()
+
+
+def _found(error: ValidationError, root: Mapping[str, Any]) -> str:
+    """What the record holds where it breaks a rule, never quoting a value (values carry
+    personal data into dead letters and logs): the rule's title when it has one, the message
+    when it names only keys, else the value's JSON type and size."""
+    if error.schema is not root and error.schema.get("title"):
+        return str(error.schema["title"])
+    if error.validator in KEY_RULES:
+        return error.message
+    if "propertyNames" in error.absolute_schema_path:
+        return "a key not allowed here"
+    shape, rule = _shape(error.instance), error.validator_value
+    if error.validator == "type":
+        return f"{shape}, not of type {orjson.dumps(rule).decode()}"
+    if error.validator == "format":
+        return f"{shape} that is not a {rule}"
+    return f"{shape} that breaks its '{error.validator}' rule"
+
+
+def _shape(value: Any) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case str():
+            return f"a string of {len(value)} characters"
+        case list():
+            return f"an array of {len(value)} items"
+        case dict():
+            return f"an object of {len(value)} keys"
+    return type(value).__name__
 
 
 def _expected_from(keyword: str, schema: Mapping[str, Any]) -> str:

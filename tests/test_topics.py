@@ -53,6 +53,28 @@ def test_user_events_by_user_carries_user_events_records_unchanged() -> None:
 
 
 @pytest.mark.parametrize(
+    "record",
+    [
+        {"attributes": "ana@example.test"},
+        {"user_id": ["Ana Lima", "+1 555 0100"]},
+        {"locale": ["Ana Lima"]},
+        {"subscriptions": {"email": "ana@example.test"}},
+        {"properties": "ana@example.test"},
+        {"at": "ana@example.test"},
+    ],
+)
+def test_a_bad_user_event_error_never_quotes_a_value(record: dict) -> None:
+    """Reasons go into dead letters and logs: they say where and what kind of value, never
+    the value (personal data)."""
+    good = {"event_id": "e", "user_id": "u", "name": "x", "at": "2026-01-01T00:00:00Z"}
+    with pytest.raises(RecordError) as caught:
+        load_contract("user-events").decode(orjson.dumps({**good, **record}))
+    assert caught.value.where.startswith("/" + next(iter(record)))
+    for secret in ("ana@example.test", "Ana Lima", "555"):
+        assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("raw", "where", "fragment"),
     [
         (b"not json", "/", "not JSON"),
@@ -68,7 +90,7 @@ def test_user_events_by_user_carries_user_events_records_unchanged() -> None:
             b'{"event_id":"e","user_id":"u","name":"x","at":"2026-01-01T00:00:00Z",'
             b'"subscriptions":{"fax":true}}',
             "/subscriptions/fax",
-            "'fax'",
+            "a key not allowed here",
         ),
     ],
 )
