@@ -361,6 +361,8 @@ class Api:
             ("branch_refused", "sends refused by the branch lock"),
             ("repartitioned", "user-events records re-produced to user-events-by-user"),
             ("miskeyed_records", "user-events records with no key or a key other than the user id"),
+            ("versions_missing", "users whose inputs wait for a journey version not loaded"),
+            ("inputs_parked", "inputs parked in user documents until their journey version loads"),
         ):
             lines += [
                 f"# HELP journeys_{name}_total {help_text}",
