@@ -194,13 +194,7 @@ class JourneyEngine:
                 if any(t.timer_id == item.timer_id for t in run.state.timers):
                     self._on_timer(run, item)
             case ScheduledEntry():
-                journey = self.current.get(item.journey_id)
-                if journey is None and any(j == item.journey_id for j, _ in self.versions):
-                    pass  # paused or archived since the tick was published: no entry
-                elif journey is None or not isinstance(journey.entry, ScheduleEntry):
-                    raise LookupError(f"no scheduled journey '{item.journey_id}' is deployed")
-                else:
-                    self._enter(run, journey, {})
+                self._on_tick(run, item)
         self._fire_due_now(run)
         run.state.applied = [*run.state.applied, item.input_id][-APPLIED_INPUTS_KEPT:]
         run.state.version += 1
@@ -299,6 +293,14 @@ class JourneyEngine:
                 entry.paused_since = None
                 self._analytics(run, entry, step.id, "waited", "journey resumed")
                 self._advance(run, entry, step.id)
+
+    def _on_tick(self, run: _Run, tick: ScheduledEntry) -> None:
+        journey = self.current.get(tick.journey_id)
+        if journey is None and any(j == tick.journey_id for j, _ in self.versions):
+            return  # paused or archived since the tick was published: no entry
+        if journey is None or not isinstance(journey.entry, ScheduleEntry):
+            raise LookupError(f"no scheduled journey '{tick.journey_id}' is deployed")
+        self._enter(run, journey, {})
 
     def _fire_due_now(self, run: _Run) -> None:
         """Fires, within this input, the timers it set that are due at its own time (a path

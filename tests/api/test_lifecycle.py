@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -41,14 +41,15 @@ def text(version: int) -> str:
     )
 
 
-async def entered(settings: Any) -> list[int]:
-    """The versions a new user enters, by the engine the workers would load now."""
+async def entered(settings: Any, at: datetime | None = None) -> list[int]:
+    """The versions a new user enters on an event at `at` (now by default), by the engine the
+    workers would load now."""
     client = new_client(settings)
     try:
         engine = await JourneyRegistry(client[settings.mongo_db]).engine()
     finally:
         await close_client(client)
-    event = UserEvent("e1", "ada", "signed_up", datetime.now(UTC))
+    event = UserEvent("e1", "ada", "signed_up", at or datetime.now(UTC))
     state = engine.apply(UserState.new("ada"), event, datetime.now(UTC)).state
     return [entry.version for entry in state.active_entries()]
 
@@ -109,6 +110,21 @@ async def test_pause_and_resume_with_or_without_exiting_the_users_inside(stack) 
             await close_client(db_client)
         asked = engine.deployment("life", 1).exit_entered_before
         assert asked is not None and asked <= datetime.now(UTC)
+    finally:
+        await client.close()
+
+
+async def test_events_from_before_the_first_publication_enter_no_one(stack) -> None:
+    client = await api_client(stack)
+    try:
+        before = datetime.now(UTC) - timedelta(seconds=1)
+        await client.post("/journeys", data=text(1), headers=AUTH)
+        await client.post("/journeys", data=text(2) + "enter_past_events: true\n", headers=AUTH)
+        await client.post("/journeys/life/versions/1/publish", headers=AUTH)
+        published = datetime.now(UTC)
+        assert await entered(stack, before) == [] and await entered(stack, published) == [1]
+        await client.post("/journeys/life/versions/2/publish", headers=AUTH)
+        assert await entered(stack, before) == [2]  # it says enter_past_events
     finally:
         await client.close()
 
