@@ -30,7 +30,17 @@ def topics_apply() -> None:
 
 
 def _register_commands() -> None:
-    from app.api.commands import api, list_journeys, list_rules, show, timeline
+    from app.api.commands import (
+        api,
+        archive,
+        list_journeys,
+        list_rules,
+        pause,
+        resume,
+        rollback,
+        show,
+        timeline,
+    )
     from app.authoring.commands import register as register_authoring_commands
     from app.sender.commands import provider_stub, sender
     from app.worker.commands import deploy, publish, worker
@@ -41,7 +51,17 @@ def _register_commands() -> None:
     main.add_command(publish)
     main.add_command(sender)
     main.add_command(provider_stub)
-    for command in (api, list_journeys, list_rules, show, timeline):
+    for command in (
+        api,
+        list_journeys,
+        list_rules,
+        show,
+        timeline,
+        archive,
+        pause,
+        resume,
+        rollback,
+    ):
         main.add_command(command)
 
 

@@ -1,4 +1,5 @@
-"""`journeys api` and the CLI counterparts of the API: `list`, `rules`, `show`, `timeline`."""
+"""`journeys api` and the CLI counterparts of the API: `list`, `rules`, `show`, `timeline`, and
+the lifecycle of a journey: `archive`, `pause`, `resume`, `rollback`."""
 
 from __future__ import annotations
 
@@ -83,3 +84,56 @@ def timeline(user_id: str) -> None:
 
     for item in _with_database(lambda db: user_timeline(db, user_id)):
         click.echo(orjson.dumps(item, default=str).decode())
+
+
+def _lifecycle(operation: Callable[[Any], Awaitable[Any]]) -> None:
+    """Runs one lifecycle operation on the registry and prints what it did."""
+    from app.store.journeys import DeployError, JourneyRegistry, UnknownVersion
+
+    try:
+        change = _with_database(lambda db: operation(JourneyRegistry(db)))
+    except (UnknownVersion, DeployError) as error:
+        raise click.ClickException(str(error)) from None
+    exits = "; users inside exit at their next input" if change.exit_users else ""
+    archived = "".join(f"; version {v} archived" for v in change.archived)
+    click.echo(f"{change.journey_id} version {change.version} {change.status}{archived}{exits}")
+
+
+EXIT_USERS = click.option(
+    "--exit-users", is_flag=True, help="Users inside the version exit at their next input."
+)
+
+
+@click.command()
+@click.argument("journey_id")
+@click.argument("version", type=int)
+@EXIT_USERS
+def archive(journey_id: str, version: int, exit_users: bool) -> None:
+    """Stop a journey version for good: no new entries; users inside finish it (or exit)."""
+    _lifecycle(lambda registry: registry.archive(journey_id, version, exit_users))
+
+
+@click.command()
+@click.argument("journey_id")
+@EXIT_USERS
+def pause(journey_id: str, exit_users: bool) -> None:
+    """Pause a journey's published version: no new entries; users inside wait at their next
+    message until `resume` (or exit)."""
+    _lifecycle(lambda registry: registry.pause(journey_id, exit_users))
+
+
+@click.command()
+@click.argument("journey_id")
+@EXIT_USERS
+def resume(journey_id: str, exit_users: bool) -> None:
+    """Resume a paused journey: new users enter again; users waiting inside go on (or exit)."""
+    _lifecycle(lambda registry: registry.resume(journey_id, exit_users))
+
+
+@click.command()
+@click.argument("journey_id")
+@click.argument("version", type=int)
+def rollback(journey_id: str, version: int) -> None:
+    """Publish VERSION (an older one, or a draft): new users enter it; the version published
+    before is archived and its users finish it."""
+    _lifecycle(lambda registry: registry.publish(journey_id, version))

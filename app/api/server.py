@@ -24,7 +24,15 @@ from app.keyspace import Keyspace
 from app.redis_client import new_redis
 from app.store.analytics import step_figures, user_timeline
 from app.store.deliveries import Deliveries
-from app.store.journeys import ARCHIVED, DRAFT, PUBLISHED, DeployError, JourneyRegistry
+from app.store.journeys import (
+    ARCHIVED,
+    DRAFT,
+    PUBLISHED,
+    Change,
+    DeployError,
+    JourneyRegistry,
+    UnknownVersion,
+)
 from app.store.mongo import close_client, new_client
 from app.store.rules import RulesRegistry
 from app.store.timeline import Timeline
@@ -46,6 +54,13 @@ def _error(status: int, message: str, **details: Any) -> web.Response:
 
 def _invalid(error: JourneyError) -> web.Response:
     return _error(422, str(error), where=error.where, line=error.line, expected=error.expected)
+
+
+def _version_of(request: web.Request) -> int | None:
+    try:
+        return int(request.match_info["version"])
+    except ValueError:
+        return None
 
 
 def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -84,6 +99,8 @@ class Api:
                 web.get("/journeys/{journey_id}", self.show_journey),
                 web.post("/journeys/{journey_id}/versions/{version}/publish", self.publish),
                 web.post("/journeys/{journey_id}/versions/{version}/archive", self.archive),
+                web.post("/journeys/{journey_id}/pause", self.pause),
+                web.post("/journeys/{journey_id}/resume", self.resume),
                 web.get("/journeys/{journey_id}/flow", self.flow),
                 web.get("/rules", self.list_rules),
                 web.post("/rules", self.create_rules_draft),
@@ -187,31 +204,65 @@ class Api:
         return _json({"valid": True, "kind": "journey", "id": loaded.id, "version": loaded.version})
 
     async def create_draft(self, request: web.Request) -> web.Response:
+        """A new version is a draft (201); the text of a deployed version answers with that
+        version, its status unchanged (200)."""
         try:
-            journey = await self.registry.deploy(
+            deployed = await self.registry.deploy(
                 await self._body_text(request), "request body", DRAFT
             )
         except JourneyError as error:
             return _invalid(error)
         except DeployError as error:
             return _error(409, str(error))
-        return _json({"id": journey.id, "version": journey.version, "status": DRAFT}, 201)
+        journey = deployed.journey
+        return _json(
+            {"id": journey.id, "version": journey.version, "status": deployed.status},
+            201 if deployed.created else 200,
+        )
 
-    async def _set_status(self, request: web.Request, status: str) -> web.Response:
-        journey_id = request.match_info["journey_id"]
+    async def _lifecycle(
+        self, request: web.Request, operation: Callable[[bool], Awaitable[Change]]
+    ) -> web.Response:
+        """Runs a lifecycle operation; `?exit_users=true` makes the users inside the version
+        exit at their next input."""
+        exit_users = request.query.get("exit_users", "false")
+        if exit_users not in ("true", "false"):
+            return _error(400, "exit_users must be true or false")
         try:
-            version = int(request.match_info["version"])
-        except ValueError:
-            return _error(400, "the version must be a whole number")
-        if not await self.registry.set_status(journey_id, version, status):
-            return _error(404, f"no version {version} of journey '{journey_id}'")
-        return _json({"id": journey_id, "version": version, "status": status})
+            change = await operation(exit_users == "true")
+        except UnknownVersion as error:
+            return _error(404, str(error))
+        except DeployError as error:
+            return _error(409, str(error))
+        return _json(change.to_json())
 
     async def publish(self, request: web.Request) -> web.Response:
-        return await self._set_status(request, PUBLISHED)
+        """Publishes a version (a draft, or an older one: a roll back); the version published
+        before is archived, its users finishing it."""
+        journey_id, version = request.match_info["journey_id"], _version_of(request)
+        if version is None:
+            return _error(400, "the version must be a whole number")
+        return await self._lifecycle(request, lambda _: self.registry.publish(journey_id, version))
 
     async def archive(self, request: web.Request) -> web.Response:
-        return await self._set_status(request, ARCHIVED)
+        journey_id, version = request.match_info["journey_id"], _version_of(request)
+        if version is None:
+            return _error(400, "the version must be a whole number")
+        return await self._lifecycle(
+            request, lambda exit_users: self.registry.archive(journey_id, version, exit_users)
+        )
+
+    async def pause(self, request: web.Request) -> web.Response:
+        journey_id = request.match_info["journey_id"]
+        return await self._lifecycle(
+            request, lambda exit_users: self.registry.pause(journey_id, exit_users)
+        )
+
+    async def resume(self, request: web.Request) -> web.Response:
+        journey_id = request.match_info["journey_id"]
+        return await self._lifecycle(
+            request, lambda exit_users: self.registry.resume(journey_id, exit_users)
+        )
 
     async def flow(self, request: web.Request) -> web.Response:
         journey_id = request.match_info["journey_id"]
@@ -248,16 +299,20 @@ class Api:
         )
 
     async def create_rules_draft(self, request: web.Request) -> web.Response:
-        """A new version is a draft; the text of a deployed version keeps that version's status."""
+        """A new version is a draft (201); the text of a deployed version answers with that
+        version, its status unchanged (200)."""
         try:
             deployed = await self.rules.deploy(
-                await self._body_text(request), "request body", DRAFT, keep_status=True
+                await self._body_text(request), "request body", DRAFT
             )
         except JourneyError as error:
             return _invalid(error)
         except DeployError as error:
             return _error(409, str(error))
-        return _json({"version": deployed.rules.version, "status": deployed.status}, 201)
+        return _json(
+            {"version": deployed.rules.version, "status": deployed.status},
+            201 if deployed.created else 200,
+        )
 
     async def _set_rules_status(self, request: web.Request, status: str) -> web.Response:
         try:
@@ -311,6 +366,8 @@ class Api:
             ("branch_refused", "sends refused by the branch lock"),
             ("repartitioned", "user-events records re-produced to user-events-by-user"),
             ("miskeyed_records", "user-events records with no key or a key other than the user id"),
+            ("versions_missing", "users whose inputs wait for a journey version not loaded"),
+            ("inputs_parked", "inputs parked in user documents until their journey version loads"),
         ):
             lines += [
                 f"# HELP journeys_{name}_total {help_text}",

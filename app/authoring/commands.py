@@ -15,6 +15,7 @@ from app.authoring.files import load_journey, load_rules, read_events
 from app.authoring.templates import missing_templates, raise_all, template_errors, template_store
 from app.engine import (
     Analytics,
+    Deployment,
     Journey,
     JourneyEngine,
     JourneyError,
@@ -152,6 +153,14 @@ def _moment(_context: click.Context, _param: click.Parameter, value: str | None)
     "an event's time against its Kafka record's timestamp; by default each event counts as "
     "received at its own time.",
 )
+@click.option(
+    "--published-at",
+    callback=_moment,
+    help="Count the journeys as first published then (ISO 8601, UTC if no offset), as the "
+    "workers know it: an event-triggered journey enters users only for events at or after it, "
+    "unless it says enter_past_events: true. By default they count as published before the "
+    "first event.",
+)
 def simulate(
     journeys: tuple[Path, ...],
     events_file: Path,
@@ -159,13 +168,16 @@ def simulate(
     rules_file: Path | None,
     days: int,
     received_at: datetime | None,
+    published_at: datetime | None,
 ) -> None:
     """Run journeys over events with a virtual clock, no server: a timeline per user."""
     try:
         rules = load_rules(rules_file) if rules_file else None
     except JourneyError as error:
         raise click.ClickException(str(error)) from None
-    simulator = Simulator(JourneyEngine(_load_with_templates(journeys), rules))
+    loaded = _load_with_templates(journeys)
+    deployments = {(j.id, j.version): Deployment(published_at=published_at) for j in loaded}
+    simulator = Simulator(JourneyEngine(loaded, rules, deployments=deployments))
     events = _read_events(events_file)
     if received_at is not None:
         events = [replace(event, received_at=received_at) for event in events]

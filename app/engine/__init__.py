@@ -13,6 +13,7 @@ from app.engine.inputs import (
     UserEvent,
     input_order,
 )
+from app.engine.lifecycle import Deployment, VersionMissing
 from app.engine.loader import (
     JourneyError,
     load_definition_text,
@@ -25,6 +26,7 @@ from app.engine.state import PendingTimer, UserState
 __all__ = [
     "Analytics",
     "CancelTimer",
+    "Deployment",
     "Effect",
     "EngineInput",
     "EventTimeError",
@@ -41,6 +43,7 @@ __all__ = [
     "Transition",
     "UserEvent",
     "UserState",
+    "VersionMissing",
     "VersionedRules",
     "dispatch_id",
     "input_order",

@@ -4,7 +4,7 @@ runs at most once per entry and its dispatch id is unique), exit criteria, goal 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from app.engine.conditions import Condition
@@ -208,6 +208,11 @@ class Journey:
     # Variables to check the messages' templates with (`journeys validate`); the engine never
     # reads them.
     sample: dict[str, Any] = field(default_factory=dict)
+    # Entries only for inputs at or after `starts_at` and at or before `ends_at`.
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    # Enter for events that happened before the journey was first published too.
+    enter_past_events: bool = False
 
     @property
     def key(self) -> str:

@@ -12,7 +12,7 @@ entry is allowed), and a frequency cap counts the sends less than its window ago
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +51,13 @@ from app.engine.inputs import (
     TimerFired,
     UserEvent,
     known_zone,
+)
+from app.engine.lifecycle import (
+    PAUSED,
+    PUBLISHED,
+    Deployment,
+    VersionMissing,
+    recheck_after,
 )
 from app.engine.state import (
     APPLIED_INPUTS_KEPT,
@@ -142,15 +149,21 @@ class JourneyEngine:
         rules: Rules | None = None,
         entry_versions: dict[str, int] | None = None,
         event_time: EventTimePolicy | None = None,
+        deployments: Mapping[tuple[str, int], Deployment] | None = None,
     ) -> None:
         """`journeys` holds every version users may be in. New entries use `entry_versions`
-        (journey id -> version) when given, else each journey's newest version. `event_time`
-        bounds the event times accepted (default: 7 days back, 5 minutes ahead of receipt)."""
+        (journey id -> version) when given, else each journey's newest published version.
+        `event_time` bounds the event times accepted (default: 7 days back, 5 minutes ahead of
+        receipt). `deployments` ((journey id, version) -> its status and times, from the
+        registry) default to published, before any event."""
         self.event_time = event_time or EventTimePolicy()
         self.versions: dict[tuple[str, int], Journey] = {(j.id, j.version): j for j in journeys}
+        self.deployments = dict(deployments or {})
         self.rules = rules or Rules()
         newest: dict[str, Journey] = {}
         for journey in self.versions.values():
+            if self.deployment(journey.id, journey.version).status != PUBLISHED:
+                continue
             if journey.id not in newest or journey.version > newest[journey.id].version:
                 newest[journey.id] = journey
         if entry_versions is not None:
@@ -174,20 +187,22 @@ class JourneyEngine:
         ):
             return Transition(state, [])  # a replay, or a cancelled timer firing late: no change
         run = _Run(state.copy(), [], to_millis(self._time_of(item, now)), item.input_id)
+        self._exit_asked(run)
         match item:
             case UserEvent():
                 self._on_event(run, item)
             case TimerFired():
-                self._on_timer(run, item)
+                if any(t.timer_id == item.timer_id for t in run.state.timers):
+                    self._on_timer(run, item)
             case ScheduledEntry():
-                journey = self.current.get(item.journey_id)
-                if journey is None or not isinstance(journey.entry, ScheduleEntry):
-                    raise LookupError(f"no scheduled journey '{item.journey_id}' is deployed")
-                self._enter(run, journey, {})
+                self._on_tick(run, item)
         self._fire_due_now(run)
         run.state.applied = [*run.state.applied, item.input_id][-APPLIED_INPUTS_KEPT:]
         run.state.version += 1
         return Transition(run.state, run.effects)
+
+    def deployment(self, journey_id: str, version: int) -> Deployment:
+        return self.deployments.get((journey_id, version)) or Deployment()
 
     def audience_filter(self, journey_id: str, now: datetime) -> MongoFilter:
         """The users a scheduled journey's audience selects, as a MongoDB filter."""
@@ -270,6 +285,23 @@ class JourneyEngine:
             self._advance(run, entry, step.timed_out)
         elif timer.purpose == "path":
             self._on_path_due(run, entry, journey, timer)
+        elif timer.purpose == "paused":
+            step = journey.steps[timer.step_id]
+            assert isinstance(step, MessageStep)
+            if self.deployment(journey.id, journey.version).status == PAUSED:
+                self._park(run, entry, step)
+            else:
+                entry.paused_since = None
+                self._analytics(run, entry, step.id, "waited", "journey resumed")
+                self._advance(run, entry, step.id)
+
+    def _on_tick(self, run: _Run, tick: ScheduledEntry) -> None:
+        journey = self.current.get(tick.journey_id)
+        if journey is None and any(j == tick.journey_id for j, _ in self.versions):
+            return  # paused or archived since the tick was published: no entry
+        if journey is None or not isinstance(journey.entry, ScheduleEntry):
+            raise LookupError(f"no scheduled journey '{tick.journey_id}' is deployed")
+        self._enter(run, journey, {})
 
     def _fire_due_now(self, run: _Run) -> None:
         """Fires, within this input, the timers it set that are due at its own time (a path
@@ -354,8 +386,46 @@ class JourneyEngine:
             reference = state.attributes.get(trigger.of_attribute or "")
         return isinstance(reference, datetime) and reference <= at <= reference + trigger.within
 
+    def _admits(self, journey: Journey, at: datetime) -> bool:
+        """Whether the journey takes an entry at `at`: published, within its `starts_at` and
+        `ends_at` (end points included), and for an event or attribute entry, an input at or
+        after the journey was first published unless it says `enter_past_events`."""
+        deployment = self.deployment(journey.id, journey.version)
+        published_at = deployment.published_at
+        return (
+            deployment.status == PUBLISHED
+            and (journey.starts_at is None or at >= journey.starts_at)
+            and (journey.ends_at is None or at <= journey.ends_at)
+            and (
+                published_at is None
+                or journey.enter_past_events
+                or isinstance(journey.entry, ScheduleEntry)
+                or at >= published_at
+            )
+        )
+
+    def _exit_asked(self, run: _Run) -> None:
+        """Entries the operator asked to exit (`--exit-users` on archive, pause or resume)
+        exit at the user's next input, before it does anything else."""
+        for entry in run.state.active_entries():
+            deployment = self.deployments.get((entry.journey_id, entry.version))
+            if deployment is not None and deployment.exits(entry.entered_at):
+                reason = f"version {entry.version} {deployment.status}: users asked to exit"
+                self._finish(run, entry, "exited", reason)
+
+    def _park(self, run: _Run, entry: EntryState, step: MessageStep) -> None:
+        """Waits at a message while the version is paused, looking again with backoff."""
+        if entry.paused_since is None:
+            entry.paused_since = run.at
+            self._analytics(run, entry, step.id, "waited", "journey paused")
+        due = run.at + recheck_after(run.at - entry.paused_since)
+        stamp = f"{to_millis(due):%Y%m%dT%H%M%S%f}"
+        self._schedule(run, entry, step.id, due, "paused", instance=stamp)
+
     def _enter(self, run: _Run, journey: Journey, context: dict[str, Any]) -> None:
         state, at = run.state, run.at
+        if not self._admits(journey, at):
+            return
         record = state.journeys.setdefault(journey.id, {"entries": {}, "entered": 0})
         if journey.audience is not None and not journey.audience.test(self._view(state), at):
             return
@@ -457,6 +527,9 @@ class JourneyEngine:
             step = journey.steps[step_id]
             match step:
                 case MessageStep():
+                    if self.deployment(journey.id, journey.version).status == PAUSED:
+                        self._park(run, entry, step)
+                        return
                     if not self._message(run, entry, journey, step, resume_send):
                         return
                     resume_send = False
@@ -592,8 +665,10 @@ class JourneyEngine:
         due: datetime,
         purpose: str,
         path_id: str | None = None,
+        instance: str | None = None,
     ) -> None:
-        suffix = f":{path_id}" if path_id else ""
+        """`path_id` or `instance` tell apart the timers one step sets for one entry."""
+        suffix = f":{path_id or instance}" if path_id or instance else ""
         timer = PendingTimer(
             timer_id=f"{entry.journey_id}:{entry.version}:{run.state.user_id}:{entry.entry_id}:{step_id}:{purpose}{suffix}",
             due_at=to_millis(due),
@@ -651,5 +726,5 @@ class JourneyEngine:
     def _journey_of(self, entry: EntryState) -> Journey:
         journey = self.versions.get((entry.journey_id, entry.version))
         if journey is None:
-            raise LookupError(f"journey {entry.journey_id} version {entry.version} is not loaded")
+            raise VersionMissing(entry.journey_id, entry.version)
         return journey

@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, ItemsView, Iterator, Mapping
-from datetime import time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import yaml
@@ -250,6 +250,25 @@ class _Reader:
         if not match:
             raise self.doc.error(where, value, "a time of day as HH:MM")
         return time(int(match.group(1)), int(match.group(2)))
+
+    def moment(self, value: Any, where: Where) -> datetime:
+        """A date-time with its offset: YAML reads an unquoted one itself, JSON gives text."""
+        moment = value if isinstance(value, datetime) else None
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                moment = None
+        if moment is None or moment.tzinfo is None:
+            raise self.doc.error(
+                where, value, "a date-time with a time zone offset, such as 2026-12-01T09:00:00Z"
+            )
+        return moment.astimezone(UTC)
+
+    def flag(self, value: Any, where: Where) -> bool:
+        if not isinstance(value, bool):
+            raise self.doc.error(where, value, "true or false")
+        return value
 
     def number(self, value: Any, where: Where, low: float, high: float) -> float:
         if (
@@ -607,6 +626,7 @@ class _Reader:
             rules=self.rules(root, ()),
             lifetime=self.duration(root.get("lifetime", "90d"), ("lifetime",)),
             sample=self.properties(root.get("sample"), ("sample",)),
+            **self._entry_period(root),
         )
         self.check_keys(*self._unreached(steps, start))
         self._check_graph(steps, start)
@@ -631,6 +651,20 @@ class _Reader:
             for step_id in steps
             if step_id not in reached
         ]
+
+    def _entry_period(self, root: dict[str, Any]) -> dict[str, Any]:
+        """`starts_at`, `ends_at` and `enter_past_events`: when the journey takes entries."""
+        period: dict[str, Any] = {
+            key: self.moment(root[key], (key,)) for key in ("starts_at", "ends_at") if key in root
+        }
+        starts, ends = period.get("starts_at"), period.get("ends_at")
+        if starts is not None and ends is not None and ends <= starts:
+            raise self.doc.error(("ends_at",), root["ends_at"], "a time after starts_at")
+        if "enter_past_events" in root:
+            period["enter_past_events"] = self.flag(
+                root["enter_past_events"], ("enter_past_events",)
+            )
+        return period
 
     def _check_graph(self, steps: dict[str, Step], start: str) -> None:
         """Every target exists, and there is no cycle: a step runs at most once per entry."""

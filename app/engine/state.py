@@ -26,7 +26,7 @@ class PendingTimer:
     journey_id: str
     entry_id: str
     step_id: str
-    purpose: str  # delay | wait_timeout | path | quiet_hours | goal_window
+    purpose: str  # delay | wait_timeout | path | quiet_hours | goal_window | paused
     path_id: str | None = None
 
     def to_document(self) -> dict[str, Any]:
@@ -60,6 +60,7 @@ class EntryState:
     goal_until: datetime | None = None
     converted: bool = False
     context: dict[str, Any] = field(default_factory=dict)  # the entry event's properties
+    paused_since: datetime | None = None  # parked at a message of a paused version since
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class EntryState:
             "goal_until": self.goal_until,
             "converted": self.converted,
             "context": self.context,
+            "paused_since": self.paused_since,
         }
 
     @classmethod
@@ -83,8 +85,9 @@ class EntryState:
         values["winners"] = dict(values.get("winners") or {})
         if legacy is not None:
             values["winners"].setdefault(LEGACY_DECISION, legacy)
-        if values.get("goal_until") is not None:
-            values["goal_until"] = _utc(values["goal_until"])
+        for moment in ("goal_until", "paused_since"):
+            if values.get(moment) is not None:
+                values[moment] = _utc(values[moment])
         return cls(**values)
 
 

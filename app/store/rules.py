@@ -13,7 +13,7 @@ from pymongo import ASCENDING, DESCENDING
 
 from app.engine import Rules, VersionedRules, load_rules_text
 from app.store.mongo import Database
-from app.store.versions import PUBLISHED, Versions
+from app.store.versions import PUBLISHED, Versions, refuse_republish
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,12 @@ class DeployedRules:
     digest: str
     deployed_at: datetime
     source: str
+    # Its status before the call that returned it; None when that call created it.
+    previous_status: str | None = None
+
+    @property
+    def created(self) -> bool:
+        return self.previous_status is None
 
 
 class RulesRegistry:
@@ -33,23 +39,27 @@ class RulesRegistry:
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("status", ASCENDING), ("version", ASCENDING)])
 
-    async def deploy(
-        self, text: str, source_name: str, status: str = PUBLISHED, keep_status: bool = False
-    ) -> DeployedRules:
-        """Validates and stores a rules version. The same text again is the stored version, its
-        status set to `status` unless `keep_status`; a version number already taken by other
-        text is a `DeployError`."""
+    async def deploy(self, text: str, source_name: str, status: str = PUBLISHED) -> DeployedRules:
+        """Validates and stores a rules version, published unless `status` is a draft. The same
+        text again is the stored version, idempotent as a journey's (an archived one is refused,
+        not published again: `POST /rules/versions/N/publish` does that); a version number
+        already taken by other text is a `DeployError`."""
         rules = load_rules_text(text, source_name)
-        document = await self._versions.store(
-            f"rules:{rules.version}",
-            {"version": rules.version},
-            text,
-            source_name,
-            status,
-            what=f"version {rules.version} of the rules",
-            keep_status=keep_status,
+        key, what = f"rules:{rules.version}", f"version {rules.version} of the rules"
+        stored = await self._versions.store(
+            key, {"version": rules.version}, text, source_name, what=what
         )
-        return self._deployed(document)
+        current = stored.document["status"]
+        if status == PUBLISHED and current != PUBLISHED:
+            refuse_republish(
+                current,
+                source_name,
+                what,
+                f"`POST /rules/versions/{rules.version}/publish` publishes it again",
+            )
+            await self._versions.set_status(key, PUBLISHED)
+        document = await self.collection.find_one({"_id": key})
+        return self._deployed(document, None if stored.created else current)
 
     async def set_status(self, version: int, status: str) -> bool:
         return await self._versions.set_status(f"rules:{version}", status)
@@ -72,11 +82,12 @@ class RulesRegistry:
         return self._deployed(documents[0]).rules.rules if documents else None
 
     @staticmethod
-    def _deployed(document: dict[str, Any]) -> DeployedRules:
+    def _deployed(document: dict[str, Any], previous_status: str | None = None) -> DeployedRules:
         return DeployedRules(
             rules=load_rules_text(document["source"], document["source_name"]),
             status=document["status"],
             digest=document["digest"],
             deployed_at=document["deployed_at"],
             source=document["source"],
+            previous_status=previous_status,
         )

@@ -34,7 +34,53 @@ SOURCE_OFFSETS = "source_offsets"
 NEXT_DUE_AT = "next_due_at"
 PARTITION = "partition"
 LEASE_UNTIL = "lease_until"
-WORKER_FIELDS = (OUTBOX, SOURCE_OFFSETS, NEXT_DUE_AT, PARTITION, LEASE_UNTIL)
+# Inputs that reached an entry of a journey version the worker did not have, kept in order with
+# the user's later inputs until it has it: {records, attempts, retry_at}.
+PARKED = "parked"
+WORKER_FIELDS = (OUTBOX, SOURCE_OFFSETS, NEXT_DUE_AT, PARTITION, LEASE_UNTIL, PARKED)
+# The timer id of the record the timer pump publishes when a user's parked inputs are due for
+# another try: no engine timer has it, so the engine ignores it.
+PARKED_RETRY_TIMER = "~parked"
+
+
+@dataclass
+class Parked:
+    """A user's parked inputs, as their original records, oldest first; tried again at
+    `retry_at` (or with the user's next input), `attempts` tries so far."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    retry_at: datetime | None = None
+
+    def to_document(self) -> dict[str, Any] | None:
+        if not self.records:
+            return None
+        return {
+            "records": [
+                {**record, "key": _binary(record["key"]), "value": _binary(record["value"])}
+                for record in self.records
+            ],
+            "attempts": self.attempts,
+            "retry_at": self.retry_at,
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any] | None) -> Parked:
+        if not document:
+            return cls()
+        records = [
+            {**record, "key": _bytes(record["key"]), "value": _bytes(record["value"])}
+            for record in document["records"]
+        ]
+        return cls(records, int(document["attempts"]), document.get("retry_at"))
+
+
+def _binary(value: bytes | None) -> Binary | None:
+    return Binary(value) if value is not None else None
+
+
+def _bytes(value: bytes | None) -> bytes | None:
+    return bytes(value) if value is not None else None
 
 
 @dataclass
@@ -48,6 +94,7 @@ class StoredUser:
     source_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     lease_until: datetime | None = None
     loaded_next_due_at: datetime | None = None
+    parked: Parked = field(default_factory=Parked)
 
     @classmethod
     def new(cls, user_id: str) -> StoredUser:
@@ -69,7 +116,13 @@ class StoredUser:
             },
             lease_until=document.get(LEASE_UNTIL),
             loaded_next_due_at=document.get(NEXT_DUE_AT),
+            parked=Parked.from_document(document.get(PARKED)),
         )
+
+    def next_due_at(self) -> datetime | None:
+        """The next time the user needs the worker: the next try of its parked inputs while it
+        has some (its timers wait behind them), else its next timer."""
+        return self.parked.retry_at if self.parked.records else self.state.next_due_at()
 
     def applied(self, source: str, partition: int, offset: int) -> bool:
         """True when this input's offset is at or below the last one applied from its partition."""
@@ -100,7 +153,8 @@ class UserCommit:
         state = self.user.state
         document = dict(state.to_document())
         document["_id"] = self.user.user_id
-        next_due = state.next_due_at()
+        next_due = self.user.next_due_at()
+        document[PARKED] = self.user.parked.to_document()
         document[OUTBOX] = Binary(orjson.dumps(self.user.outbox))
         document[SOURCE_OFFSETS] = self.user.source_offsets
         document[NEXT_DUE_AT] = next_due

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from app.config import Settings, WorkerSettings
-from app.engine import Journey
 
 
 @click.command()
@@ -29,11 +28,18 @@ def worker(loglevel: str) -> None:
 @click.option("--draft", is_flag=True, help="Store as a draft: workers do not run it.")
 def deploy(files: tuple[str, ...], draft: bool) -> None:
     """Validate journey files and rules files (kind: rules) and deploy them; workers pick them
-    up without a restart."""
+    up without a restart. A journey version's text deployed again changes nothing; an archived
+    or paused version is not brought back (see `rollback` and `resume`)."""
     from app.authoring.templates import check_deployable
     from app.engine import JourneyError
     from app.store.deploy import deploy_text
-    from app.store.journeys import DRAFT, PUBLISHED, DeployError, JourneyRegistry
+    from app.store.journeys import (
+        DRAFT,
+        PUBLISHED,
+        DeployedJourney,
+        DeployError,
+        JourneyRegistry,
+    )
     from app.store.mongo import close_client, new_client
     from app.store.rules import RulesRegistry
 
@@ -47,11 +53,16 @@ def deploy(files: tuple[str, ...], draft: bool) -> None:
             status = DRAFT if draft else PUBLISHED
             for name in files:
                 deployed = await deploy_text(database, Path(name).read_text(), name, status)
-                if isinstance(deployed, Journey):
-                    click.echo(f"{name}: {deployed.id} version {deployed.version} deployed")
+                unchanged = deployed.previous_status == deployed.status
+                what = "already deployed" if unchanged else "deployed"
+                if isinstance(deployed, DeployedJourney):
+                    journey = deployed.journey
+                    click.echo(
+                        f"{name}: {journey.id} version {journey.version} {what} ({deployed.status})"
+                    )
                 else:
                     click.echo(
-                        f"{name}: rules version {deployed.rules.version} deployed "
+                        f"{name}: rules version {deployed.rules.version} {what} "
                         f"({deployed.status}): {deployed.rules.rules.describe()}"
                     )
         finally:

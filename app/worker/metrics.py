@@ -21,6 +21,8 @@ class WorkerMetrics:
     timers_published: int = 0
     repartitioned: int = 0  # user-events records re-produced to user-events-by-user
     miskeyed: int = 0  # ... of which had no key or a key other than their user id
+    versions_missing: int = 0  # users whose inputs were first held up by a version not loaded
+    inputs_parked: int = 0  # inputs parked in user documents for such a version
     # Recent timer lateness samples in seconds (processed - due), bounded.
     timer_lateness: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
@@ -46,6 +48,8 @@ class WorkerMetrics:
             "timers_published": self.timers_published,
             "repartitioned": self.repartitioned,
             "miskeyed_records": self.miskeyed,
+            "versions_missing": self.versions_missing,
+            "inputs_parked": self.inputs_parked,
             "timer_lateness_p50": quantile(0.5),
             "timer_lateness_p99": quantile(0.99),
             "timer_lateness_percentiles": [quantile(i / 100) for i in range(101)],

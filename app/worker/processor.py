@@ -16,7 +16,7 @@ import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from app.engine import (
     Analytics,
@@ -26,9 +26,10 @@ from app.engine import (
     Send,
     TimerFired,
     UserEvent,
+    VersionMissing,
     input_order,
 )
-from app.store.users import StoredUser, UserCommit, UserStore
+from app.store.users import PARKED_RETRY_TIMER, Parked, StoredUser, UserCommit, UserStore
 from app.streams.dead_letters import DeadLetter
 from app.topics import RecordError, load_contract
 from app.worker.due_index import DueIndex
@@ -47,6 +48,11 @@ EMITTED = (Send, Analytics)
 MAX_CONFLICT_ROUNDS = 5
 # What `decode` raises for a record no retry can fix.
 DECODE_ERRORS = (RecordError, ValueError, KeyError)
+# Inputs parked for a journey version the worker does not have are tried again after 1 s, 2 s,
+# 4 s, ... at most every 5 minutes, and with every input of the user meanwhile.
+PARKED_RETRY_FIRST = timedelta(seconds=1)
+PARKED_RETRY_MAX = timedelta(minutes=5)
+MAX_PARKED = 1000  # a user's parked inputs; later ones go to the dead-letter topic
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,18 @@ class DecodedInput:
     @property
     def user_id(self) -> str:
         return self.input.user_id
+
+    def parked(self) -> dict[str, object]:
+        """The record as a user document keeps it while it waits for a journey version."""
+        record = self.record
+        return {
+            "source": record.source,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": record.key,
+            "value": record.value,
+            "timestamp": record.timestamp,
+        }
 
 
 def decode(record: InputRecord, max_bytes: int) -> EngineInput:
@@ -157,7 +175,7 @@ class BatchProcessor:
                 self._marks.mark((user.user_id, user.outbox) for user in emitted),
                 # Unchanged users too: a redelivered batch repairs entries a crash left unrecorded.
                 self._due_index.record(
-                    (user.user_id, self._partition(user), user.state.next_due_at())
+                    (user.user_id, self._partition(user), user.next_due_at())
                     for user_id, user in users.items()
                     if user_id not in conflicts
                 ),
@@ -177,8 +195,9 @@ class BatchProcessor:
     ) -> tuple[bool, list[DeadLetter]]:
         """Runs the user's inputs through the engine in the simulator's order: events as Kafka
         delivered them, merged with the timers and ticks by the time each reached Journeys (an
-        event's record timestamp, a timer's due time), events first at equal times. Returns
-        whether the state changed (and so must be written) and the inputs the engine refused."""
+        event's record timestamp, a timer's due time), events first at equal times, after the
+        inputs parked before for a journey version the engine lacked. Returns whether the user
+        changed (and so must be written) and the inputs the engine refused."""
         engine = self._engine()
         letters: list[DeadLetter] = []
         # Skips are decided before anything is applied: a later offset applied first must not
@@ -193,12 +212,28 @@ class BatchProcessor:
             (item for item in fresh if not isinstance(item.input, UserEvent)),
             key=lambda item: input_order(item.input),
         )
-        for item in heapq.merge(events, due, key=lambda item: input_order(item.input)):
+        ordered = list(heapq.merge(events, due, key=lambda item: input_order(item.input)))
+        parked = self._unparked(user, letters)
+        waiting: list[DecodedInput] = []
+        new_waiting = 0
+        missing: VersionMissing | None = None
+        for item, new in [(p, False) for p in parked] + [(o, True) for o in ordered]:
             record = item.record
-            if isinstance(item.input, UserEvent):
-                self._fire_due_before(engine, user, input_order(item.input)[0], now)
+            if missing is not None and not _retry_timer(item.input):
+                waiting.append(item)  # after a parked input: in order, or not at all
+                new_waiting += new
+                user.record_offset(record.source, record.partition, record.offset)
+                continue
             try:
+                if isinstance(item.input, UserEvent):
+                    self._fire_due_before(engine, user, input_order(item.input)[0], now)
                 transition = engine.apply(user.state, item.input, now)
+            except VersionMissing as error:
+                missing = error
+                waiting.append(item)
+                new_waiting += new
+                user.record_offset(record.source, record.partition, record.offset)
+                continue
             except (ValueError, KeyError, LookupError) as error:
                 letters.append(dead_letter(record, error))
                 continue
@@ -208,7 +243,49 @@ class BatchProcessor:
             )
             user.record_offset(record.source, record.partition, record.offset)
             self._metrics.observe_input(item.input, now)
-        return user.state.version != user.version, letters
+        parked_before = user.parked
+        retried = bool(user.parked.records)
+        user.parked = self._park(user, waiting, new_waiting, missing, retried, now, letters)
+        return user.state.version != user.version or user.parked != parked_before, letters
+
+    def _unparked(self, user: StoredUser, letters: list[DeadLetter]) -> list[DecodedInput]:
+        """The user's parked inputs, decoded again, to be tried before the new ones."""
+        inputs = []
+        for stored in user.parked.records:
+            record = InputRecord(**stored)  # type: ignore[arg-type]
+            try:
+                inputs.append(DecodedInput(record, decode(record, self._max_record_bytes)))
+            except DECODE_ERRORS as error:
+                letters.append(dead_letter(record, error))
+        return inputs
+
+    def _park(
+        self,
+        user: StoredUser,
+        waiting: list[DecodedInput],
+        new_waiting: int,
+        missing: VersionMissing | None,
+        retried: bool,
+        now: datetime,
+        letters: list[DeadLetter],
+    ) -> Parked:
+        """Keeps in the user's document the inputs held up by a journey version the worker does
+        not have, to try again with backoff: one dead letter (and a metric) when a user's
+        inputs are first held up, not one per try; none left once the version is there."""
+        if missing is None:
+            if retried:
+                log.info("user's parked inputs applied after %d tries", user.parked.attempts)
+            return Parked()
+        if not retried:
+            self._metrics.versions_missing += 1
+            letters.append(dead_letter(waiting[0].record, _parked_reason(missing)))
+        kept, refused = waiting[:MAX_PARKED], waiting[MAX_PARKED:]
+        for item in refused:
+            letters.append(dead_letter(item.record, _too_many(missing)))
+        self._metrics.inputs_parked += max(0, new_waiting - len(refused))
+        attempts = user.parked.attempts + 1
+        backoff = min(PARKED_RETRY_MAX, PARKED_RETRY_FIRST * 2 ** min(attempts - 1, 20))
+        return Parked([item.parked() for item in kept], attempts, now + backoff)
 
     @staticmethod
     def _fire_due_before(
@@ -216,11 +293,18 @@ class BatchProcessor:
     ) -> None:
         """Fires the user's timers due before an event reached Journeys, as the simulator does:
         a timer the pump has not published yet (an event from the past, a backlog) must not
-        lose its turn to the event. The timer's own record, when it comes, is a no-op."""
+        lose its turn to the event. The timer's own record, when it comes, is a no-op. A timer
+        of a version the worker does not have parks the event (VersionMissing); one the engine
+        refuses is left to its own record, which goes to the dead-letter topic."""
         while due := [t for t in user.state.due_timers(received) if t.due_at < received]:
             timer = due[0]
             fired = TimerFired(user.user_id, timer.timer_id, timer.due_at)
-            transition = engine.apply(user.state, fired, now)
+            try:
+                transition = engine.apply(user.state, fired, now)
+            except VersionMissing:
+                raise
+            except (ValueError, KeyError, LookupError):
+                return
             user.state = transition.state
             user.outbox.extend(
                 effect.to_record() for effect in transition.effects if isinstance(effect, EMITTED)
@@ -228,3 +312,19 @@ class BatchProcessor:
 
     def _partition(self, user: StoredUser) -> int:
         return partition_of(user.user_id, self._partitions)
+
+
+def _retry_timer(item: EngineInput) -> bool:
+    return isinstance(item, TimerFired) and item.timer_id == PARKED_RETRY_TIMER
+
+
+def _parked_reason(missing: VersionMissing) -> LookupError:
+    return LookupError(
+        f"{missing}: the input is parked in the user's document, with the user's later inputs"
+        " in order, and tried again with backoff until the version is loaded (this record is"
+        " not lost: do not replay it)"
+    )
+
+
+def _too_many(missing: VersionMissing) -> LookupError:
+    return LookupError(f"{missing}, and the user already has {MAX_PARKED} inputs parked")

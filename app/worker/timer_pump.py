@@ -15,7 +15,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.engine.effects import utc_text
-from app.store.users import StoredUser, UserStore
+from app.store.users import PARKED_RETRY_TIMER, StoredUser, UserStore
 from app.worker.due_index import DueIndex
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
@@ -75,12 +75,16 @@ class TimerPump:
     async def _publish(self, users: list[StoredUser], now: datetime) -> int:
         futures = []
         for user in users:
-            for timer in user.state.due_timers(now):
+            due = [(t.timer_id, t.due_at) for t in user.state.due_timers(now)]
+            if user.parked.records:  # its timers wait behind its parked inputs
+                retry_at = user.parked.retry_at
+                due = [(PARKED_RETRY_TIMER, retry_at)] if retry_at and retry_at <= now else []
+            for timer_id, due_at in due:
                 record = {
                     "kind": "timer",
                     "user_id": user.user_id,
-                    "timer_id": timer.timer_id,
-                    "due_at": utc_text(timer.due_at),
+                    "timer_id": timer_id,
+                    "due_at": utc_text(due_at),
                     "fired_at": utc_text(now),
                 }
                 futures.append(

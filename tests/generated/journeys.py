@@ -3,10 +3,10 @@
 A journey combines what the loader accepts: event entries (with property filters, with a window
 after another event or a date attribute), attribute entries and, at the `sim` scale, schedules;
 audiences, re-entry policies, holdouts, exit events and exit conditions, goals, quiet hours,
-frequency caps and lifetimes; and a graph of delays (a duration, a time of day in the user's
-zone, a date attribute), messages on every channel with templates that exist, nested yes/no
-branches over conditions of every kind, `wait_for`, `paths` and `split` (also one decision after
-another, and two splits in one entry) and `exit` steps.
+frequency caps and lifetimes; entry periods (`starts_at`, `ends_at`) and `enter_past_events`; and a
+graph of delays (a duration, a time of day in the user's zone, a date attribute), messages on every
+channel with templates that exist, nested yes/no branches over conditions of every kind, `wait_for`,
+`paths` and `split` (also one decision after another, and two splits in one entry) and `exit` steps.
 
 At the `live` scale a time of day (a delay's, or the end of quiet hours) is the next minute about
 10 to 50 seconds after the base time in the zone of one of the case's users, so a live run sees
@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from app.dispatch.record import utc_text
 from app.engine.definitions import CHANNELS
 from tests.generated.scale import TimeScale
 
@@ -304,6 +305,31 @@ class _Journey:
                 entry["of_attribute"] = "trial_started_at"
         return entry
 
+    def entry_period(self) -> dict[str, Any]:
+        """`starts_at` and `ends_at` around the case's events (entries only between them), and
+        `enter_past_events`. Drawn from a generator of their own, so the rest of a seed's case
+        is what it was before these options existed."""
+        rng = random.Random(f"{self.id}:entry-period")
+        live = self.scale.live
+        period: dict[str, Any] = {}
+        if rng.random() < 0.15:
+            late = (
+                timedelta(seconds=rng.randint(2, 8))
+                if live
+                else timedelta(hours=rng.randint(1, 12))
+            )
+            period["starts_at"] = utc_text(self.base + late)
+        if rng.random() < 0.15:
+            early = (
+                timedelta(seconds=rng.randint(10, 60))
+                if live
+                else timedelta(hours=rng.randint(12, 72))
+            )
+            period["ends_at"] = utc_text(self.base + early)
+        if rng.random() < 0.2:
+            period["enter_past_events"] = rng.random() < 0.7
+        return period
+
     def document(self) -> dict[str, Any]:
         rng = self.rng
         doc: dict[str, Any] = {"id": self.id, "version": 1}
@@ -340,6 +366,7 @@ class _Journey:
             doc["frequency_caps"] = self.frequency_caps()
         if rng.random() < 0.2:
             doc["lifetime"] = rng.choice(("30d", "90d", "1w"))
+        doc.update(self.entry_period())
         start = self.node(0)
         while start is None or start == "no_action":
             start = self.node(0)

@@ -38,9 +38,10 @@ WITH_RULES = os.environ.get("DIFFERENTIAL_RULES", "1") == "1"
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 # Every example plays in the past: its events are published at once, each record stamped with
-# its event's time (a producer replaying a log), placed so that everything they set off came
-# due just before now. The worker fires a user's timers due before an event's time first, as
-# the simulator does, and the pump fires the rest at once.
+# its event's time (a producer replaying a log, into journeys that take events from before their
+# publication), placed so that everything they set off came due just before now. The worker
+# fires a user's timers due before an event's time first, as the simulator does, and the pump
+# fires the rest at once.
 EXAMPLE_SETTLE = timedelta(seconds=60)
 HEADROOM = timedelta(seconds=10)
 # Scheduled journeys enter users at cron ticks as they come, in real time: the weekly summary's
@@ -92,7 +93,9 @@ def test_only_scheduled_examples_are_left_out_of_the_live_runs() -> None:
     "name", [name for name in example_names() if name not in REAL_TIME_EXAMPLES]
 )
 async def test_example_delivers_what_the_simulator_predicts(pipeline, tmp_path, name) -> None:
-    path = EXAMPLES / f"{name}.yaml"
+    # Events from before a journey's publication enter it only when its file says so.
+    path = tmp_path / f"{name}.yaml"
+    path.write_text((EXAMPLES / f"{name}.yaml").read_text() + "\nenter_past_events: true\n")
     async with provider(pipeline) as stub:
         await pipeline.deploy(path)
         pipeline.start("worker")

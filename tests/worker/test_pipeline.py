@@ -40,14 +40,14 @@ def oracle(journeys: list[Path], events: list[dict], rules: Path | None = None) 
 
 
 async def test_sends_match_the_simulator(pipeline) -> None:
+    await pipeline.deploy(DEMO)
+    pipeline.start_worker()
+    await asyncio.sleep(3)  # the events span 2 s up to now: all after the journey's publication
     events = rebased(
         read_jsonl("user-events", EXAMPLES / "demo-onboarding.events.jsonl"), datetime.now(UTC)
     )
     expected = oracle([DEMO], events)
     assert len(expected) == 6  # welcome x3, congrats for cy, push nudge for bo, webhook for ada
-
-    await pipeline.deploy(DEMO)
-    pipeline.start_worker()
     await pipeline.publish(events)
     sent = await pipeline.dispatched(timeout=120, until=len(expected))
     assert {r["dispatch_id"] for r in sent} == expected
@@ -56,10 +56,11 @@ async def test_sends_match_the_simulator(pipeline) -> None:
 
 
 async def test_kill_9_and_restart_loses_and_adds_nothing(pipeline) -> None:
-    events = signups("kill", 60, datetime.now(UTC))
-    expected = oracle([DEMO], events)
     await pipeline.deploy(DEMO)
     pipeline.start_worker()
+    await asyncio.sleep(2)  # the sign-ups are a second before now: after the publication
+    events = signups("kill", 60, datetime.now(UTC))
+    expected = oracle([DEMO], events)
     await pipeline.publish(events)
     await asyncio.sleep(4)
     pipeline.kill_worker()
@@ -135,12 +136,12 @@ async def test_a_deployed_frequency_cap_lets_through_what_the_simulator_does(
     pipeline, tmp_path
 ) -> None:
     journey, rules = two_emails_and_a_cap(tmp_path)
+    await pipeline.deploy(journey)  # first: it enters users for events from then on
+    await pipeline.deploy(rules)
     events = signed_up(["cap-a", "cap-b", "cap-c"])
     expected = oracle([journey], events, rules)
     assert len(oracle([journey], events)) == 6 and len(expected) == 3  # the first email each
 
-    await pipeline.deploy(journey)
-    await pipeline.deploy(rules)
     pipeline.start_worker()
     await pipeline.publish(events)
     await pipeline.dispatched(timeout=90, until=len(expected))

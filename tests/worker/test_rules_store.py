@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import main
-from app.engine import Journey, JourneyError
+from app.engine import JourneyError
 from app.engine.definitions import FrequencyCap
 from app.store.deploy import deploy_text
-from app.store.journeys import JourneyRegistry
-from app.store.rules import RulesRegistry
+from app.store.journeys import DeployedJourney, JourneyRegistry
+from app.store.rules import DeployedRules, RulesRegistry
 from app.store.versions import ARCHIVED, DRAFT, PUBLISHED, DeployError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -35,18 +35,26 @@ async def test_deploy_list_and_an_idempotent_redeploy(store_db) -> None:
     assert deployed.rules.rules.frequency_caps == (FrequencyCap("email", 2, timedelta(days=1)),)
     before = await registry.fingerprint()
 
-    again = await registry.deploy(rules_text(1, 2), "elsewhere.yaml", DRAFT, keep_status=True)
-    assert (again.rules, again.status, again.deployed_at) == (
+    again = await registry.deploy(rules_text(1, 2), "elsewhere.yaml", DRAFT)
+    assert (again.rules, again.status, again.deployed_at, again.created) == (
         deployed.rules,
         PUBLISHED,
         deployed.deployed_at,
+        False,
     )
     assert await registry.fingerprint() == before
     assert [(d.rules.version, d.status) for d in await registry.list()] == [(1, PUBLISHED)]
-
-    demoted = await registry.deploy(rules_text(1, 2), "rules.yaml", DRAFT)  # asked: set it
-    assert demoted.status == DRAFT and await registry.fingerprint() != before
     assert await registry.collection.count_documents({}) == 1
+
+
+async def test_deploying_the_text_of_an_archived_version_does_not_publish_it(store_db) -> None:
+    registry = RulesRegistry(store_db)
+    await registry.deploy(rules_text(1, 2), "rules.yaml", DRAFT)
+    assert (await registry.deploy(rules_text(1, 2), "rules.yaml")).status == PUBLISHED
+    assert await registry.set_status(1, ARCHIVED)
+    with pytest.raises(DeployError, match="version 1 of the rules is archived"):
+        await registry.deploy(rules_text(1, 2), "rules.yaml")
+    assert [(d.rules.version, d.status) for d in await registry.list()] == [(1, ARCHIVED)]
 
 
 async def test_the_same_version_with_other_text_is_refused(store_db) -> None:
@@ -83,8 +91,8 @@ async def test_deploy_text_stores_each_kind_in_its_own_registry(store_db) -> Non
     journey_text = (EXAMPLES / "demo-onboarding.yaml").read_text()
     journey = await deploy_text(store_db, journey_text, "demo.yaml")
     rules = await deploy_text(store_db, rules_text(1, 1), "rules.yaml", DRAFT)
-    assert isinstance(journey, Journey) and journey.id == "demo-onboarding"
-    assert not isinstance(rules, Journey) and (rules.rules.version, rules.status) == (1, DRAFT)
+    assert isinstance(journey, DeployedJourney) and journey.journey.id == "demo-onboarding"
+    assert isinstance(rules, DeployedRules) and (rules.rules.version, rules.status) == (1, DRAFT)
     assert [d.journey.id for d in await JourneyRegistry(store_db).list()] == ["demo-onboarding"]
     assert [d.rules.version for d in await RulesRegistry(store_db).list()] == [1]
 
@@ -109,7 +117,7 @@ def test_journeys_deploy_takes_rules_files_and_journeys_rules_lists_them(
     assert deployed.exit_code == 0, deployed.output
     assert deployed.output.splitlines() == [
         f"{rules}: rules version 2 deployed (draft): no quiet hours; email at most 1 per 1d",
-        f"{journey}: demo-onboarding version 1 deployed",
+        f"{journey}: demo-onboarding version 1 deployed (draft)",
     ]
     published = CliRunner().invoke(main, ["deploy", str(rules)], env=env)
     assert "rules version 2 deployed (published)" in published.output
