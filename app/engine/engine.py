@@ -253,6 +253,8 @@ class JourneyEngine:
         if entry is None:
             return
         journey = self._journey_of(entry)
+        if self._exits(run, entry, journey):
+            return
         if timer.purpose == "goal_window":
             self._finish(run, entry, "completed", "goal window ended")
         elif timer.purpose in ("delay", "quiet_hours"):
@@ -420,13 +422,20 @@ class JourneyEngine:
                 self._finish(run, entry, "completed", "holdout converted")
 
     def _exit_on_conditions(self, run: _Run) -> None:
-        view = self._view(run.state)
         for entry in run.state.active_entries():
-            journey = self._journey_of(entry)
-            for condition in journey.exit_conditions:
-                if condition.test(view, run.at):
-                    self._finish(run, entry, "exited", f"exit condition {condition.describe()}")
-                    break
+            self._exits(run, entry, self._journey_of(entry))
+
+    def _exits(self, run: _Run, entry: EntryState, journey: Journey) -> bool:
+        """Exits the entry when one of its journey's exit conditions holds now. Checked on every
+        event, every timer and before every step (a message included), so a condition that
+        comes true with time (`since_attribute`, `within`) exits the user before the next thing
+        the journey does, not only when some event arrives."""
+        view = self._view(run.state)
+        for condition in journey.exit_conditions:
+            if condition.test(view, run.at):
+                self._finish(run, entry, "exited", f"exit condition {condition.describe()}")
+                return True
+        return False
 
     def _finish(self, run: _Run, entry: EntryState, event: str, reason: str) -> None:
         self._cancel_timers(run, entry)
@@ -445,6 +454,8 @@ class JourneyEngine:
         for _ in range(MAX_STEPS_PER_INPUT):
             if entry.entry_id not in run.state.entries(entry.journey_id):
                 return  # finished meanwhile
+            if self._exits(run, entry, journey):
+                return
             if step_id is None or step_id == NO_ACTION:
                 self._finish(
                     run,
