@@ -21,7 +21,7 @@ from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
-from app.store.analytics import step_figures, user_timeline
+from app.store.analytics import conversions, step_figures, user_timeline
 from app.store.deliveries import Deliveries
 from app.store.journeys import ARCHIVED, DRAFT, PUBLISHED, DeployError, JourneyRegistry
 from app.store.mongo import close_client, new_client
@@ -84,6 +84,7 @@ class Api:
                 web.post("/journeys/{journey_id}/versions/{version}/publish", self.publish),
                 web.post("/journeys/{journey_id}/versions/{version}/archive", self.archive),
                 web.get("/journeys/{journey_id}/flow", self.flow),
+                web.get("/journeys/{journey_id}/conversions", self.conversions),
                 web.get("/rules", self.list_rules),
                 web.post("/rules", self.create_rules_draft),
                 web.post("/rules/versions/{version}/publish", self.publish_rules),
@@ -225,6 +226,13 @@ class Api:
             self.db, self.users, journey_id, chosen.journey.version, chosen.journey.start
         )
         return web.Response(text=html_page(chosen.journey, figures), content_type="text/html")
+
+    async def conversions(self, request: web.Request) -> web.Response:
+        """Entries and conversions per version, messaged and holdout, and per split variant."""
+        journey_id = request.match_info["journey_id"]
+        if not any(d.journey.id == journey_id for d in await self.registry.list()):
+            return _error(404, f"no journey '{journey_id}'")
+        return _json({"id": journey_id, "versions": await conversions(self.db, journey_id)})
 
     # --- rules for every journey ----------------------------------------------------------
 

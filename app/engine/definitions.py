@@ -135,9 +135,14 @@ class ExitEvent:
 
 @dataclass(frozen=True)
 class Goal:
+    """The event that counts as a conversion within `within` of entering. By default a converted
+    user goes on with the journey (as before goals could exit); with `exit_on_conversion` the
+    entry exits at the conversion, so a converted user gets nothing more from it."""
+
     event: str
     within: timedelta
     properties: dict[str, Any] = field(default_factory=dict)
+    exit_on_conversion: bool = False
 
 
 @dataclass(frozen=True)

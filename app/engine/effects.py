@@ -94,7 +94,12 @@ class CancelTimer:
 
 @dataclass(frozen=True)
 class Analytics:
-    """entered, holdout, waited, path_chosen, suppressed, converted, exited, completed."""
+    """entered, waited, path_chosen, path_skipped, suppressed, converted, exited, completed.
+
+    What conversions are counted by rides along: `holdout` on every record of a control-group
+    entry, and `variants` ((split step, branch) pairs) on a split's `path_chosen` and on a
+    `converted`, so the timeline can count entries and conversions per version, per split
+    variant and for the holdout. Both are left out of the record when unset."""
 
     event: str
     journey_id: str
@@ -104,9 +109,11 @@ class Analytics:
     step_id: str | None
     at: datetime
     reason: str | None = None
+    holdout: bool = False
+    variants: tuple[tuple[str, str], ...] = ()
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "kind": "analytics",
             "event": self.event,
             "journey_id": self.journey_id,
@@ -117,6 +124,11 @@ class Analytics:
             "at": utc_text(self.at),
             "reason": self.reason,
         }
+        if self.holdout:
+            record["holdout"] = True
+        if self.variants:
+            record["variants"] = dict(self.variants)  # an object: FerretDB nests no arrays
+        return record
 
 
 Effect = Send | ScheduleTimer | CancelTimer | Analytics

@@ -221,7 +221,8 @@ class JourneyEngine:
             ):
                 self._finish(run, entry, "exited", f"exit event {event.name}")
                 continue
-            self._check_goal(run, entry, journey, event)
+            if self._check_goal(run, entry, journey, event):
+                continue
             if entry.waiting_for is not None:
                 step = journey.steps[entry.waiting_for]
                 if (
@@ -405,21 +406,39 @@ class JourneyEngine:
             return
         self._advance(run, entry, journey.start)
 
-    def _check_goal(self, run: _Run, entry: EntryState, journey: Journey, event: UserEvent) -> None:
+    def _check_goal(self, run: _Run, entry: EntryState, journey: Journey, event: UserEvent) -> bool:
+        """Records a conversion, with the split variants the entry took; returns whether the
+        entry finished with it (a holdout entry, or a goal with `exit_on_conversion`)."""
         goal = journey.goal
         if goal is None or entry.converted or entry.goal_until is None:
-            return
-        if (
+            return False
+        if not (
             event.name == goal.event
             and _matches(event.properties, goal.properties)
             and run.at <= entry.goal_until
         ):
-            entry.converted = True
-            self._analytics(
-                run, entry, None, "converted", f"{goal.event} within {format_duration(goal.within)}"
-            )
-            if entry.holdout:
-                self._finish(run, entry, "completed", "holdout converted")
+            return False
+        entry.converted = True
+        variants = tuple(
+            (step_id, branch_id)
+            for step_id, branch_id in entry.winners.items()
+            if isinstance(journey.steps.get(step_id), SplitStep)
+        )
+        self._analytics(
+            run,
+            entry,
+            None,
+            "converted",
+            f"{goal.event} within {format_duration(goal.within)}",
+            variants,
+        )
+        if entry.holdout:
+            self._finish(run, entry, "completed", "holdout converted")
+            return True
+        if goal.exit_on_conversion:
+            self._finish(run, entry, "exited", f"converted ({goal.event}): exit on conversion")
+            return True
+        return False
 
     def _exit_on_conditions(self, run: _Run) -> None:
         for entry in run.state.active_entries():
@@ -501,7 +520,14 @@ class JourneyEngine:
                             chosen = branch
                             break
                     entry.winners[step.id] = chosen.id
-                    self._analytics(run, entry, step.id, "path_chosen", f"split branch {chosen.id}")
+                    self._analytics(
+                        run,
+                        entry,
+                        step.id,
+                        "path_chosen",
+                        f"split branch {chosen.id}",
+                        ((step.id, chosen.id),),
+                    )
                     step_id = chosen.next
                 case ExitStep():
                     self._finish(run, entry, "exited", f"exit step {step.id}")
@@ -643,7 +669,13 @@ class JourneyEngine:
             )
 
     def _analytics(
-        self, run: _Run, entry: EntryState, step_id: str | None, event: str, reason: str | None
+        self,
+        run: _Run,
+        entry: EntryState,
+        step_id: str | None,
+        event: str,
+        reason: str | None,
+        variants: tuple[tuple[str, str], ...] = (),
     ) -> None:
         run.effects.append(
             Analytics(
@@ -655,6 +687,8 @@ class JourneyEngine:
                 step_id,
                 run.at,
                 reason,
+                entry.holdout,
+                variants,
             )
         )
 

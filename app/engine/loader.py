@@ -155,6 +155,11 @@ class _Reader:
             raise self.doc.error(where, value, f"a number from {low:g} to {high:g}")
         return float(value)
 
+    def flag(self, value: Any, where: Where) -> bool:
+        if not isinstance(value, bool):
+            raise self.doc.error(where, value, "true or false")
+        return value
+
     def properties(self, value: Any, where: Where) -> dict[str, Any]:
         return dict(self.mapping(value, where)) if value is not None else {}
 
@@ -482,6 +487,7 @@ class _Reader:
                 self.name(self.field(g, ("goal",), "event"), ("goal", "event")),
                 self.duration(self.field(g, ("goal",), "within"), ("goal", "within")),
                 self.properties(g.get("properties"), ("goal", "properties")),
+                self.flag(g.get("exit_on_conversion", False), ("goal", "exit_on_conversion")),
             )
         return Journey(
             id=journey_id,

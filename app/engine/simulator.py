@@ -57,7 +57,11 @@ class SimulatedEffect:
                 branches=[list(pair) for pair in effect.branches],
             )
         if isinstance(effect, Analytics):
-            record["reason"] = effect.reason
+            full = effect.to_record()
+            record.update(
+                reason=effect.reason,
+                **{key: full[key] for key in ("holdout", "variants") if key in full},
+            )
         if isinstance(effect, ScheduleTimer):
             record["due_at"] = utc_text(effect.due_at)
         return record

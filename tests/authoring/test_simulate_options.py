@@ -47,3 +47,42 @@ steps:
     assert sent(records) == [("ada", "hello")]
     (exited,) = [r for r in records if r["kind"] == "exited"]
     assert exited["at"] == "2026-11-06T13:00:00Z" and "exit condition" in exited["reason"]
+
+
+CONVERTING = """
+id: upsell
+version: 1
+entry: {event: signed_up}
+goal: {event: purchased, within: 3d, exit_on_conversion: true}
+steps:
+  variant:
+    type: split
+    branches:
+      - {id: a, percent: 50, next: hello}
+      - {id: b, percent: 50, next: hello}
+  hello: {type: message, channel: email, template: hello, next: wait}
+  wait: {type: delay, duration: 1d, next: reminder}
+  reminder: {type: message, channel: email, template: reminder}
+"""
+
+
+def test_a_converted_user_exits_and_conversions_are_counted_per_variant(tmp_path: Path) -> None:
+    events = [
+        event("s1", "ada", "signed_up", "2026-11-02T09:00:00Z"),
+        event("s2", "bo", "signed_up", "2026-11-02T09:00:00Z"),
+        event("p1", "ada", "purchased", "2026-11-02T12:00:00Z"),
+    ]
+    records = simulate(tmp_path, CONVERTING, events)
+    assert sent(records) == [("ada", "hello"), ("bo", "hello"), ("bo", "reminder")]
+    (converted,) = [r for r in records if r["kind"] == "converted"]
+    assert converted["variants"] == {"variant": "b"}  # the split sends ada down b, bo down a
+    assert [r["reason"] for r in records if r["user"] == "ada" and r["kind"] == "exited"] == [
+        "converted (purchased): exit on conversion"
+    ]
+    text = CliRunner().invoke(
+        main, ["simulate", str(tmp_path / "j.yaml"), "--events", str(tmp_path / "events.jsonl")]
+    )
+    assert (
+        "upsell v1: converted/entered messaged 1/2; holdout 0/0; variant=a 0/1; variant=b 1/1"
+        in text.stdout
+    )

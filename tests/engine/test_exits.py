@@ -86,3 +86,65 @@ def test_a_user_matching_an_exit_condition_at_entry_leaves_before_the_first_mess
     assert marks(simulator, "exited") == [
         ("11-02 09:00", "exit condition attributes.plan $eq 'pro'")
     ]
+
+
+CONVERTING = """
+id: upsell
+version: 1
+entry: {event: signed_up}
+holdout: 50
+goal: {event: purchased, within: 3d, exit_on_conversion: true}
+steps:
+  variant:
+    type: split
+    branches:
+      - {id: a, percent: 50, next: hello}
+      - {id: b, percent: 50, next: hello}
+  hello: {type: message, channel: email, template: hello, next: wait}
+  wait: {type: delay, duration: 1d, next: reminder}
+  reminder: {type: message, channel: email, template: reminder}
+"""
+
+
+def test_exit_on_conversion_exits_a_converted_user_and_the_default_goes_on() -> None:
+    users = [f"u{i}" for i in range(40)]
+    events = [UserEvent(f"s-{u}", u, "signed_up", T0) for u in users]
+    events += [UserEvent(f"p-{u}", u, "purchased", T0 + timedelta(hours=2)) for u in users[:20]]
+    exiting = simulate(CONVERTING, *events)
+    staying = simulate(CONVERTING.replace(", exit_on_conversion: true", ""), *events)
+    held = {e.effect.user_id for e in staying.effects if getattr(e.effect, "holdout", False)}
+    messaged_buyers = set(users[:20]) - held
+    assert messaged_buyers
+    reminded = {user for user, step in sends(exiting) if step == "reminder"}
+    assert reminded == set(users[20:]) - held
+    assert {user for user, step in sends(staying) if step == "reminder"} == set(users) - held
+    exits = [e.effect for e in exiting.effects if getattr(e.effect, "event", "") == "exited"]
+    assert {e.reason for e in exits} == {"converted (purchased): exit on conversion"}
+    assert not any(e.holdout for e in exits)  # a holdout entry completes as before
+
+
+def test_conversions_carry_the_holdout_mark_and_the_split_variants() -> None:
+    from app.engine.conversions import conversion_figures
+
+    users = [f"u{i}" for i in range(60)]
+    events = [UserEvent(f"s-{u}", u, "signed_up", T0) for u in users]
+    events += [UserEvent(f"p-{u}", u, "purchased", T0 + timedelta(hours=2)) for u in users[:30]]
+    simulator = simulate(CONVERTING, *events)
+    analytics = [e.effect for e in simulator.effects if isinstance(e.effect, Analytics)]
+    held = {a.user_id for a in analytics if a.event == "entered" and a.holdout}
+    variant = {
+        a.user_id: dict(a.variants)["variant"] for a in analytics if a.event == "path_chosen"
+    }
+    assert held and variant and not held & set(variant)
+    for converted in (a for a in analytics if a.event == "converted"):
+        assert converted.holdout == (converted.user_id in held)
+        assert dict(converted.variants) == (
+            {} if converted.holdout else {"variant": variant[converted.user_id]}
+        )
+    (figures,) = conversion_figures(a.to_record() for a in analytics).values()
+    bought = set(users[:30])
+    assert (figures.holdout.entered, figures.holdout.converted) == (len(held), len(held & bought))
+    assert figures.messaged.entered == 60 - len(held)
+    for branch, rate in figures.variants["variant"].items():
+        chosen = {u for u, b in variant.items() if b == branch}
+        assert (rate.entered, rate.converted) == (len(chosen), len(chosen & bought))
