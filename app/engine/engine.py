@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.engine.conditions import MongoFilter
+from app.engine.conditions import MongoFilter, property_filter
 from app.engine.definitions import (
     NO_ACTION,
     AttributeEntry,
@@ -61,6 +61,7 @@ from app.engine.state import (
 )
 
 MAX_STEPS_PER_INPUT = 1000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # property filters do not read the time
 ADDRESS_ATTRIBUTE = {"email": "email", "push": "push_token", "sms": "phone", "webhook": None}
 
 
@@ -117,7 +118,8 @@ def zone_of(state: UserState) -> ZoneInfo:
 
 
 def _matches(properties: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return all(properties.get(k) == v for k, v in wanted.items())
+    """An event's properties against a filter of the journey (entry, wait_for, exit, goal)."""
+    return not wanted or property_filter(wanted).test({"properties": properties}, EPOCH)
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +210,7 @@ class JourneyEngine:
 
     def _on_event(self, run: _Run, event: UserEvent) -> None:
         state, at = run.state, run.at
-        changed = self._update_profile(state, event)
+        changed = self._update_profile(state, event, at)
         history = state.events.setdefault(event.name, {"count": 0, "first_at": at, "last_at": at})
         history["count"] += 1
         history["last_at"] = max(history["last_at"], at)
@@ -295,7 +297,8 @@ class JourneyEngine:
         assert isinstance(step, PathsStep)
         path = next(p for p in step.paths if p.id == timer.path_id)
         if step.id not in entry.winners and (
-            path.condition is None or path.condition.test(self._view(run.state), run.at)
+            path.condition is None
+            or path.condition.test(self._view(run.state), run.at, entry.entered_at)
         ):
             entry.winners[step.id] = path.id
             self._cancel_timers(run, entry, purpose="path")
@@ -316,7 +319,9 @@ class JourneyEngine:
     # --- profile ---------------------------------------------------------------------------
 
     @staticmethod
-    def _update_profile(state: UserState, event: UserEvent) -> set[str]:
+    def _update_profile(state: UserState, event: UserEvent, at: datetime) -> set[str]:
+        """Applies the event's updates; returns the attributes whose value changed, and keeps
+        when each last changed (what `{attribute: A, changed_since_entry: true}` reads)."""
         changed = set()
         for name, value in event.attributes.items():
             if value is None:
@@ -328,6 +333,8 @@ class JourneyEngine:
             if state.attributes.get(name) != value:
                 state.attributes[name] = value
                 changed.add(name)
+        for name in changed:
+            state.changed[name] = max(state.changed.get(name, at), at)
         state.subscriptions.update(event.subscriptions)
         if event.timezone:
             state.timezone = event.timezone
@@ -343,6 +350,7 @@ class JourneyEngine:
             "subscriptions": state.subscriptions,
             "events": state.events,
             "received": state.received,
+            "changed": state.changed,
         }
 
     # --- entering and leaving --------------------------------------------------------------
@@ -451,7 +459,7 @@ class JourneyEngine:
         the journey does, not only when some event arrives."""
         view = self._view(run.state)
         for condition in journey.exit_conditions:
-            if condition.test(view, run.at):
+            if condition.test(view, run.at, entry.entered_at):
                 self._finish(run, entry, "exited", f"exit condition {condition.describe()}")
                 return True
         return False
@@ -494,7 +502,7 @@ class JourneyEngine:
                     self._schedule(run, entry, step.id, self._delay_until(run, step), "delay")
                     return
                 case BranchStep():
-                    answer = step.condition.test(self._view(run.state), run.at)
+                    answer = step.condition.test(self._view(run.state), run.at, entry.entered_at)
                     step_id = step.yes if answer else step.no
                 case WaitForStep():
                     entry.waiting_for = step.id

@@ -100,6 +100,8 @@ class UserState:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     # template -> {count, last_at}
     received: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # attribute -> when an update last changed its value (or removed it)
+    changed: dict[str, datetime] = field(default_factory=dict)
     sends: list[dict[str, Any]] = field(default_factory=list)  # [{channel, at}], newest last
     # journey id -> {"entries": {entry_id: EntryState}, "last_entered_at": dt, "entered": n}
     journeys: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -150,6 +152,7 @@ class UserState:
             "locale": self.locale,
             "events": self.events,
             "received": self.received,
+            "changed": self.changed,
             "sends": self.sends,
             "journeys": {
                 journey_id: {
@@ -185,6 +188,7 @@ class UserState:
             locale=document.get("locale"),
             events={k: _utc_values(dict(v)) for k, v in (document.get("events") or {}).items()},
             received={k: _utc_values(dict(v)) for k, v in (document.get("received") or {}).items()},
+            changed=_utc_values(dict(document.get("changed") or {})),
             sends=[_utc_values(dict(s)) for s in document.get("sends") or []],
             journeys=journeys,
             timers=[PendingTimer.from_document(t) for t in document.get("timers") or []],

@@ -86,3 +86,32 @@ def test_a_converted_user_exits_and_conversions_are_counted_per_variant(tmp_path
         "upsell v1: converted/entered messaged 1/2; holdout 0/0; variant=a 0/1; variant=b 1/1"
         in text.stdout
     )
+
+
+def test_since_entry_and_property_operators(tmp_path: Path) -> None:
+    journey = """
+id: cart
+version: 1
+entry: {event: added_to_cart, properties: {quantity: {gte: 2}, sku: {prefix: lamp}}}
+steps:
+  wait: {type: delay, duration: 1h, next: check}
+  check:
+    type: branch
+    if: {event: purchased, since_entry: true}
+    yes: thanks
+    no: nudge
+  thanks: {type: message, channel: email, template: thanks}
+  nudge: {type: message, channel: email, template: nudge}
+"""
+    cart = {"quantity": 2, "sku": "lamp-xl"}
+    events = [
+        event("b0", "bo", "purchased", "2026-11-02T08:00:00Z"),
+        event("b1", "bo", "added_to_cart", "2026-11-02T09:00:00Z", properties=cart),
+        event("a1", "ada", "added_to_cart", "2026-11-02T09:00:00Z", properties=cart),
+        event("a2", "ada", "purchased", "2026-11-02T09:30:00Z"),
+        event("c1", "cy", "added_to_cart", "2026-11-02T09:00:00Z", properties={"quantity": 1}),
+    ]
+    assert sorted(sent(simulate(tmp_path, journey, events))) == [
+        ("ada", "thanks"),
+        ("bo", "nudge"),
+    ]
