@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from app.engine.entry_limits import EntrySlot
     from app.engine.state import UserState
 
 
@@ -136,5 +137,10 @@ Effect = Send | ScheduleTimer | CancelTimer | Analytics
 
 @dataclass(frozen=True)
 class Transition:
+    """The new state and its effects; or, when `asks` is not empty, entry slots the input
+    needs answers for: the shell answers them and applies the input again, and never stores a
+    transition with asks (see `app.engine.entry_limits`)."""
+
     state: UserState
     effects: list[Effect] = field(default_factory=list)
+    asks: tuple[EntrySlot, ...] = ()

@@ -12,7 +12,7 @@ entry is allowed), and a frequency cap counts the sends less than its window ago
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +44,7 @@ from app.engine.effects import (
     Transition,
     utc_text,
 )
+from app.engine.entry_limits import EntrySlot
 from app.engine.inputs import (
     EngineInput,
     EventTimePolicy,
@@ -134,6 +135,8 @@ class _Run:
     effects: list[Effect]
     at: datetime
     input_id: str
+    slots: Mapping[str, bool]  # answers to entry slots (grant id -> granted)
+    asks: list[EntrySlot]  # entry slots without an answer yet
 
 
 class JourneyEngine:
@@ -164,7 +167,16 @@ class JourneyEngine:
 
     # --- the public function ---------------------------------------------------------------
 
-    def apply(self, state: UserState, item: EngineInput, now: datetime) -> Transition:
+    def apply(
+        self,
+        state: UserState,
+        item: EngineInput,
+        now: datetime,
+        slots: Mapping[str, bool] | None = None,
+    ) -> Transition:
+        """The input applied to the state. `slots` answers the entry slots of journeys with
+        entry limits; a slot without an answer comes back in `asks` (see
+        `app.engine.entry_limits`)."""
         if item.user_id != state.user_id:
             raise ValueError(f"input for user {item.user_id!r} applied to user {state.user_id!r}")
         if isinstance(item, UserEvent):
@@ -174,7 +186,9 @@ class JourneyEngine:
             and not any(t.timer_id == item.timer_id for t in state.timers)
         ):
             return Transition(state, [])  # a replay, or a cancelled timer firing late: no change
-        run = _Run(state.copy(), [], to_millis(self._time_of(item, now)), item.input_id)
+        run = _Run(
+            state.copy(), [], to_millis(self._time_of(item, now)), item.input_id, slots or {}, []
+        )
         match item:
             case UserEvent():
                 self._on_event(run, item)
@@ -188,7 +202,7 @@ class JourneyEngine:
         self._fire_due_now(run)
         run.state.applied = [*run.state.applied, item.input_id][-APPLIED_INPUTS_KEPT:]
         run.state.version += 1
-        return Transition(run.state, run.effects)
+        return Transition(run.state, run.effects, tuple(run.asks))
 
     def audience_filter(self, journey_id: str, now: datetime) -> MongoFilter:
         """The users a scheduled journey's audience selects, as a MongoDB filter."""
@@ -385,6 +399,8 @@ class JourneyEngine:
         # millisecond (re-entry every time) must not share dispatch ids, and a replay must.
         stamp = at.strftime("%Y%m%dT%H%M%S") + f"{at.microsecond // 1000:03d}Z"
         entry_id = f"{stamp}-{hashlib.sha256(run.input_id.encode()).hexdigest()[:8]}"
+        if journey.entry_limits is not None and not self._entry_slot(run, journey, entry_id):
+            return
         entry = EntryState(
             entry_id=entry_id,
             journey_id=journey.id,
@@ -413,6 +429,37 @@ class JourneyEngine:
                 self._finish(run, entry, "completed", "holdout")
             return
         self._advance(run, entry, journey.start)
+
+    @staticmethod
+    def _entry_slot(run: _Run, journey: Journey, entry_id: str) -> bool:
+        """Whether the journey's entry limits admit this entry: the answer the shell gave for
+        its slot, or no (and the slot asked for) when it gave none yet. A refusal is on the
+        timeline as `entry_limited`, under the entry id the entry would have had."""
+        assert journey.entry_limits is not None
+        slot = EntrySlot(
+            f"{journey.id}|{run.state.user_id}|{run.input_id}",
+            journey.id,
+            run.at.replace(second=0, microsecond=0),
+            journey.entry_limits,
+        )
+        granted = run.slots.get(slot.grant_id)
+        if granted is None:
+            run.asks.append(slot)
+            return False
+        if not granted:
+            run.effects.append(
+                Analytics(
+                    "entry_limited",
+                    journey.id,
+                    journey.version,
+                    run.state.user_id,
+                    entry_id,
+                    None,
+                    run.at,
+                    f"entry limit reached ({journey.entry_limits.describe()})",
+                )
+            )
+        return granted
 
     def _check_goal(self, run: _Run, entry: EntryState, journey: Journey, event: UserEvent) -> bool:
         """Records a conversion, with the split variants the entry took; returns whether the

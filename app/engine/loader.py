@@ -17,6 +17,7 @@ from app.engine.definitions import (
     BranchStep,
     DelayStep,
     Entry,
+    EntryLimits,
     EventEntry,
     ExitEvent,
     ExitStep,
@@ -527,6 +528,9 @@ class _Reader:
             steps=steps,
             audience=self._audience(root["audience"]) if "audience" in root else None,
             re_entry=self.re_entry(root.get("re_entry", "once"), ("re_entry",)),
+            entry_limits=self._entry_limits(root["entry_limits"])
+            if "entry_limits" in root
+            else None,
             holdout_percent=self.number(root.get("holdout", 0), ("holdout",), 0, 100),
             exit_events=tuple(exit_events),
             exit_conditions=tuple(exit_conditions),
@@ -534,6 +538,21 @@ class _Reader:
             rules=self.rules(root, ()),
             lifetime=self.duration(root.get("lifetime", "90d"), ("lifetime",)),
         )
+
+    def _entry_limits(self, value: Any) -> EntryLimits:
+        spec = self.mapping(value, ("entry_limits",))
+        if not spec.keys() & {"per_minute", "total"}:
+            raise self.doc.error(("entry_limits",), "no limit", "per_minute, total or both")
+
+        def limit(key: str) -> int | None:
+            if key not in spec:
+                return None
+            found = spec[key]
+            if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+                raise self.doc.error(("entry_limits", key), found, "a whole number from 1")
+            return found
+
+        return EntryLimits(limit("per_minute"), limit("total"))
 
     def _audience(self, value: Any) -> c.Condition:
         audience = self.condition(value, ("audience",))
