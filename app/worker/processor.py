@@ -34,6 +34,7 @@ from app.topics import RecordError, load_contract
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
+from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
 
@@ -107,8 +108,10 @@ class BatchProcessor:
         partitions: int,
         metrics: WorkerMetrics,
         max_record_bytes: int,
+        entry_slots: EntrySlots,
     ) -> None:
         self._engine = engine
+        self._entry_slots = entry_slots
         self._store = store
         self._emitter = emitter
         self._due_index = due_index
@@ -141,9 +144,11 @@ class BatchProcessor:
                 users[user_id].outbox = []  # went out after its write: not to be stored again
             commits: list[UserCommit] = []
             unchanged_with_outbox: list[StoredUser] = []
-            for user_id in pending:
+            # In the order of each user's first input in the batch: entry slots (entry limits)
+            # are answered in the order they are asked, as the simulator asks them.
+            for user_id in (u for u in by_user if u in pending):
                 user = users[user_id]
-                changed, rejected = self._apply(user, by_user[user_id], now)
+                changed, rejected = await self._apply(user, by_user[user_id], now)
                 letters.extend(rejected)
                 if changed:
                     commits.append(UserCommit(user, user.version, self._partition(user)))
@@ -172,7 +177,7 @@ class BatchProcessor:
         self._metrics.state_writes = self._store.writes
         return letters
 
-    def _apply(
+    async def _apply(
         self, user: StoredUser, items: list[DecodedInput], now: datetime
     ) -> tuple[bool, list[DeadLetter]]:
         """Runs the user's inputs through the engine in the simulator's order: events as Kafka
@@ -196,7 +201,7 @@ class BatchProcessor:
         for item in heapq.merge(events, due, key=lambda item: input_order(item.input)):
             record = item.record
             try:
-                transition = engine.apply(user.state, item.input, now)
+                transition = await self._entry_slots.apply(engine, user.state, item.input, now)
             except (ValueError, KeyError, LookupError) as error:
                 letters.append(dead_letter(record, error))
                 continue

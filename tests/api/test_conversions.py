@@ -18,6 +18,7 @@ from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
+from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
@@ -61,6 +62,7 @@ async def run_events(settings, events: list[dict]) -> None:
         8,
         metrics,
         65536,
+        EntrySlots(redis, settings.redis_prefix, db, 3600),
     )
     records = [
         InputRecord("user-events", 0, offset, event["user_id"].encode(), orjson.dumps(event))
