@@ -115,3 +115,26 @@ steps:
         ("ada", "thanks"),
         ("bo", "nudge"),
     ]
+
+
+def test_entry_limits_refuse_entries_past_the_cap(tmp_path: Path) -> None:
+    journey = """
+id: promo
+version: 1
+entry: {event: signed_up}
+entry_limits: {per_minute: 1, total: 2}
+steps:
+  hello: {type: message, channel: email, template: hello}
+"""
+    events = [
+        event("a", "ada", "signed_up", "2026-11-02T09:00:00Z"),
+        event("b", "bo", "signed_up", "2026-11-02T09:00:30Z"),
+        event("c", "cy", "signed_up", "2026-11-02T09:01:00Z"),
+        event("d", "di", "signed_up", "2026-11-02T09:02:00Z"),
+    ]
+    records = simulate(tmp_path, journey, events)
+    assert sent(records) == [("ada", "hello"), ("cy", "hello")]
+    assert [(r["user"], r["reason"]) for r in records if r["kind"] == "entry_limited"] == [
+        ("bo", "entry limit reached (1 per minute and 2 in total)"),
+        ("di", "entry limit reached (1 per minute and 2 in total)"),
+    ]
