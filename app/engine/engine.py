@@ -123,6 +123,15 @@ def _matches(properties: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return not wanted or property_filter(wanted).test({"properties": properties}, EPOCH)
 
 
+def _split_variants(journey: Journey, entry: EntryState) -> tuple[tuple[str, str], ...]:
+    """(split step, branch) for each split the entry went through."""
+    return tuple(
+        (step_id, branch_id)
+        for step_id, branch_id in entry.winners.items()
+        if isinstance(journey.steps.get(step_id), SplitStep)
+    )
+
+
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
     return {k: utc_text(v) if isinstance(v, datetime) else v for k, v in values.items()}
 
@@ -251,6 +260,7 @@ class JourneyEngine:
                     self._analytics(run, entry, step.id, "waited", f"performed {event.name}")
                     self._advance(run, entry, step.performed)
         self._exit_on_conditions(run)
+        self._check_finished_goals(run, event)
 
         for journey in self.current.values():
             trigger = journey.entry
@@ -474,18 +484,13 @@ class JourneyEngine:
         ):
             return False
         entry.converted = True
-        variants = tuple(
-            (step_id, branch_id)
-            for step_id, branch_id in entry.winners.items()
-            if isinstance(journey.steps.get(step_id), SplitStep)
-        )
         self._analytics(
             run,
             entry,
             None,
             "converted",
             f"{goal.event} within {format_duration(goal.within)}",
-            variants,
+            _split_variants(journey, entry),
         )
         if entry.holdout:
             self._finish(run, entry, "completed", "holdout converted")
@@ -511,11 +516,55 @@ class JourneyEngine:
                 return True
         return False
 
+    def _check_finished_goals(self, run: _Run, event: UserEvent) -> None:
+        """Conversions of entries that finished before their goal window ended: a user who
+        converts a day after the last message still converted, as a holdout user (who stays
+        for the whole window) does, so the two groups are counted alike. A window that ended
+        is dropped; so is one of a version no longer loaded."""
+        for journey_id, record in run.state.journeys.items():
+            goals: dict[str, dict[str, Any]] = record.get("goals") or {}
+            for entry_id, tracked in list(goals.items()):
+                journey = self.versions.get((journey_id, tracked["version"]))
+                goal = journey.goal if journey is not None else None
+                if goal is None or run.at > tracked["until"]:
+                    del goals[entry_id]
+                elif event.name == goal.event and _matches(event.properties, goal.properties):
+                    del goals[entry_id]
+                    run.effects.append(
+                        Analytics(
+                            "converted",
+                            journey_id,
+                            tracked["version"],
+                            run.state.user_id,
+                            entry_id,
+                            None,
+                            run.at,
+                            f"{goal.event} within {format_duration(goal.within)} (after the"
+                            " entry ended)",
+                            variants=tuple(sorted(tracked["variants"].items())),
+                        )
+                    )
+            if not goals:
+                record.pop("goals", None)
+
     def _finish(self, run: _Run, entry: EntryState, event: str, reason: str) -> None:
+        """Ends the entry. Its goal is still tracked until its window ends when it did not
+        convert (holdout entries stay active for that)."""
         self._cancel_timers(run, entry)
         journey_record = run.state.journeys[entry.journey_id]
         journey_record["entries"].pop(entry.entry_id, None)
         self._analytics(run, entry, None, event, reason)
+        if (
+            entry.goal_until is not None
+            and not entry.converted
+            and not entry.holdout
+            and run.at <= entry.goal_until
+        ):
+            journey_record.setdefault("goals", {})[entry.entry_id] = {
+                "version": entry.version,
+                "until": entry.goal_until,
+                "variants": dict(_split_variants(self._journey_of(entry), entry)),
+            }
 
     # --- steps -----------------------------------------------------------------------------
 

@@ -103,7 +103,9 @@ class UserState:
     # attribute -> when an update last changed its value (or removed it)
     changed: dict[str, datetime] = field(default_factory=dict)
     sends: list[dict[str, Any]] = field(default_factory=list)  # [{channel, at}], newest last
-    # journey id -> {"entries": {entry_id: EntryState}, "last_entered_at": dt, "entered": n}
+    # journey id -> {"entries": {entry_id: EntryState}, "last_entered_at": dt, "entered": n,
+    #   "goals": {entry_id: {"version": v, "until": dt, "variants": {split step: branch}}}}; goals
+    #   are those of finished entries whose goal window is still open
     journeys: dict[str, dict[str, Any]] = field(default_factory=dict)
     timers: list[PendingTimer] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
@@ -174,6 +176,11 @@ class UserState:
             restored = {k: v for k, v in journey.items() if k != "entries"}
             if restored.get("last_entered_at") is not None:
                 restored["last_entered_at"] = _utc(restored["last_entered_at"])
+            if "goals" in restored:
+                restored["goals"] = {
+                    eid: {**goal, "until": _utc(goal["until"])}
+                    for eid, goal in restored["goals"].items()
+                }
             restored["entries"] = {
                 eid: EntryState.from_document(e)
                 for eid, e in (journey.get("entries") or {}).items()

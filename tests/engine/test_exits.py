@@ -148,3 +148,35 @@ def test_conversions_carry_the_holdout_mark_and_the_split_variants() -> None:
     for branch, rate in figures.variants["variant"].items():
         chosen = {u for u, b in variant.items() if b == branch}
         assert (rate.entered, rate.converted) == (len(chosen), len(chosen & bought))
+
+
+def test_a_conversion_after_the_entry_ended_counts_within_the_goal_window() -> None:
+    """Messaged users are counted as holdout users are, over the whole goal window; before,
+    an entry that ended with its last message stopped counting its conversions."""
+    text = """
+id: j
+version: 1
+entry: {event: signed_up}
+goal: {event: purchased, within: 2d, properties: {sku: {prefix: la}}}
+steps:
+  hello: {type: message, channel: email, template: hello}
+"""
+    simulator = simulate(
+        text,
+        UserEvent("s1", "in-time", "signed_up", T0),
+        UserEvent("p1", "in-time", "purchased", T0 + timedelta(days=1), properties={"sku": "lamp"}),
+        UserEvent("s2", "other-sku", "signed_up", T0),
+        UserEvent(
+            "p2", "other-sku", "purchased", T0 + timedelta(days=1), properties={"sku": "rug"}
+        ),
+        UserEvent("s3", "late", "signed_up", T0),
+        UserEvent("p3", "late", "purchased", T0 + timedelta(days=3), properties={"sku": "lamp"}),
+    )
+    converted = [
+        (e.effect.user_id, f"{e.at:%m-%d}")
+        for e in simulator.effects
+        if isinstance(e.effect, Analytics) and e.effect.event == "converted"
+    ]
+    assert converted == [("in-time", "11-03")]
+    # nothing of the finished entries' goals is left once their windows are over
+    assert all("goals" not in record for record in simulator.states["late"].journeys.values())
