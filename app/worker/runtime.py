@@ -109,7 +109,7 @@ class WorkerRuntime:
                 self.redis,
                 s.redis_prefix,
                 database,
-                minute_ttl_seconds=ws.event_max_past_seconds + 86400,
+                minute_ttl_seconds=int(ws.event_max_past_seconds) + 86400,
             ),
         )
         self.repartitioner = Repartitioner(
