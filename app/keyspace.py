@@ -60,6 +60,18 @@ class Keyspace:
         """The token bucket of one channel, shared by every sender."""
         return f"{self.prefix}:ratelimit:{hash_tag(channel)}"
 
+    def entry_answer(self, journey_id: str, grant_id: str) -> str:
+        """The answer given to one entry slot (1 granted, 0 refused), kept for replays."""
+        return f"{self.prefix}:entry-slot:{hash_tag(journey_id)}:{grant_id}"
+
+    def entries_in_minute(self, journey_id: str, minute: datetime) -> str:
+        """Entries granted into a journey with entry limits in one minute."""
+        return f"{self.prefix}:entries:{hash_tag(journey_id)}:{int(minute.timestamp())}"
+
+    def entries_ever(self, journey_id: str) -> str:
+        """Entries granted into a journey with entry limits, ever."""
+        return f"{self.prefix}:entries:{hash_tag(journey_id)}:total"
+
     def worker_metrics(self) -> str:
         """A hash: worker id -> its latest metrics snapshot."""
         return f"{self.prefix}:worker-metrics"

@@ -22,7 +22,7 @@ from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
-from app.store.analytics import step_figures, user_timeline
+from app.store.analytics import conversions, step_figures, user_timeline
 from app.store.deliveries import Deliveries
 from app.store.journeys import (
     ARCHIVED,
@@ -102,6 +102,7 @@ class Api:
                 web.post("/journeys/{journey_id}/pause", self.pause),
                 web.post("/journeys/{journey_id}/resume", self.resume),
                 web.get("/journeys/{journey_id}/flow", self.flow),
+                web.get("/journeys/{journey_id}/conversions", self.conversions),
                 web.get("/rules", self.list_rules),
                 web.post("/rules", self.create_rules_draft),
                 web.post("/rules/versions/{version}/publish", self.publish_rules),
@@ -281,6 +282,13 @@ class Api:
             self.db, self.users, journey_id, chosen.journey.version, chosen.journey.start
         )
         return web.Response(text=html_page(chosen.journey, figures), content_type="text/html")
+
+    async def conversions(self, request: web.Request) -> web.Response:
+        """Entries and conversions per version, messaged and holdout, and per split variant."""
+        journey_id = request.match_info["journey_id"]
+        if not any(d.journey.id == journey_id for d in await self.registry.list()):
+            return _error(404, f"no journey '{journey_id}'")
+        return _json({"id": journey_id, "versions": await conversions(self.db, journey_id)})
 
     # --- rules for every journey ----------------------------------------------------------
 

@@ -25,6 +25,7 @@ from app.engine import (
     VersionedRules,
     load_definition_text,
 )
+from app.engine.conversions import conversion_figures
 from app.engine.inputs import ZONE_REFUSED, known_zone
 from app.engine.simulator import SimulatedEffect, Simulator
 from app.topics import RecordError
@@ -211,6 +212,32 @@ def simulate(
     )
     for (journey_id, step_id, kind), count in sorted(counts.items()):
         click.echo(f"  {journey_id:<18} {step_id:<16} {kind:<12} {count}")
+    _echo_conversions(effects)
+
+
+def _echo_conversions(effects: list[SimulatedEffect]) -> None:
+    """Conversions per journey version, messaged and holdout, and per split variant, for the
+    journeys with a goal that someone reached."""
+    by_journey: dict[str, list[dict[str, object]]] = {}
+    for item in effects:
+        if isinstance(item.effect, Analytics):
+            by_journey.setdefault(item.effect.journey_id, []).append(item.effect.to_record())
+    lines = []
+    for journey_id, records in sorted(by_journey.items()):
+        if not any(r["event"] == "converted" for r in records):
+            continue
+        for version, figures in sorted(conversion_figures(records).items()):
+            groups = [("messaged", figures.messaged), ("holdout", figures.holdout)]
+            groups += [
+                (f"{step}={branch}", rate)
+                for step, branches in sorted(figures.variants.items())
+                for branch, rate in sorted(branches.items())
+            ]
+            shown = "; ".join(f"{name} {r.converted}/{r.entered}" for name, r in groups)
+            lines.append(f"  {journey_id} v{version}: converted/entered {shown}")
+    if lines:
+        click.echo("\nconversions")
+        click.echo("\n".join(lines))
 
 
 def _kind(item: SimulatedEffect) -> str:

@@ -3,9 +3,15 @@ to a predicate over a user's state document and to a MongoDB filter over the sto
 so "is this user eligible" and "which users are eligible" always agree.
 
 Both read the same layout (see state.py): `attributes.<name>`, `subscriptions.<channel>`,
-`events.<name>.{count,first_at,last_at}`, `received.<template>.{count,last_at}`. Comparisons follow
-MongoDB's rules: numbers compare with numbers, strings with strings, datetimes with datetimes,
-and an operator on a missing field is false except `not_equals` and `exists: false`.
+`events.<name>.{count,first_at,last_at}`, `received.<template>.{count,last_at}` and
+`changed.<name>` (when an update last changed the attribute). Comparisons follow MongoDB's rules:
+numbers compare with numbers, strings with strings, datetimes with datetimes, and an operator on
+a missing field is false except `not_equals` and `exists: false`.
+
+`contains` and `prefix` match strings (an array field by its string elements, as MongoDB's
+`$regex` does). A condition about the current entry (`since_entry`) is evaluated with the
+entry's time, `entered_at`, given to both forms; it has no meaning outside an entry (an
+audience is checked before entering).
 """
 
 from __future__ import annotations
@@ -70,14 +76,19 @@ def _candidates(actual: Any) -> list[Any]:
 
 
 class Condition:
-    def test(self, document: Document, now: datetime) -> bool:
+    def test(self, document: Document, now: datetime, entered_at: datetime | None = None) -> bool:
         raise NotImplementedError
 
-    def mongo(self, now: datetime) -> MongoFilter:
+    def mongo(self, now: datetime, entered_at: datetime | None = None) -> MongoFilter:
         raise NotImplementedError
 
     def describe(self) -> str:
         raise NotImplementedError
+
+    @property
+    def needs_entry(self) -> bool:
+        """Whether the condition reads the entry's time (`since_entry`)."""
+        return False
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,7 @@ class FieldCompare(Condition):
     op: str  # a MongoDB operator: $eq $ne $gt $gte $lt $lte $in $exists
     value: Any
 
-    def test(self, document: Document, now: datetime) -> bool:
+    def test(self, document: Document, now: datetime, entered_at: datetime | None = None) -> bool:
         found, actual = _lookup(document, self.path)
         if self.op == "$exists":
             return found is bool(self.value)
@@ -104,7 +115,7 @@ class FieldCompare(Condition):
             return not any(_compare("$eq", c, self.value) for c in candidates)
         return any(_compare(self.op, c, self.value) for c in candidates)
 
-    def mongo(self, now: datetime) -> MongoFilter:
+    def mongo(self, now: datetime, entered_at: datetime | None = None) -> MongoFilter:
         return {self.path: {self.op: self.value}}
 
     def describe(self) -> str:
@@ -119,11 +130,11 @@ class TimeSince(Condition):
     path: str
     at_least: timedelta
 
-    def test(self, document: Document, now: datetime) -> bool:
+    def test(self, document: Document, now: datetime, entered_at: datetime | None = None) -> bool:
         found, actual = _lookup(document, self.path)
         return found and isinstance(actual, datetime) and actual <= now - self.at_least
 
-    def mongo(self, now: datetime) -> MongoFilter:
+    def mongo(self, now: datetime, entered_at: datetime | None = None) -> MongoFilter:
         return {self.path: {"$lte": now - self.at_least}}
 
     def describe(self) -> str:
@@ -137,11 +148,11 @@ class Within(Condition):
     path: str
     window: timedelta
 
-    def test(self, document: Document, now: datetime) -> bool:
+    def test(self, document: Document, now: datetime, entered_at: datetime | None = None) -> bool:
         found, actual = _lookup(document, self.path)
         return found and isinstance(actual, datetime) and actual >= now - self.window
 
-    def mongo(self, now: datetime) -> MongoFilter:
+    def mongo(self, now: datetime, entered_at: datetime | None = None) -> MongoFilter:
         return {self.path: {"$gte": now - self.window}}
 
     def describe(self) -> str:
@@ -149,30 +160,97 @@ class Within(Condition):
 
 
 @dataclass(frozen=True)
+class SinceEntry(Condition):
+    """After the entry's time: an event performed since entering (`events.<name>.last_at`), an
+    attribute changed since entering (`changed.<name>`). Strictly after, so the event (or the
+    update) that made the user enter does not count."""
+
+    path: str
+
+    def test(self, document: Document, now: datetime, entered_at: datetime | None = None) -> bool:
+        since = _entry_time(entered_at, self)
+        found, actual = _lookup(document, self.path)
+        return found and isinstance(actual, datetime) and actual > since
+
+    def mongo(self, now: datetime, entered_at: datetime | None = None) -> MongoFilter:
+        return {self.path: {"$gt": _entry_time(entered_at, self)}}
+
+    def describe(self) -> str:
+        return f"{self.path} since entering"
+
+    @property
+    def needs_entry(self) -> bool:
+        return True
+
+
+def _entry_time(entered_at: datetime | None, condition: Condition) -> datetime:
+    if entered_at is None:
+        raise ValueError(f"{condition.describe()}: evaluated outside an entry")
+    return entered_at
+
+
+REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}")
+
+
+def _literal(text: str) -> str:
+    """`text` as a regular expression matching itself, in the syntax MongoDB (PCRE) and
+    FerretDB (Go's RE2) share."""
+    return "".join(f"\\{ch}" if ch in REGEX_SPECIAL else ch for ch in text)
+
+
+@dataclass(frozen=True)
+class TextMatch(Condition):
+    """`{contains: text}` (a substring) or `{prefix: text}` of a string field; an array field
+    matches by any string element, and other values never match (as MongoDB's `$regex`)."""
+
+    path: str
+    text: str
+    prefix: bool
+
+    def test(self, document: Document, now: datetime, entered_at: datetime | None = None) -> bool:
+        found, actual = _lookup(document, self.path)
+        return found and any(
+            isinstance(value, str)
+            and (value.startswith(self.text) if self.prefix else self.text in value)
+            for value in _candidates(actual)
+        )
+
+    def mongo(self, now: datetime, entered_at: datetime | None = None) -> MongoFilter:
+        return {self.path: {"$regex": ("^" if self.prefix else "") + _literal(self.text)}}
+
+    def describe(self) -> str:
+        return f"{self.path} {'starts with' if self.prefix else 'contains'} {self.text!r}"
+
+
+@dataclass(frozen=True)
 class All(Condition):
     parts: tuple[Condition, ...]
 
-    def test(self, document: Document, now: datetime) -> bool:
-        return all(part.test(document, now) for part in self.parts)
+    def test(self, document: Document, now: datetime, entered_at: datetime | None = None) -> bool:
+        return all(part.test(document, now, entered_at) for part in self.parts)
 
-    def mongo(self, now: datetime) -> MongoFilter:
-        return {"$and": [part.mongo(now) for part in self.parts]} if self.parts else {}
+    def mongo(self, now: datetime, entered_at: datetime | None = None) -> MongoFilter:
+        return {"$and": [part.mongo(now, entered_at) for part in self.parts]} if self.parts else {}
 
     def describe(self) -> str:
         return "(" + " and ".join(part.describe() for part in self.parts) + ")"
+
+    @property
+    def needs_entry(self) -> bool:
+        return any(part.needs_entry for part in self.parts)
 
 
 @dataclass(frozen=True)
 class Any_(Condition):
     parts: tuple[Condition, ...]
 
-    def test(self, document: Document, now: datetime) -> bool:
-        return any(part.test(document, now) for part in self.parts)
+    def test(self, document: Document, now: datetime, entered_at: datetime | None = None) -> bool:
+        return any(part.test(document, now, entered_at) for part in self.parts)
 
-    def mongo(self, now: datetime) -> MongoFilter:
+    def mongo(self, now: datetime, entered_at: datetime | None = None) -> MongoFilter:
         # An empty `or` is false: $in with no values matches nothing.
         return (
-            {"$or": [part.mongo(now) for part in self.parts]}
+            {"$or": [part.mongo(now, entered_at) for part in self.parts]}
             if self.parts
             else {"_id": {"$in": []}}
         )
@@ -180,19 +258,27 @@ class Any_(Condition):
     def describe(self) -> str:
         return "(" + " or ".join(part.describe() for part in self.parts) + ")"
 
+    @property
+    def needs_entry(self) -> bool:
+        return any(part.needs_entry for part in self.parts)
+
 
 @dataclass(frozen=True)
 class Not(Condition):
     part: Condition
 
-    def test(self, document: Document, now: datetime) -> bool:
-        return not self.part.test(document, now)
+    def test(self, document: Document, now: datetime, entered_at: datetime | None = None) -> bool:
+        return not self.part.test(document, now, entered_at)
 
-    def mongo(self, now: datetime) -> MongoFilter:
-        return {"$nor": [self.part.mongo(now)]}
+    def mongo(self, now: datetime, entered_at: datetime | None = None) -> MongoFilter:
+        return {"$nor": [self.part.mongo(now, entered_at)]}
 
     def describe(self) -> str:
         return f"not {self.part.describe()}"
+
+    @property
+    def needs_entry(self) -> bool:
+        return self.part.needs_entry
 
 
 def event_count_at_least(event: str, count: int) -> Condition:
@@ -210,3 +296,35 @@ def received(template: str) -> Condition:
 def subscribed(channel: str) -> Condition:
     """Users are subscribed unless an update said otherwise."""
     return FieldCompare(f"subscriptions.{channel}", "$ne", False)
+
+
+PROPERTY_OPERATORS = (*COMPARISONS, "in", "exists", "contains", "prefix")
+
+
+def field_operator(path: str, op: str, value: Any) -> Condition:
+    """One operator of the condition language on a field: a comparison, `in`, `exists`,
+    `contains` or `prefix`. The loader checks the value's type first."""
+    if op in COMPARISONS:
+        return FieldCompare(path, COMPARISONS[op], value)
+    if op == "in":
+        return FieldCompare(path, "$in", list(value))
+    if op == "exists":
+        return FieldCompare(path, "$exists", value)
+    if op in ("contains", "prefix"):
+        return TextMatch(path, value, prefix=op == "prefix")
+    raise ValueError(f"not an operator: {op!r}")
+
+
+def property_filter(wanted: Mapping[str, Any]) -> Condition:
+    """An event's property filter, as a condition on `{"properties": ...}`: a plain value is
+    `equals`, a one-key mapping names an operator (`{gte: 2}`, `{in: [a, b]}`, `{exists: true}`,
+    `{contains: x}`, `{prefix: x}`). Its MongoFilter selects the same stored events."""
+    parts = []
+    for name, value in wanted.items():
+        path = f"properties.{name}"
+        if isinstance(value, Mapping):
+            ((op, operand),) = value.items()
+            parts.append(field_operator(path, op, operand))
+        else:
+            parts.append(FieldCompare(path, "$eq", value))
+    return All(tuple(parts))

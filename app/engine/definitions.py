@@ -46,6 +46,20 @@ Entry = EventEntry | AttributeEntry | ScheduleEntry
 
 
 @dataclass(frozen=True)
+class EntryLimits:
+    """At most `per_minute` entries into the journey in one minute (UTC, by entry time) and at
+    most `total` ever, over all users and versions (see `app.engine.entry_limits`)."""
+
+    per_minute: int | None = None
+    total: int | None = None
+
+    def describe(self) -> str:
+        parts = [f"{self.per_minute} per minute"] if self.per_minute is not None else []
+        parts += [f"{self.total} in total"] if self.total is not None else []
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
 class ReEntry:
     policy: str  # once | every_time | cooldown
     cooldown: timedelta | None = None
@@ -135,9 +149,14 @@ class ExitEvent:
 
 @dataclass(frozen=True)
 class Goal:
+    """The event that counts as a conversion within `within` of entering. By default a converted
+    user goes on with the journey (as before goals could exit); with `exit_on_conversion` the
+    entry exits at the conversion, so a converted user gets nothing more from it."""
+
     event: str
     within: timedelta
     properties: dict[str, Any] = field(default_factory=dict)
+    exit_on_conversion: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +217,7 @@ class Journey:
     steps: dict[str, Step]
     audience: Condition | None = None
     re_entry: ReEntry = ReEntry("once")
+    entry_limits: EntryLimits | None = None
     holdout_percent: float = 0.0
     exit_events: tuple[ExitEvent, ...] = ()
     exit_conditions: tuple[Condition, ...] = ()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from app.engine.entry_limits import EntrySlot
     from app.engine.state import UserState
 
 
@@ -94,7 +95,12 @@ class CancelTimer:
 
 @dataclass(frozen=True)
 class Analytics:
-    """entered, holdout, waited, path_chosen, suppressed, converted, exited, completed."""
+    """entered, waited, path_chosen, path_skipped, suppressed, converted, exited, completed.
+
+    What conversions are counted by rides along: `holdout` on every record of a control-group
+    entry, and `variants` ((split step, branch) pairs) on a split's `path_chosen` and on a
+    `converted`, so the timeline can count entries and conversions per version, per split
+    variant and for the holdout. Both are left out of the record when unset."""
 
     event: str
     journey_id: str
@@ -104,9 +110,11 @@ class Analytics:
     step_id: str | None
     at: datetime
     reason: str | None = None
+    holdout: bool = False
+    variants: tuple[tuple[str, str], ...] = ()
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "kind": "analytics",
             "event": self.event,
             "journey_id": self.journey_id,
@@ -117,6 +125,11 @@ class Analytics:
             "at": utc_text(self.at),
             "reason": self.reason,
         }
+        if self.holdout:
+            record["holdout"] = True
+        if self.variants:
+            record["variants"] = dict(self.variants)  # an object: FerretDB nests no arrays
+        return record
 
 
 Effect = Send | ScheduleTimer | CancelTimer | Analytics
@@ -124,5 +137,10 @@ Effect = Send | ScheduleTimer | CancelTimer | Analytics
 
 @dataclass(frozen=True)
 class Transition:
+    """The new state and its effects; or, when `asks` is not empty, entry slots the input
+    needs answers for: the shell answers them and applies the input again, and never stores a
+    transition with asks (see `app.engine.entry_limits`)."""
+
     state: UserState
     effects: list[Effect] = field(default_factory=list)
+    asks: tuple[EntrySlot, ...] = ()

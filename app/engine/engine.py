@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.engine.conditions import MongoFilter
+from app.engine.conditions import MongoFilter, property_filter
 from app.engine.definitions import (
     NO_ACTION,
     AttributeEntry,
@@ -44,6 +44,7 @@ from app.engine.effects import (
     Transition,
     utc_text,
 )
+from app.engine.entry_limits import EntrySlot
 from app.engine.inputs import (
     EngineInput,
     EventTimePolicy,
@@ -69,6 +70,7 @@ from app.engine.state import (
 )
 
 MAX_STEPS_PER_INPUT = 1000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # property filters do not read the time
 ADDRESS_ATTRIBUTE = {"email": "email", "push": "push_token", "sms": "phone", "webhook": None}
 
 
@@ -125,7 +127,17 @@ def zone_of(state: UserState) -> ZoneInfo:
 
 
 def _matches(properties: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return all(properties.get(k) == v for k, v in wanted.items())
+    """An event's properties against a filter of the journey (entry, wait_for, exit, goal)."""
+    return not wanted or property_filter(wanted).test({"properties": properties}, EPOCH)
+
+
+def _split_variants(journey: Journey, entry: EntryState) -> tuple[tuple[str, str], ...]:
+    """(split step, branch) for each split the entry went through."""
+    return tuple(
+        (step_id, branch_id)
+        for step_id, branch_id in entry.winners.items()
+        if isinstance(journey.steps.get(step_id), SplitStep)
+    )
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +152,8 @@ class _Run:
     effects: list[Effect]
     at: datetime
     input_id: str
+    slots: Mapping[str, bool]  # answers to entry slots (grant id -> granted)
+    asks: list[EntrySlot]  # entry slots without an answer yet
 
 
 class JourneyEngine:
@@ -176,7 +190,16 @@ class JourneyEngine:
 
     # --- the public function ---------------------------------------------------------------
 
-    def apply(self, state: UserState, item: EngineInput, now: datetime) -> Transition:
+    def apply(
+        self,
+        state: UserState,
+        item: EngineInput,
+        now: datetime,
+        slots: Mapping[str, bool] | None = None,
+    ) -> Transition:
+        """The input applied to the state. `slots` answers the entry slots of journeys with
+        entry limits; a slot without an answer comes back in `asks` (see
+        `app.engine.entry_limits`)."""
         if item.user_id != state.user_id:
             raise ValueError(f"input for user {item.user_id!r} applied to user {state.user_id!r}")
         if isinstance(item, UserEvent):
@@ -186,7 +209,9 @@ class JourneyEngine:
             and not any(t.timer_id == item.timer_id for t in state.timers)
         ):
             return Transition(state, [])  # a replay, or a cancelled timer firing late: no change
-        run = _Run(state.copy(), [], to_millis(self._time_of(item, now)), item.input_id)
+        run = _Run(
+            state.copy(), [], to_millis(self._time_of(item, now)), item.input_id, slots or {}, []
+        )
         self._exit_asked(run)
         match item:
             case UserEvent():
@@ -199,7 +224,7 @@ class JourneyEngine:
         self._fire_due_now(run)
         run.state.applied = [*run.state.applied, item.input_id][-APPLIED_INPUTS_KEPT:]
         run.state.version += 1
-        return Transition(run.state, run.effects)
+        return Transition(run.state, run.effects, tuple(run.asks))
 
     def deployment(self, journey_id: str, version: int) -> Deployment:
         return self.deployments.get((journey_id, version)) or Deployment()
@@ -224,7 +249,7 @@ class JourneyEngine:
 
     def _on_event(self, run: _Run, event: UserEvent) -> None:
         state, at = run.state, run.at
-        changed = self._update_profile(state, event)
+        changed = self._update_profile(state, event, at)
         history = state.events.setdefault(event.name, {"count": 0, "first_at": at, "last_at": at})
         history["count"] += 1
         history["last_at"] = max(history["last_at"], at)
@@ -237,7 +262,8 @@ class JourneyEngine:
             ):
                 self._finish(run, entry, "exited", f"exit event {event.name}")
                 continue
-            self._check_goal(run, entry, journey, event)
+            if self._check_goal(run, entry, journey, event):
+                continue
             if entry.waiting_for is not None:
                 step = journey.steps[entry.waiting_for]
                 if (
@@ -250,6 +276,7 @@ class JourneyEngine:
                     self._analytics(run, entry, step.id, "waited", f"performed {event.name}")
                     self._advance(run, entry, step.performed)
         self._exit_on_conditions(run)
+        self._check_finished_goals(run, event)
 
         for journey in self.current.values():
             trigger = journey.entry
@@ -269,6 +296,8 @@ class JourneyEngine:
         if entry is None:
             return
         journey = self._journey_of(entry)
+        if self._exits(run, entry, journey):
+            return
         if timer.purpose == "goal_window":
             self._finish(run, entry, "completed", "goal window ended")
         elif timer.purpose in ("delay", "quiet_hours"):
@@ -325,7 +354,8 @@ class JourneyEngine:
         assert isinstance(step, PathsStep)
         path = next(p for p in step.paths if p.id == timer.path_id)
         if step.id not in entry.winners and (
-            path.condition is None or path.condition.test(self._view(run.state), run.at)
+            path.condition is None
+            or path.condition.test(self._view(run.state), run.at, entry.entered_at)
         ):
             entry.winners[step.id] = path.id
             self._cancel_timers(run, entry, purpose="path")
@@ -346,7 +376,9 @@ class JourneyEngine:
     # --- profile ---------------------------------------------------------------------------
 
     @staticmethod
-    def _update_profile(state: UserState, event: UserEvent) -> set[str]:
+    def _update_profile(state: UserState, event: UserEvent, at: datetime) -> set[str]:
+        """Applies the event's updates; returns the attributes whose value changed, and keeps
+        when each last changed (what `{attribute: A, changed_since_entry: true}` reads)."""
         changed = set()
         for name, value in event.attributes.items():
             if value is None:
@@ -358,6 +390,8 @@ class JourneyEngine:
             if state.attributes.get(name) != value:
                 state.attributes[name] = value
                 changed.add(name)
+        for name in changed:
+            state.changed[name] = max(state.changed.get(name, at), at)
         state.subscriptions.update(event.subscriptions)
         if event.timezone and known_zone(event.timezone):  # else the last valid zone stays
             state.timezone = event.timezone
@@ -373,6 +407,7 @@ class JourneyEngine:
             "subscriptions": state.subscriptions,
             "events": state.events,
             "received": state.received,
+            "changed": state.changed,
         }
 
     # --- entering and leaving --------------------------------------------------------------
@@ -445,6 +480,8 @@ class JourneyEngine:
         # millisecond (re-entry every time) must not share dispatch ids, and a replay must.
         stamp = at.strftime("%Y%m%dT%H%M%S") + f"{at.microsecond // 1000:03d}Z"
         entry_id = f"{stamp}-{hashlib.sha256(run.input_id.encode()).hexdigest()[:8]}"
+        if journey.entry_limits is not None and not self._entry_slot(run, journey, entry_id):
+            return
         entry = EntryState(
             entry_id=entry_id,
             journey_id=journey.id,
@@ -474,36 +511,131 @@ class JourneyEngine:
             return
         self._advance(run, entry, journey.start)
 
-    def _check_goal(self, run: _Run, entry: EntryState, journey: Journey, event: UserEvent) -> None:
+    @staticmethod
+    def _entry_slot(run: _Run, journey: Journey, entry_id: str) -> bool:
+        """Whether the journey's entry limits admit this entry: the answer the shell gave for
+        its slot, or no (and the slot asked for) when it gave none yet. A refusal is on the
+        timeline as `entry_limited`, under the entry id the entry would have had."""
+        assert journey.entry_limits is not None
+        slot = EntrySlot(
+            f"{journey.id}|{run.state.user_id}|{run.input_id}",
+            journey.id,
+            run.at.replace(second=0, microsecond=0),
+            journey.entry_limits,
+        )
+        granted = run.slots.get(slot.grant_id)
+        if granted is None:
+            run.asks.append(slot)
+            return False
+        if not granted:
+            run.effects.append(
+                Analytics(
+                    "entry_limited",
+                    journey.id,
+                    journey.version,
+                    run.state.user_id,
+                    entry_id,
+                    None,
+                    run.at,
+                    f"entry limit reached ({journey.entry_limits.describe()})",
+                )
+            )
+        return granted
+
+    def _check_goal(self, run: _Run, entry: EntryState, journey: Journey, event: UserEvent) -> bool:
+        """Records a conversion, with the split variants the entry took; returns whether the
+        entry finished with it (a holdout entry, or a goal with `exit_on_conversion`)."""
         goal = journey.goal
         if goal is None or entry.converted or entry.goal_until is None:
-            return
-        if (
+            return False
+        if not (
             event.name == goal.event
             and _matches(event.properties, goal.properties)
             and run.at <= entry.goal_until
         ):
-            entry.converted = True
-            self._analytics(
-                run, entry, None, "converted", f"{goal.event} within {format_duration(goal.within)}"
-            )
-            if entry.holdout:
-                self._finish(run, entry, "completed", "holdout converted")
+            return False
+        entry.converted = True
+        self._analytics(
+            run,
+            entry,
+            None,
+            "converted",
+            f"{goal.event} within {format_duration(goal.within)}",
+            _split_variants(journey, entry),
+        )
+        if entry.holdout:
+            self._finish(run, entry, "completed", "holdout converted")
+            return True
+        if goal.exit_on_conversion:
+            self._finish(run, entry, "exited", f"converted ({goal.event}): exit on conversion")
+            return True
+        return False
 
     def _exit_on_conditions(self, run: _Run) -> None:
-        view = self._view(run.state)
         for entry in run.state.active_entries():
-            journey = self._journey_of(entry)
-            for condition in journey.exit_conditions:
-                if condition.test(view, run.at):
-                    self._finish(run, entry, "exited", f"exit condition {condition.describe()}")
-                    break
+            self._exits(run, entry, self._journey_of(entry))
+
+    def _exits(self, run: _Run, entry: EntryState, journey: Journey) -> bool:
+        """Exits the entry when one of its journey's exit conditions holds now. Checked on every
+        event, every timer and before every step (a message included), so a condition that
+        comes true with time (`since_attribute`, `within`) exits the user before the next thing
+        the journey does, not only when some event arrives."""
+        view = self._view(run.state)
+        for condition in journey.exit_conditions:
+            if condition.test(view, run.at, entry.entered_at):
+                self._finish(run, entry, "exited", f"exit condition {condition.describe()}")
+                return True
+        return False
+
+    def _check_finished_goals(self, run: _Run, event: UserEvent) -> None:
+        """Conversions of entries that finished before their goal window ended: a user who
+        converts a day after the last message still converted, as a holdout user (who stays
+        for the whole window) does, so the two groups are counted alike. A window that ended
+        is dropped; so is one of a version no longer loaded."""
+        for journey_id, record in run.state.journeys.items():
+            goals: dict[str, dict[str, Any]] = record.get("goals") or {}
+            for entry_id, tracked in list(goals.items()):
+                journey = self.versions.get((journey_id, tracked["version"]))
+                goal = journey.goal if journey is not None else None
+                if goal is None or run.at > tracked["until"]:
+                    del goals[entry_id]
+                elif event.name == goal.event and _matches(event.properties, goal.properties):
+                    del goals[entry_id]
+                    run.effects.append(
+                        Analytics(
+                            "converted",
+                            journey_id,
+                            tracked["version"],
+                            run.state.user_id,
+                            entry_id,
+                            None,
+                            run.at,
+                            f"{goal.event} within {format_duration(goal.within)} (after the"
+                            " entry ended)",
+                            variants=tuple(sorted(tracked["variants"].items())),
+                        )
+                    )
+            if not goals:
+                record.pop("goals", None)
 
     def _finish(self, run: _Run, entry: EntryState, event: str, reason: str) -> None:
+        """Ends the entry. Its goal is still tracked until its window ends when it did not
+        convert (holdout entries stay active for that)."""
         self._cancel_timers(run, entry)
         journey_record = run.state.journeys[entry.journey_id]
         journey_record["entries"].pop(entry.entry_id, None)
         self._analytics(run, entry, None, event, reason)
+        if (
+            entry.goal_until is not None
+            and not entry.converted
+            and not entry.holdout
+            and run.at <= entry.goal_until
+        ):
+            journey_record.setdefault("goals", {})[entry.entry_id] = {
+                "version": entry.version,
+                "until": entry.goal_until,
+                "variants": dict(_split_variants(self._journey_of(entry), entry)),
+            }
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -516,6 +648,8 @@ class JourneyEngine:
         for _ in range(MAX_STEPS_PER_INPUT):
             if entry.entry_id not in run.state.entries(entry.journey_id):
                 return  # finished meanwhile
+            if self._exits(run, entry, journey):
+                return
             if step_id is None or step_id == NO_ACTION:
                 self._finish(
                     run,
@@ -538,7 +672,7 @@ class JourneyEngine:
                     self._schedule(run, entry, step.id, self._delay_until(run, step), "delay")
                     return
                 case BranchStep():
-                    answer = step.condition.test(self._view(run.state), run.at)
+                    answer = step.condition.test(self._view(run.state), run.at, entry.entered_at)
                     step_id = step.yes if answer else step.no
                 case WaitForStep():
                     entry.waiting_for = step.id
@@ -564,7 +698,14 @@ class JourneyEngine:
                             chosen = branch
                             break
                     entry.winners[step.id] = chosen.id
-                    self._analytics(run, entry, step.id, "path_chosen", f"split branch {chosen.id}")
+                    self._analytics(
+                        run,
+                        entry,
+                        step.id,
+                        "path_chosen",
+                        f"split branch {chosen.id}",
+                        ((step.id, chosen.id),),
+                    )
                     step_id = chosen.next
                 case ExitStep():
                     self._finish(run, entry, "exited", f"exit step {step.id}")
@@ -708,7 +849,13 @@ class JourneyEngine:
             )
 
     def _analytics(
-        self, run: _Run, entry: EntryState, step_id: str | None, event: str, reason: str | None
+        self,
+        run: _Run,
+        entry: EntryState,
+        step_id: str | None,
+        event: str,
+        reason: str | None,
+        variants: tuple[tuple[str, str], ...] = (),
     ) -> None:
         run.effects.append(
             Analytics(
@@ -720,6 +867,8 @@ class JourneyEngine:
                 step_id,
                 run.at,
                 reason,
+                entry.holdout,
+                variants,
             )
         )
 

@@ -20,6 +20,7 @@ from app.engine.definitions import (
     BranchStep,
     DelayStep,
     Entry,
+    EntryLimits,
     EventEntry,
     ExitEvent,
     ExitStep,
@@ -279,9 +280,23 @@ class _Reader:
             raise self.doc.error(where, value, f"a number from {low:g} to {high:g}")
         return float(value)
 
-    def properties(self, value: Any, where: Where) -> dict[str, Any]:
-        """Free-form keys and values, each read."""
+    def free_form(self, value: Any, where: Where) -> dict[str, Any]:
+        """Keys and values that are data, not format (a journey's `sample`), each read."""
         return dict(self.mapping(value, where).items()) if value is not None else {}
+
+    def properties(self, value: Any, where: Where) -> dict[str, Any]:
+        """An event property filter: name -> a value it must equal, or a one-key mapping of an
+        operator (`{gte: 2}`, `{in: [a, b]}`, `{exists: true}`, `{contains: x}`, `{prefix: x}`)."""
+        wanted = dict(self.mapping(value, where).items()) if value is not None else {}
+        for name, operand in wanted.items():
+            if isinstance(operand, dict):
+                if len(operand) != 1:
+                    raise self.doc.error(
+                        (*where, name), f"a mapping with keys {sorted(operand)}", "one operator"
+                    )
+                ((op, operand_value),) = operand.items()
+                self._operator(f"properties.{name}", op, operand_value, (*where, name))
+        return wanted
 
     # --- conditions ------------------------------------------------------------------------
 
@@ -330,25 +345,40 @@ class _Reader:
         )
 
     def _attribute_condition(self, spec: Mapping[str, Any], where: Where) -> c.Condition:
-        path = f"attributes.{self.name(spec['attribute'], (*where, 'attribute'))}"
+        name = self.name(spec["attribute"], (*where, "attribute"))
         ops = [key for key in spec if key != "attribute"]
         if len(ops) != 1:
             raise self.doc.error(where, f"a mapping with keys {sorted(spec)}", "one operator")
         (op,) = ops
-        value = spec[op]
+        if op == "changed_since_entry":
+            self._true(spec[op], (*where, op))
+            return c.SinceEntry(f"changed.{name}")
+        return self._operator(f"attributes.{name}", op, spec[op], where)
+
+    def _operator(self, path: str, op: str, value: Any, where: Where) -> c.Condition:
+        """A field operator (attribute conditions and event property filters share them), its
+        value checked for the operator."""
+        at = (*where, op)
         if op in c.COMPARISONS:
             if value is None and op not in ("equals", "not_equals"):
-                raise self.doc.error((*where, op), value, "a value to compare with")
-            return c.FieldCompare(path, c.COMPARISONS[op], value)
-        if op == "in":
+                raise self.doc.error(at, value, "a value to compare with")
+        elif op == "in":
             if not isinstance(value, list):
-                raise self.doc.error((*where, op), value, "a list of values")
-            return c.FieldCompare(path, "$in", value)
-        if op == "exists":
-            if not isinstance(value, bool):
-                raise self.doc.error((*where, op), value, "true or false")
-            return c.FieldCompare(path, "$exists", value)
-        raise self.doc.error((*where, op), op, "equals, not_equals, gt, gte, lt, lte, in or exists")
+                raise self.doc.error(at, value, "a list of values")
+        elif op == "exists":
+            self.flag(value, at)
+        elif op in ("contains", "prefix"):
+            if not isinstance(value, str):
+                raise self.doc.error(at, value, "a string")
+        else:
+            raise self.doc.error(
+                at, op, "equals, not_equals, gt, gte, lt, lte, in, exists, contains or prefix"
+            )
+        return c.field_operator(path, op, value)
+
+    def _true(self, value: Any, where: Where) -> None:
+        if value is not True:
+            raise self.doc.error(where, value, "true (write `not:` around it for the opposite)")
 
     def _event_condition(self, spec: Mapping[str, Any], where: Where) -> c.Condition:
         event = self.name(spec["event"], (*where, "event"))
@@ -361,10 +391,13 @@ class _Reader:
             )
         if spec.get("never") is True:
             return c.event_never(event)
+        if "since_entry" in spec:
+            self._true(spec["since_entry"], (*where, "since_entry"))
+            return c.SinceEntry(f"events.{event}.last_at")
         raise self.doc.error(
             where,
             f"a mapping with keys {sorted(spec)}",
-            "performed_at_least, within or never: true",
+            "performed_at_least, within, since_entry: true or never: true",
         )
 
     # --- journey ---------------------------------------------------------------------------
@@ -607,6 +640,7 @@ class _Reader:
                 self.name(self.field(g, ("goal",), "event"), ("goal", "event")),
                 self.duration(self.field(g, ("goal",), "within"), ("goal", "within")),
                 self.properties(g.get("properties"), ("goal", "properties")),
+                self.flag(g.get("exit_on_conversion", False), ("goal", "exit_on_conversion")),
             )
         journey = Journey(
             id=journey_id,
@@ -615,17 +649,18 @@ class _Reader:
             entry=self.entry(self.field(root, (), "entry"), ("entry",)),
             start=start,
             steps=steps,
-            audience=self.condition(root["audience"], ("audience",))
-            if "audience" in root
-            else None,
+            audience=self._audience(root["audience"]) if "audience" in root else None,
             re_entry=self.re_entry(root.get("re_entry", "once"), ("re_entry",)),
+            entry_limits=self._entry_limits(root["entry_limits"])
+            if "entry_limits" in root
+            else None,
             holdout_percent=self.number(root.get("holdout", 0), ("holdout",), 0, 100),
             exit_events=tuple(exit_events),
             exit_conditions=tuple(exit_conditions),
             goal=goal,
             rules=self.rules(root, ()),
             lifetime=self.duration(root.get("lifetime", "90d"), ("lifetime",)),
-            sample=self.properties(root.get("sample"), ("sample",)),
+            sample=self.free_form(root.get("sample"), ("sample",)),
             **self._entry_period(root),
         )
         self.check_keys(*self._unreached(steps, start))
@@ -665,6 +700,31 @@ class _Reader:
                 root["enter_past_events"], ("enter_past_events",)
             )
         return period
+
+    def _entry_limits(self, value: Any) -> EntryLimits:
+        spec = self.mapping(value, ("entry_limits",))
+        if not spec.keys() & {"per_minute", "total"}:
+            raise self.doc.error(("entry_limits",), "no limit", "per_minute, total or both")
+
+        def limit(key: str) -> int | None:
+            if key not in spec:
+                return None
+            found = spec[key]
+            if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+                raise self.doc.error(("entry_limits", key), found, "a whole number from 1")
+            return found
+
+        return EntryLimits(limit("per_minute"), limit("total"))
+
+    def _audience(self, value: Any) -> c.Condition:
+        audience = self.condition(value, ("audience",))
+        if audience.needs_entry:
+            raise self.doc.error(
+                ("audience",),
+                "a condition with since_entry or changed_since_entry",
+                "a condition without them (the audience is checked before entering)",
+            )
+        return audience
 
     def _check_graph(self, steps: dict[str, Step], start: str) -> None:
         """Every target exists, and there is no cycle: a step runs at most once per entry."""

@@ -22,6 +22,7 @@ from croniter import croniter
 from app.engine.definitions import ScheduleEntry
 from app.engine.effects import Analytics, CancelTimer, Effect, ScheduleTimer, Send, utc_text
 from app.engine.engine import JourneyEngine, zone_of
+from app.engine.entry_limits import EntryLedger
 from app.engine.inputs import (
     EngineInput,
     EventTimeError,
@@ -57,7 +58,11 @@ class SimulatedEffect:
                 branches=[list(pair) for pair in effect.branches],
             )
         if isinstance(effect, Analytics):
-            record["reason"] = effect.reason
+            full = effect.to_record()
+            record.update(
+                reason=effect.reason,
+                **{key: full[key] for key in ("holdout", "variants") if key in full},
+            )
         if isinstance(effect, ScheduleTimer):
             record["due_at"] = utc_text(effect.due_at)
         return record
@@ -77,6 +82,7 @@ class Simulator:
         self._clock: datetime | None = None
         self._user_clock: dict[str, datetime] = {}
         self._ticked_until: datetime | None = None
+        self.ledger = EntryLedger()  # entry limits' counts, as the workers keep them in Redis
 
     def feed(self, events: Iterable[UserEvent]) -> None:
         """Applies the events in the order given, each received at its `received_at`, or else
@@ -126,6 +132,8 @@ class Simulator:
         self._user_clock[item.user_id] = max(self._user_clock.get(item.user_id, now), now)
         state = self.states.get(item.user_id) or UserState.new(item.user_id)
         transition = self.engine.apply(state, item, now)
+        while transition.asks:  # entry limits: the ledger answers, the input applies again
+            transition = self.engine.apply(state, item, now, self.ledger.grant(transition.asks))
         self.states[item.user_id] = transition.state
         for effect in transition.effects:
             at = effect.send_at if isinstance(effect, Send) else now

@@ -103,8 +103,12 @@ class UserState:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     # template -> {count, last_at}
     received: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # attribute -> when an update last changed its value (or removed it)
+    changed: dict[str, datetime] = field(default_factory=dict)
     sends: list[dict[str, Any]] = field(default_factory=list)  # [{channel, at}], newest last
-    # journey id -> {"entries": {entry_id: EntryState}, "last_entered_at": dt, "entered": n}
+    # journey id -> {"entries": {entry_id: EntryState}, "last_entered_at": dt, "entered": n,
+    #   "goals": {entry_id: {"version": v, "until": dt, "variants": {split step: branch}}}}; goals
+    #   are those of finished entries whose goal window is still open
     journeys: dict[str, dict[str, Any]] = field(default_factory=dict)
     timers: list[PendingTimer] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
@@ -153,6 +157,7 @@ class UserState:
             "locale": self.locale,
             "events": self.events,
             "received": self.received,
+            "changed": self.changed,
             "sends": self.sends,
             "journeys": {
                 journey_id: {
@@ -174,6 +179,11 @@ class UserState:
             restored = {k: v for k, v in journey.items() if k != "entries"}
             if restored.get("last_entered_at") is not None:
                 restored["last_entered_at"] = _utc(restored["last_entered_at"])
+            if "goals" in restored:
+                restored["goals"] = {
+                    eid: {**goal, "until": _utc(goal["until"])}
+                    for eid, goal in restored["goals"].items()
+                }
             restored["entries"] = {
                 eid: EntryState.from_document(e)
                 for eid, e in (journey.get("entries") or {}).items()
@@ -188,6 +198,7 @@ class UserState:
             locale=document.get("locale"),
             events={k: _utc_values(dict(v)) for k, v in (document.get("events") or {}).items()},
             received={k: _utc_values(dict(v)) for k, v in (document.get("received") or {}).items()},
+            changed=_utc_values(dict(document.get("changed") or {})),
             sends=[_utc_values(dict(s)) for s in document.get("sends") or []],
             journeys=journeys,
             timers=[PendingTimer.from_document(t) for t in document.get("timers") or []],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from app.engine.conversions import conversion_figures
 from app.store.deliveries import Deliveries
 from app.store.mongo import Database
 from app.store.timeline import Timeline
@@ -52,3 +53,13 @@ async def step_figures(
         for step_id in steps:
             figures[step_id]["waiting"] += 1
     return {step: dict(counts) for step, counts in figures.items()}
+
+
+async def conversions(db: Database, journey_id: str) -> dict[str, Any]:
+    """Entries and conversions per version of a journey: all, messaged, holdout, and per split
+    variant (see `app.engine.conversions`)."""
+    records = [entry async for entry in Timeline(db).analytics_of(journey_id)]
+    return {
+        str(version): figures.to_json()
+        for version, figures in sorted(conversion_figures(records).items())
+    }

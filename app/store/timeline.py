@@ -49,3 +49,12 @@ class Timeline:
         )
         async for entry in cursor:
             yield entry
+
+    async def analytics_of(self, journey_id: str) -> AsyncIterator[dict[str, Any]]:
+        """What conversions are counted from, for every version of one journey."""
+        cursor = self.collection.find(
+            {"journey_id": journey_id, "kind": "analytics"},
+            {"kind": 1, "event": 1, "journey_version": 1, "holdout": 1, "variants": 1},
+        )
+        async for entry in cursor:
+            yield entry

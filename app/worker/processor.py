@@ -35,6 +35,7 @@ from app.topics import RecordError, load_contract
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
+from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
 
@@ -125,8 +126,10 @@ class BatchProcessor:
         partitions: int,
         metrics: WorkerMetrics,
         max_record_bytes: int,
+        entry_slots: EntrySlots,
     ) -> None:
         self._engine = engine
+        self._entry_slots = entry_slots
         self._store = store
         self._emitter = emitter
         self._due_index = due_index
@@ -159,9 +162,11 @@ class BatchProcessor:
                 users[user_id].outbox = []  # went out after its write: not to be stored again
             commits: list[UserCommit] = []
             unchanged_with_outbox: list[StoredUser] = []
-            for user_id in pending:
+            # In the order of each user's first input in the batch: entry slots (entry limits)
+            # are answered in the order they are asked, as the simulator asks them.
+            for user_id in (u for u in by_user if u in pending):
                 user = users[user_id]
-                changed, rejected = self._apply(user, by_user[user_id], now)
+                changed, rejected = await self._apply(user, by_user[user_id], now)
                 letters.extend(rejected)
                 if changed:
                     commits.append(UserCommit(user, user.version, self._partition(user)))
@@ -190,7 +195,7 @@ class BatchProcessor:
         self._metrics.state_writes = self._store.writes
         return letters
 
-    def _apply(
+    async def _apply(
         self, user: StoredUser, items: list[DecodedInput], now: datetime
     ) -> tuple[bool, list[DeadLetter]]:
         """Runs the user's inputs through the engine in the simulator's order: events as Kafka
@@ -226,8 +231,8 @@ class BatchProcessor:
                 continue
             try:
                 if isinstance(item.input, UserEvent):
-                    self._fire_due_before(engine, user, input_order(item.input)[0], now)
-                transition = engine.apply(user.state, item.input, now)
+                    await self._fire_due_before(engine, user, input_order(item.input)[0], now)
+                transition = await self._entry_slots.apply(engine, user.state, item.input, now)
             except VersionMissing as error:
                 missing = error
                 waiting.append(item)
@@ -287,9 +292,8 @@ class BatchProcessor:
         backoff = min(PARKED_RETRY_MAX, PARKED_RETRY_FIRST * 2 ** min(attempts - 1, 20))
         return Parked([item.parked() for item in kept], attempts, now + backoff)
 
-    @staticmethod
-    def _fire_due_before(
-        engine: JourneyEngine, user: StoredUser, received: datetime, now: datetime
+    async def _fire_due_before(
+        self, engine: JourneyEngine, user: StoredUser, received: datetime, now: datetime
     ) -> None:
         """Fires the user's timers due before an event reached Journeys, as the simulator does:
         a timer the pump has not published yet (an event from the past, a backlog) must not
@@ -300,7 +304,7 @@ class BatchProcessor:
             timer = due[0]
             fired = TimerFired(user.user_id, timer.timer_id, timer.due_at)
             try:
-                transition = engine.apply(user.state, fired, now)
+                transition = await self._entry_slots.apply(engine, user.state, fired, now)
             except VersionMissing:
                 raise
             except (ValueError, KeyError, LookupError):

@@ -30,6 +30,7 @@ from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
+from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.redis_recovery import RedisRecovery
@@ -104,6 +105,12 @@ class WorkerRuntime:
             partitions=self.partitions,
             metrics=self.metrics,
             max_record_bytes=ws.max_record_bytes,
+            entry_slots=EntrySlots(
+                self.redis,
+                s.redis_prefix,
+                database,
+                minute_ttl_seconds=int(ws.event_max_past_seconds) + 86400,
+            ),
         )
         self.repartitioner = Repartitioner(
             self.producer,

@@ -32,6 +32,7 @@ from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
+from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
@@ -207,7 +208,10 @@ async def fill_timeline(settings) -> None:
     due_index = DueIndex(redis, settings.redis_prefix)
     marks = EmittedMarks(redis, settings.redis_prefix)
     store = UserStore(db, settings.mongo_bulk_ops)
-    processor = BatchProcessor(lambda: engine, store, emitter, due_index, marks, 8, metrics, 65536)
+    slots = EntrySlots(redis, settings.redis_prefix, db, 3600)
+    processor = BatchProcessor(
+        lambda: engine, store, emitter, due_index, marks, 8, metrics, 65536, slots
+    )
     event = {"event_id": "e1", "user_id": "ada", "name": "signed_up", "at": "2026-11-02T09:00:00Z",
              "attributes": {"email": "ada@x.test", "first_name": "Ada"}}  # fmt: skip
     await processor.process(

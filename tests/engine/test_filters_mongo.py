@@ -17,16 +17,21 @@ from app.engine.definitions import NO_ACTION
 from app.engine.loader import load_journey_text
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+ENTERED_AT = NOW - timedelta(days=1)  # the entry `since_entry` conditions are evaluated in
 moments = st.integers(-5 * 24 * 60, 24 * 60).map(lambda m: NOW + timedelta(minutes=m))
+# Strings for contains and prefix, with characters a regular expression would take as syntax.
+TEXTS = ["pro", "pro-team", "professional", "free", "a.b*c", "(x)+[y]", "p^q$", "back\\slash"]
 scalars = st.one_of(
-    st.sampled_from(["free", "pro", "teacher", ""]),
+    st.sampled_from(["free", "pro", "teacher", "", *TEXTS]),
     st.integers(-3, 3),
     st.sampled_from([0.5, 2.5]),
     st.booleans(),
     st.none(),
     moments,
 )
-attribute_values = st.one_of(scalars, st.lists(st.sampled_from(["free", "pro", 1]), max_size=3))
+attribute_values = st.one_of(
+    scalars, st.lists(st.sampled_from(["free", "pro", "pro-team", 1]), max_size=3)
+)
 
 
 @st.composite
@@ -43,6 +48,11 @@ def documents(draw: st.DrawFn) -> dict:
         "attributes": draw(
             st.dictionaries(st.sampled_from(["plan", "score", "since"]), attribute_values)
         ),
+        "changed": draw(st.dictionaries(st.sampled_from(["plan", "score"]), moments)),
+        # An event's properties, as property filters read them.
+        "properties": draw(
+            st.dictionaries(st.sampled_from(["sku", "quantity", "tags"]), attribute_values)
+        ),
         "subscriptions": draw(st.dictionaries(st.sampled_from(["email", "push"]), st.booleans())),
         "events": events,
         "received": draw(
@@ -54,10 +64,36 @@ def documents(draw: st.DrawFn) -> dict:
     }
 
 
+def property_filters() -> st.SearchStrategy[c.Condition]:
+    """Event property filters with every operator: plain values (equals) and one-key
+    operator mappings."""
+    operand = st.one_of(
+        st.tuples(
+            st.sampled_from(["equals", "not_equals", "gt", "gte", "lt", "lte"]),
+            scalars.filter(lambda v: v is not None),
+        ),
+        st.tuples(st.just("in"), st.lists(scalars, min_size=1, max_size=3)),
+        st.tuples(st.just("exists"), st.booleans()),
+        st.tuples(st.sampled_from(["contains", "prefix"]), st.sampled_from(["", "p", *TEXTS])),
+    ).map(lambda pair: {pair[0]: pair[1]})
+    return st.dictionaries(
+        st.sampled_from(["sku", "quantity", "tags"]),
+        st.one_of(scalars, operand),
+        min_size=1,
+        max_size=2,
+    ).map(c.property_filter)
+
+
 def leaf() -> st.SearchStrategy[c.Condition]:
     fields = st.sampled_from(["attributes.plan", "attributes.score", "attributes.since"])
     ops = st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte"])
     return st.one_of(
+        st.builds(c.TextMatch, fields, st.sampled_from(["", "p", "pro", *TEXTS]), st.booleans()),
+        st.builds(
+            c.SinceEntry,
+            st.sampled_from(["changed.plan", "changed.score", "events.added_class.last_at"]),
+        ),
+        property_filters(),
         st.builds(c.FieldCompare, fields, ops, scalars.filter(lambda v: v is not None)),
         st.builds(c.FieldCompare, fields, st.just("$eq"), st.none()),
         st.builds(
@@ -104,7 +140,7 @@ def collection(servers: Settings):
 
 
 @settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(documents(), min_size=1, max_size=8), st.lists(conditions, min_size=1, max_size=4))
 def test_predicate_and_mongo_filter_select_the_same_users(collection, docs, conds) -> None:
@@ -112,8 +148,10 @@ def test_predicate_and_mongo_filter_select_the_same_users(collection, docs, cond
     collection.insert_many([{"_id": f"u{i}", **doc} for i, doc in enumerate(docs)])
     stored = {d["_id"]: d for d in collection.find({})}  # as the server keeps them
     for condition in conds:
-        by_predicate = {uid for uid, doc in stored.items() if condition.test(doc, NOW)}
-        by_filter = {d["_id"] for d in collection.find(condition.mongo(NOW), {"_id": 1})}
+        by_predicate = {uid for uid, doc in stored.items() if condition.test(doc, NOW, ENTERED_AT)}
+        by_filter = {
+            d["_id"] for d in collection.find(condition.mongo(NOW, ENTERED_AT), {"_id": 1})
+        }
         assert by_filter == by_predicate, condition.describe()
 
 

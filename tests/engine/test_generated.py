@@ -24,6 +24,7 @@ from app.engine import (
     load_journey_text,
     load_simulation_rules_text,
 )
+from app.engine import conditions as c
 from app.engine.definitions import (
     BranchStep,
     DelayStep,
@@ -235,6 +236,8 @@ def test_the_generated_cases_cover_every_step_type_and_option() -> None:
         "re_entry cooldown", "holdout", "quiet hours", "frequency caps", "rules quiet hours",
         "rules frequency caps", "entry event", "entry properties", "entry of_event",
         "entry of_attribute", "entry attribute", "entry schedule", "audience", "several journeys",
+        "goal exit_on_conversion", "entry limits", "since_entry", "contains or prefix",
+        "property operators",
     }  # fmt: skip
     assert wanted - seen == set()
 
@@ -259,6 +262,27 @@ def features(journeys: list[Journey]) -> set[str]:
             "frequency caps": journey.rules.frequency_caps,
         }
         found |= {name for name, value in optional.items() if value}
+        found |= (
+            {"goal exit_on_conversion"}
+            if journey.goal and journey.goal.exit_on_conversion
+            else set()
+        )
+        found |= {"entry limits"} if journey.entry_limits else set()
+        filters = [x.properties for x in journey.exit_events]
+        filters += [journey.goal.properties] if journey.goal else []
+        filters += [entry.properties] if isinstance(entry, EventEntry) else []
+        filters += [s.properties for s in journey.steps.values() if isinstance(s, WaitForStep)]
+        if any(isinstance(v, dict) for wanted in filters for v in wanted.values()):
+            found.add("property operators")
+        conditions = [*journey.exit_conditions]
+        for step in journey.steps.values():
+            if isinstance(step, BranchStep):
+                conditions.append(step.condition)
+            if isinstance(step, PathsStep):
+                conditions += [p.condition for p in step.paths if p.condition]
+        for leaf in (leaf for condition in conditions for leaf in leaves(condition)):
+            found |= {"since_entry"} if isinstance(leaf, c.SinceEntry) else set()
+            found |= {"contains or prefix"} if isinstance(leaf, c.TextMatch) else set()
         for step in journey.steps.values():
             after = [journey.steps[t] for _, t in successors(step) if t in journey.steps]
             decision = isinstance(step, BranchStep | PathsStep | SplitStep)
@@ -281,3 +305,12 @@ def features(journeys: list[Journey]) -> set[str]:
             if isinstance(step, BranchStep) and any(isinstance(s, BranchStep) for s in after):
                 found.add("branch in branch")
     return found
+
+
+def leaves(condition: c.Condition) -> list[c.Condition]:
+    match condition:
+        case c.All() | c.Any_():
+            return [leaf for part in condition.parts for leaf in leaves(part)]
+        case c.Not():
+            return leaves(condition.part)
+    return [condition]

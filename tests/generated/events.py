@@ -17,7 +17,7 @@ from app.dispatch.record import utc_text
 from app.engine import Journey, JourneyEngine, ScheduleTimer, UserEvent
 from app.engine.definitions import EventEntry, WaitForStep
 from app.engine.simulator import Simulator
-from tests.generated.journeys import EVENTS, PLANS, PLATFORMS, ROLES, properties
+from tests.generated.journeys import EVENTS, PLANS, PLATFORMS, ROLES, properties, satisfying
 from tests.generated.scale import TimeScale
 
 ZONES = (
@@ -139,7 +139,7 @@ def generate_events(
                 "at": utc_text(at),
             }
             if wanted and rng.random() < 0.65:
-                record["properties"] = dict(wanted)
+                record["properties"] = satisfying(rng, wanted)
             elif rng.random() < 0.4:
                 record["properties"] = properties(rng)
             if rng.random() < 0.3:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +25,9 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from app.dispatch.record import utc_text
+from app.engine.conditions import property_filter as property_filter_condition
 from app.engine.definitions import CHANNELS
+from app.engine.engine import EPOCH
 from tests.generated.scale import TimeScale
 
 TEMPLATES = tuple(
@@ -52,9 +54,39 @@ CRONS = ("0 9 * * *", "30 2 * * *", "0 8 * * MON", "15 */6 * * *")
 MAX_STEPS = 12
 
 
+# Property filters beyond equality, per property: each matches some of its PROPERTY_VALUES.
+PROPERTY_OPERATORS: dict[str, tuple[dict[str, Any], ...]] = {
+    "plan": ({"in": ["pro", "team"]}, {"not_equals": "free"}),
+    "source": ({"exists": True}, {"prefix": "i"}),
+    "sku": ({"in": ["lamp", "rug"]}, {"prefix": "la"}, {"contains": "es"}),
+    "quantity": ({"gte": 2}, {"lt": 3}, {"in": [1, 3]}),
+}
+
+
 def properties(rng: random.Random) -> dict[str, Any]:
     names = rng.sample(sorted(PROPERTY_VALUES), rng.randint(1, 2))
     return {name: rng.choice(PROPERTY_VALUES[name]) for name in names}
+
+
+def property_filter(rng: random.Random) -> dict[str, Any]:
+    """A journey's filter on an event's properties: values to equal, or operators."""
+    names = rng.sample(sorted(PROPERTY_VALUES), rng.randint(1, 2))
+    return {
+        name: rng.choice(PROPERTY_OPERATORS[name])
+        if rng.random() < 0.5
+        else rng.choice(PROPERTY_VALUES[name])
+        for name in names
+    }
+
+
+def satisfying(rng: random.Random, wanted: dict[str, Any]) -> dict[str, Any]:
+    """Event properties that pass the filter `wanted` (the engine's own predicate decides)."""
+    chosen = {}
+    for name, spec in wanted.items():
+        test = property_filter_condition({name: spec})
+        values = [v for v in PROPERTY_VALUES[name] if test.test({"properties": {name: v}}, EPOCH)]
+        chosen[name] = rng.choice(values)
+    return chosen
 
 
 class _Journey:
@@ -86,12 +118,28 @@ class _Journey:
         time DST skips or repeats."""
         if not self.scale.live:
             return self.rng.choice(("08:00", "09:30", "18:00", "02:30", "01:15", "23:45"))
-        zone = ZoneInfo(self.rng.choice(self.zones))
-        moment = (self.base + timedelta(seconds=self.rng.randint(earliest, latest))).astimezone(
-            zone
-        )
-        minute = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        return f"{minute:%H:%M}"
+        while True:
+            zone = ZoneInfo(self.rng.choice(self.zones))
+            moment = (self.base + timedelta(seconds=self.rng.randint(earliest, latest))).astimezone(
+                zone
+            )
+            minute = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+            if self._comes_in_or_past_the_live_window(minute.time()):
+                return f"{minute:%H:%M}"
+
+    def _comes_in_or_past_the_live_window(self, local: time) -> bool:
+        """Whether `local` comes, in every user's zone, within `settle` of the base time or
+        `far` after it: zones 15 minutes apart (Asia/Kolkata, Asia/Kathmandu) would see it come
+        in between."""
+        for name in set(self.zones):
+            now = self.base.astimezone(ZoneInfo(name))
+            comes = datetime.combine(now.date(), local, now.tzinfo)
+            if comes <= now:
+                comes += timedelta(days=1)
+            wait = comes - now
+            if self.scale.settle < wait < self.scale.far:
+                return False
+        return True
 
     def quiet_hours(self) -> dict[str, str]:
         if not self.scale.live:
@@ -114,16 +162,26 @@ class _Journey:
             for channel in self.rng.sample(CHANNELS, self.rng.randint(1, 2))
         ]
 
-    def condition(self, depth: int = 0) -> dict[str, Any]:
+    def condition(self, depth: int = 0, in_entry: bool = True) -> dict[str, Any]:
+        """A condition; `in_entry` when it is evaluated inside an entry (branches, paths, exit
+        conditions), where `since_entry` forms have a meaning (not in an audience)."""
         rng = self.rng
         kinds = ["attribute", "event", "since", "received", "subscribed"]
         if depth < 2:
             kinds += ["all", "any", "not"]
+        if in_entry:
+            kinds += ["since_entry"]
         kind = rng.choice(kinds)
+        if kind == "since_entry":
+            if rng.random() < 0.5:
+                return {"event": rng.choice(EVENTS), "since_entry": True}
+            return {"attribute": rng.choice(ENTRY_ATTRIBUTES), "changed_since_entry": True}
         if kind == "attribute":
             return rng.choice(
                 (
                     {"attribute": "plan", "equals": rng.choice(PLANS)},
+                    {"attribute": "plan", "contains": rng.choice(("ro", "ea", "e"))},
+                    {"attribute": "platform", "prefix": rng.choice(("i", "an", "web"))},
                     {"attribute": "plan", "not_equals": "free"},
                     {"attribute": "plan", "in": rng.sample(PLANS, 2)},
                     {"attribute": "role", "exists": rng.random() < 0.5},
@@ -153,8 +211,24 @@ class _Journey:
         if kind == "subscribed":
             return {"subscribed": rng.choice(CHANNELS)}
         if kind == "not":
-            return {"not": self.condition(depth + 1)}
-        return {kind: [self.condition(depth + 1) for _ in range(rng.randint(1, 3))]}
+            return {"not": self.condition(depth + 1, in_entry)}
+        return {kind: [self.condition(depth + 1, in_entry) for _ in range(rng.randint(1, 3))]}
+
+    def entry_limits(self) -> dict[str, int]:
+        """At the sim scale, limits a case's few users reach. At the live scale, limits no case
+        reaches: which users take the last slots of a minute follows the order entries reach
+        Redis, which the live harness cannot make the simulator's (users on other partitions
+        race), so live cases check the slots are asked and counted, not who is refused."""
+        rng = self.rng
+        if self.scale.live:
+            options = ({"per_minute": 500}, {"total": 1000}, {"per_minute": 400, "total": 900})
+        else:
+            options = (
+                {"per_minute": rng.randint(1, 2)},
+                {"total": rng.randint(1, 4)},
+                {"per_minute": rng.randint(1, 3), "total": rng.randint(2, 6)},
+            )
+        return dict(rng.choice(options))
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -236,7 +310,7 @@ class _Journey:
             "timeout": self.scale.duration(self.rng),
         }
         if self.rng.random() < 0.3:
-            step["properties"] = properties(self.rng)
+            step["properties"] = property_filter(self.rng)
         self.link(step, "performed", self.node(depth + 1))
         self.link(step, "timed_out", self.node(depth + 1))
         self.steps[step_id] = step
@@ -296,7 +370,7 @@ class _Journey:
             return {"schedule": rng.choice(CRONS)}
         entry: dict[str, Any] = {"event": rng.choice(ENTRY_EVENTS)}
         if rng.random() < 0.35:
-            entry["properties"] = properties(rng)
+            entry["properties"] = property_filter(rng)
         if rng.random() < 0.25:
             entry["within"] = self.scale.window(rng)
             if rng.random() < 0.5:
@@ -337,7 +411,9 @@ class _Journey:
             doc["name"] = f"Generated journey {self.id}"
         doc["entry"] = self.entry()
         if rng.random() < 0.3:
-            doc["audience"] = self.condition(1)
+            doc["audience"] = self.condition(1, in_entry=False)
+        if rng.random() < 0.25:
+            doc["entry_limits"] = self.entry_limits()
         policy = rng.choice(("once", "every_time", "cooldown", None))
         if policy == "cooldown":
             doc["re_entry"] = {"cooldown": self.scale.window(rng)}
@@ -350,7 +426,7 @@ class _Journey:
             if rng.random() < 0.6:
                 exit_event: dict[str, Any] = {"event": rng.choice(EVENTS)}
                 if rng.random() < 0.3:
-                    exit_event["properties"] = properties(rng)
+                    exit_event["properties"] = property_filter(rng)
                 exits.append(exit_event)
             else:
                 exits.append({"condition": self.condition(1)})
@@ -359,7 +435,9 @@ class _Journey:
         if rng.random() < 0.4:
             doc["goal"] = {"event": rng.choice(EVENTS), "within": self.scale.window(rng)}
             if rng.random() < 0.3:
-                doc["goal"]["properties"] = properties(rng)
+                doc["goal"]["properties"] = property_filter(rng)
+            if rng.random() < 0.5:
+                doc["goal"]["exit_on_conversion"] = rng.random() < 0.7
         if rng.random() < 0.35:
             doc["quiet_hours"] = self.quiet_hours()
         if rng.random() < 0.35:

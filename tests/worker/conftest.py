@@ -15,6 +15,7 @@ from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter
+from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
@@ -45,8 +46,9 @@ async def make_processor(settings, store_db, redis_client, unique):
         emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
         due_index = DueIndex(redis_client, unique)
         marks = EmittedMarks(redis_client, unique)
+        slots = EntrySlots(redis_client, unique, store_db, 3600)
         processor = BatchProcessor(
-            lambda: engine, store, emitter, due_index, marks, 8, metrics, 64 * 1024
+            lambda: engine, store, emitter, due_index, marks, 8, metrics, 64 * 1024, slots
         )
         processor.buffer = buffer  # type: ignore[attr-defined]
         processor.store = store  # type: ignore[attr-defined]
