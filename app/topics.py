@@ -116,12 +116,16 @@ def _shape(value: Any) -> str:
         case int() | float():
             return "a number"
         case str():
-            return f"a string of {len(value)} characters"
+            return f"a string of {_count(len(value), 'character')}"
         case list():
-            return f"an array of {len(value)} items"
+            return f"an array of {_count(len(value), 'item')}"
         case dict():
-            return f"an object of {len(value)} keys"
+            return f"an object of {_count(len(value), 'key')}"
     return type(value).__name__
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _expected_from(keyword: str, schema: Mapping[str, Any]) -> str:
