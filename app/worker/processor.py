@@ -12,6 +12,7 @@ in Redis and dropped by the user's next write, which costs no extra write.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import logging
 from collections.abc import Callable
@@ -81,15 +82,7 @@ class DecodedInput:
 
     def parked(self) -> dict[str, object]:
         """The record as a user document keeps it while it waits for a journey version."""
-        record = self.record
-        return {
-            "source": record.source,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": record.key,
-            "value": record.value,
-            "timestamp": record.timestamp,
-        }
+        return dataclasses.asdict(self.record)
 
 
 def decode(record: InputRecord, max_bytes: int) -> EngineInput:
