@@ -16,7 +16,8 @@ def topics() -> None:
 
 @topics.command("apply")
 def topics_apply() -> None:
-    """Create missing topics from their contracts; report where existing ones differ."""
+    """Create missing topics from their contracts, set existing ones' configs to them, and
+    report where their partitions differ (exit 1)."""
     import asyncio
 
     from app.config import Settings

@@ -1,8 +1,10 @@
-"""Creates the topics the contracts in `topics/` describe, and says where existing ones differ.
+"""Creates the topics the contracts in `topics/` describe, brings existing ones' configs in line
+with them, and says where their partitions differ.
 
-An existing topic is never altered: changing partitions moves keys between partitions and would
-break the co-partitioning of user-events-by-user and timers, so that stays an operator's decision.
-"""
+An existing topic's partitions are never changed: that moves keys between partitions and would
+break the co-partitioning of user-events-by-user and timers, so it stays an operator's decision.
+Its configs (retention, accepted timestamps) are safe to change and are set to the contract's,
+keeping any other override an operator set."""
 
 from __future__ import annotations
 
@@ -20,16 +22,21 @@ class TopicReport:
     topic: str
     created: bool = False
     differences: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.created:
             return f"{self.topic}: created"
-        if not self.differences:
-            return f"{self.topic}: matches its contract"
-        return f"{self.topic}: DIFFERS from its contract: " + "; ".join(self.differences)
+        lines = []
+        if self.updated:
+            lines.append(f"{self.topic}: config set to its contract: " + "; ".join(self.updated))
+        if self.differences:
+            lines.append(f"{self.topic}: DIFFERS from its contract: " + "; ".join(self.differences))
+        return "\n".join(lines) or f"{self.topic}: matches its contract"
 
 
 TOPIC_ALREADY_EXISTS = 36  # another `apply` got there first: not a failure
+TOPIC_OVERRIDE = 1  # DescribeConfigs' source of a config set on the topic itself
 
 
 async def apply_topics(
@@ -75,10 +82,19 @@ async def _compare(admin: AIOKafkaAdminClient, topic: str, contract: TopicContra
     partitions = len(description["partitions"])
     if partitions != contract.partitions:
         report.differences.append(f"{partitions} partitions, contract says {contract.partitions}")
-    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(contract.config))
-    (response,) = await admin.describe_configs([resource])
-    actual = {entry[0]: entry[1] for result in response.resources for entry in result[4]}
-    for key, wanted in contract.config.items():
-        if actual.get(key) != wanted:
-            report.differences.append(f"{key}={actual.get(key)}, contract says {wanted}")
+    (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    entries = [entry for result in response.resources for entry in result[4]]
+    actual = {entry[0]: entry[1] for entry in entries}
+    stale = {key: wanted for key, wanted in contract.config.items() if actual.get(key) != wanted}
+    if stale:
+        # AlterConfigs replaces a topic's overrides as a whole: the operator's others are kept.
+        overrides = {entry[0]: entry[1] for entry in entries if entry[3] == TOPIC_OVERRIDE}
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {**overrides, **stale})
+        (altered,) = await admin.alter_configs([resource])
+        errors = [r for r in altered.resources if r[0] != 0]
+        if errors:
+            raise RuntimeError(f"Kafka refused to set {topic}'s configs: {errors}")
+        report.updated = [
+            f"{key}={wanted} (was {actual.get(key)})" for key, wanted in stale.items()
+        ]
     return report

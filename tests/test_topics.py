@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import InvalidTimestampError
 from jsonschema import Draft202012Validator
 
@@ -117,7 +118,7 @@ def test_timer_record_errors_name_the_missing_field_of_its_kind() -> None:
         )
 
 
-async def test_topics_apply_creates_missing_topics_then_reports_differences(
+async def test_topics_apply_creates_missing_topics_sets_configs_and_reports_partitions(
     servers: Settings, unique: str
 ) -> None:
     settings = dataclasses.replace(servers, topic_prefix=unique)
@@ -126,21 +127,31 @@ async def test_topics_apply_creates_missing_topics_then_reports_differences(
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(unique + "send", 2, 1, topic_configs={"retention.ms": "1000"})]
+            [
+                NewTopic(
+                    unique + "send",
+                    2,
+                    1,
+                    topic_configs={"retention.ms": "1000", "segment.ms": "3600000"},
+                )
+            ]
         )
 
         first = {r.topic: r for r in await apply_topics(settings, contracts)}
         created = {topic for topic, report in first.items() if report.created}
         assert created == {unique + name for name in TOPIC_NAMES if name != "send"}
         assert unique + "user-events-by-user" in created
-        assert first[unique + "send"].differences == [
-            "2 partitions, contract says 8",
-            "retention.ms=1000, contract says 604800000",
-        ]
+        assert first[unique + "send"].differences == ["2 partitions, contract says 8"]
+        assert first[unique + "send"].updated == ["retention.ms=604800000 (was 1000)"]
         assert "DIFFERS" in first[unique + "send"].describe()
 
+        resource = ConfigResource(ConfigResourceType.TOPIC, unique + "send")
+        (described,) = await admin.describe_configs([resource])
+        configs = {entry[0]: entry[1] for result in described.resources for entry in result[4]}
+        assert configs["segment.ms"] == "3600000"  # the operator's own override stays
+
         second = {r.topic: r for r in await apply_topics(settings, contracts)}
-        assert not any(report.created for report in second.values())
+        assert not any(report.created or report.updated for report in second.values())
         assert [t for t, r in second.items() if r.differences] == [unique + "send"]
     finally:
         await admin.delete_topics([unique + name for name in TOPIC_NAMES])
