@@ -1,7 +1,11 @@
 """The sender: consumes `send` in a consumer group and delivers every recipient of every dispatch
-record through one pooled aiohttp session. A record's offset is committed only after each of its
-recipients is delivered, dead-lettered or recorded as suppressed, so a crash redelivers it, and
-the ledger makes the redelivery send nothing twice."""
+record through one pooled aiohttp session. A record's offset is committed only after it and every
+record before it in its partition have each recipient delivered, dead-lettered or recorded as
+suppressed, so a crash redelivers it, and the ledger makes the redelivery send nothing twice.
+
+Up to `records_in_flight` records are handled at once and each channel has its own lane of
+`concurrency` deliveries and its own rate, so records of a slow channel (a low rate, a provider
+that is down) do not hold back the other channels' until they fill every record slot."""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
@@ -36,6 +41,9 @@ from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
 
 log = logging.getLogger(__name__)
+
+# Per partition, the records being handled in offset order, each with its task.
+InFlight = dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]]
 
 
 @dataclass
@@ -78,11 +86,14 @@ class Sender:
             name: CircuitBreaker(sender_settings.breaker_failures, sender_settings.breaker_cooldown)
             for name in self.channels
         }
+        self._lanes = {
+            name: asyncio.Semaphore(sender_settings.concurrency) for name in self.channels
+        }
         self._stopping = asyncio.Event()
         self._backoff = Backoff(base=0.2, cap=10.0)
 
     async def run(self) -> None:
-        """Consumes until `stop()`; the record in hand is finished and committed first."""
+        """Consumes until `stop()`; the records in hand are finished and committed first."""
         s, ss = self.settings, self.sender_settings
         mongo = new_client(s)
         redis = new_redis(s)
@@ -101,21 +112,14 @@ class Sender:
         await retry_transient(
             self.ledger.deliveries.ensure_indexes, what="creating delivery indexes"
         )
-        self.limiter = RateLimiter(redis, s.redis_prefix, ss.rate_per_second)
+        self.limiter = RateLimiter(redis, s.redis_prefix, ss.channel_rates())
         self.dead_letters = DeadLetterWriter(producer, s, "sender")
         timeout = aiohttp.ClientTimeout(total=ss.timeout_seconds)
-        connector = aiohttp.TCPConnector(limit=ss.concurrency * 2)
+        connector = aiohttp.TCPConnector(limit=ss.concurrency * len(self.channels))
         try:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
                 self.session = session
-                while not self._stopping.is_set():
-                    batches = await consumer.getmany(timeout_ms=500)
-                    for partition, messages in batches.items():
-                        for message in messages:
-                            if self._stopping.is_set():
-                                break
-                            await self.handle(message)
-                            await consumer.commit({partition: message.offset + 1})
+                await self._consume(consumer)
         finally:
             await consumer.stop()
             await producer.stop()
@@ -124,6 +128,49 @@ class Sender:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        """Fetches while a record slot is free, handles each record in a task of its own, and
+        commits what is finished; on stop, the records in hand are finished and committed."""
+        in_flight: InFlight = {}
+        try:
+            while not self._stopping.is_set():
+                room = self.sender_settings.records_in_flight - sum(map(len, in_flight.values()))
+                if room > 0:
+                    batches = await consumer.getmany(timeout_ms=200, max_records=room)
+                    for partition, messages in batches.items():
+                        handling = in_flight.setdefault(partition, deque())
+                        for message in messages:
+                            task = asyncio.create_task(self.handle(message))
+                            handling.append((message.offset, task))
+                else:
+                    tasks = [task for handling in in_flight.values() for _, task in handling]
+                    await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                await self._commit_finished(consumer, in_flight)
+            tasks = [task for handling in in_flight.values() for _, task in handling]
+            if tasks:
+                await asyncio.wait(tasks)
+            await self._commit_finished(consumer, in_flight)
+        finally:
+            for handling in in_flight.values():
+                for _, task in handling:
+                    task.cancel()
+
+    @staticmethod
+    async def _commit_finished(
+        consumer: AIOKafkaConsumer,
+        in_flight: InFlight,
+    ) -> None:
+        """Commits, per partition, past the records finished with no unfinished one before them
+        (a record whose handling raised stops the sender, as a failure to commit would)."""
+        offsets: dict[TopicPartition, int] = {}
+        for partition, handling in in_flight.items():
+            while handling and handling[0][1].done():
+                offset, task = handling.popleft()
+                task.result()
+                offsets[partition] = offset + 1
+        if offsets:
+            await consumer.commit(offsets)
 
     async def handle(self, message: ConsumerRecord) -> None:
         """Settles every recipient of one dispatch record (never raises for a bad record)."""
@@ -141,10 +188,10 @@ class Sender:
         for recipient in record.recipients:
             if recipient.dispatch_id in done:
                 self.metrics.count("duplicate")
-        gate = asyncio.Semaphore(self.sender_settings.concurrency)
+        lane = self._lanes[record.step.channel]
 
         async def settle(recipient: Recipient) -> None:
-            async with gate:
+            async with lane:
                 await self._settle(message, record, recipient)
 
         await asyncio.gather(*(settle(r) for r in record.recipients if r.dispatch_id not in done))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import orjson
 
 from app.sender.service import Sender
 from tests.kafka_reader import read_records
@@ -50,6 +53,28 @@ async def test_each_recipient_delivered_once_with_its_idempotency_key(rig: Sende
     french = rig.stub.delivered[f"{2:032x}"]["body"]
     assert french["subject"] == "Bienvenue, User 2 !"
     assert french["personalizations"] == [{"to": [{"email": "u2@x.test"}]}]
+
+
+async def test_a_slow_channel_does_not_hold_back_another(rig: SenderRig) -> None:
+    rig.sender_settings = dataclasses.replace(rig.sender_settings, email_rate=2.0)
+    emails = record("welcome", "email", "welcome", *(recipient(n) for n in range(1, 9)))
+    pushes = record("nudge", "push", "add_class_reminder", *(recipient(n) for n in range(11, 15)))
+    email_keys = {r.dispatch_id for r in emails.recipients}
+    push_keys = {r.dispatch_id for r in pushes.recipients}
+    # One key, so one partition with the email record first: the push record is behind it.
+    await rig.publish(raw=[orjson.dumps(r.to_record()) for r in (emails, pushes)])
+    async with running(rig):
+        async with asyncio.timeout(30):
+            while not push_keys <= set(rig.stub.delivered):
+                await asyncio.sleep(0.01)
+        emails_by_then = len(email_keys & set(rig.stub.delivered))
+        outcomes = await rig.outcomes(12)
+    assert emails_by_then <= 4  # the burst of 2, perhaps 2 more: the pushes did not wait
+    assert {o["outcome"] for o in outcomes.values()} == {"sent"}
+    email_times = sorted(outcomes[key]["at"] for key in email_keys)
+    spread = (email_times[-1] - email_times[0]).total_seconds()
+    assert spread >= 2.5  # 8 emails at 2/s after a burst of 2: 3 s
+    assert rig.stub.requests == {key: 1 for key in email_keys | push_keys}
 
 
 async def test_retries_429_500_hang_and_drop_then_delivers_once(rig: SenderRig) -> None:
