@@ -86,6 +86,7 @@ class Sender:
             name: CircuitBreaker(sender_settings.breaker_failures, sender_settings.breaker_cooldown)
             for name in self.channels
         }
+        self._settling: set[str] = set()  # dispatch ids being settled by this sender
         self._lanes = {
             name: asyncio.Semaphore(sender_settings.concurrency) for name in self.channels
         }
@@ -181,20 +182,32 @@ class Sender:
             await self._dead_letter(message, error, None)
             return
         record = DispatchRecord.from_record(data)
-        done = await retry_transient(
-            lambda: self.ledger.recorded([r.dispatch_id for r in record.recipients]),
-            what="reading the delivery ledger",
-        )
-        for recipient in record.recipients:
-            if recipient.dispatch_id in done:
-                self.metrics.count("duplicate")
+        # A dispatch id being settled here already (the same record twice in hand) is left to
+        # that settling; the others are reserved before the ledger is read, so none is missed.
+        mine = [r for r in record.recipients if r.dispatch_id not in self._settling]
+        self._settling.update(r.dispatch_id for r in mine)
+        try:
+            done = await retry_transient(
+                lambda: self.ledger.recorded([r.dispatch_id for r in mine]),
+                what="reading the delivery ledger",
+            )
+        except BaseException:
+            self._settling.difference_update(r.dispatch_id for r in mine)
+            raise
+        self._settling.difference_update(done)
+        todo = [r for r in mine if r.dispatch_id not in done]
+        for _ in range(len(record.recipients) - len(todo)):
+            self.metrics.count("duplicate")
         lane = self._lanes[record.step.channel]
 
         async def settle(recipient: Recipient) -> None:
-            async with lane:
-                await self._settle(message, record, recipient)
+            try:
+                async with lane:
+                    await self._settle(message, record, recipient)
+            finally:
+                self._settling.discard(recipient.dispatch_id)
 
-        await asyncio.gather(*(settle(r) for r in record.recipients if r.dispatch_id not in done))
+        await asyncio.gather(*(settle(r) for r in todo))
 
     async def _settle(
         self, message: ConsumerRecord, record: DispatchRecord, recipient: Recipient

@@ -124,6 +124,17 @@ async def test_a_redelivered_record_sends_nothing_twice(rig: SenderRig) -> None:
     assert rig.stub.requests == {f"{1:032x}": 1, f"{2:032x}": 1}
 
 
+async def test_the_same_record_twice_in_hand_makes_one_request_per_key(rig: SenderRig) -> None:
+    batch = record("welcome", "email", "welcome", recipient(1), recipient(2))
+    await rig.publish(batch, batch)  # both in flight at once, as records are handled together
+    async with running(rig) as sender:
+        await rig.outcomes(2)
+        async with asyncio.timeout(30):
+            while sender.metrics.outcomes.get("duplicate", 0) < 2:
+                await asyncio.sleep(0.05)
+    assert rig.stub.requests == {f"{1:032x}": 1, f"{2:032x}": 1}
+
+
 async def test_sigkill_mid_batch_then_restart_delivers_every_key_once(rig: SenderRig) -> None:
     records = [
         record(f"s{b}", "email", "welcome", *(recipient(b * 100 + i) for i in range(25)))
