@@ -8,25 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
 
-from app.sender.service import Sender
 from tests.kafka_reader import read_records
-from tests.sender.conftest import SenderRig, recipient, record
-
-
-@asynccontextmanager
-async def running(rig: SenderRig):
-    sender = Sender(rig.settings, rig.sender_settings)
-    task = asyncio.create_task(sender.run())
-    try:
-        yield sender
-    finally:
-        sender.stop()
-        await asyncio.wait_for(task, 30)
+from tests.sender.conftest import SenderRig, recipient, record, running
 
 
 async def dead_letters(rig: SenderRig, count: int) -> list[dict]:
