@@ -74,6 +74,8 @@ class Sender:
         sender_settings: SenderSettings,
         channels: dict[str, Channel] | None = None,
     ) -> None:
+        if (in_flight := sender_settings.records_in_flight) < 1:
+            raise ValueError(f"SENDER_RECORDS_IN_FLIGHT is {in_flight}: expected 1 or more")
         self.settings = settings
         self.sender_settings = sender_settings
         self.channels = channels or channels_from(sender_settings)
