@@ -102,10 +102,30 @@ class SenderSettings:
     webhook_url: str = env("WEBHOOK_URL", "")
     webhook_secret: str = env("WEBHOOK_SECRET", "change-me")
     sms_url: str = env("SMS_API_URL", "")
-    # Sends per second per channel, shared by every sender instance (token bucket in Redis).
+    # Sends per second per channel, shared by every sender instance (token bucket in Redis); a
+    # channel's own rate, when above 0, takes the place of SENDER_RATE for it.
     rate_per_second: float = env("SENDER_RATE", 200.0)
+    email_rate: float = env("SENDER_RATE_EMAIL", 0.0)
+    push_rate: float = env("SENDER_RATE_PUSH", 0.0)
+    sms_rate: float = env("SENDER_RATE_SMS", 0.0)
+    webhook_rate: float = env("SENDER_RATE_WEBHOOK", 0.0)
+    # Dispatch records handled at once per sender, so a slow channel's records leave room for
+    # the others'.
+    records_in_flight: int = env("SENDER_RECORDS_IN_FLIGHT", 40)
     breaker_failures: int = env("BREAKER_FAILURES", 5)
     breaker_cooldown: float = env("BREAKER_COOLDOWN", 30.0)
+
+    def channel_rates(self) -> dict[str, float]:
+        """Sends per second of each channel: its own rate, or SENDER_RATE where it has none."""
+        own = {
+            "email": self.email_rate,
+            "push": self.push_rate,
+            "sms": self.sms_rate,
+            "webhook": self.webhook_rate,
+        }
+        return {
+            channel: rate if rate > 0 else self.rate_per_second for channel, rate in own.items()
+        }
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,10 @@ class Keyspace:
         """The sender delivering one dispatch id."""
         return f"{self.prefix}:delivery:{hash_tag(dispatch_id)}"
 
+    def transactional_send(self, dispatch_id: str) -> str:
+        """The first request of one transactional send's idempotency key: its digest and time."""
+        return f"{self.prefix}:transactional:{hash_tag(dispatch_id)}"
+
     def rate_limiter(self, channel: str) -> str:
         """The token bucket of one channel, shared by every sender."""
         return f"{self.prefix}:ratelimit:{hash_tag(channel)}"

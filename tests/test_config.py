@@ -93,6 +93,16 @@ def test_variables_are_parsed_and_keywords_win(monkeypatch: pytest.MonkeyPatch) 
         ApiSettings()
 
 
+def test_a_channel_without_its_own_rate_has_sender_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("SENDER_RATE_EMAIL", "SENDER_RATE_PUSH", "SENDER_RATE_WEBHOOK"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("SENDER_RATE", "30")
+    monkeypatch.setenv("SENDER_RATE_SMS", "1.5")
+    rates = SenderSettings().channel_rates()
+    assert rates == {"email": 30.0, "push": 30.0, "sms": 1.5, "webhook": 30.0}
+    assert SenderSettings(webhook_rate=4.0).channel_rates()["webhook"] == 4.0
+
+
 def test_the_topic_contracts_come_from_the_repo_unless_configured(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -27,4 +27,5 @@ def test_every_key_family_keeps_its_form() -> None:
     assert KEYS.epoch() == "journeys:epoch"
     assert KEYS.delivery_claim("0f2a") == "journeys:delivery:{0f2a}"
     assert KEYS.rate_limiter("push") == "journeys:ratelimit:{push}"
+    assert KEYS.transactional_send("0f2a") == "journeys:transactional:{0f2a}"
     assert KEYS.worker_metrics() == "journeys:worker-metrics"

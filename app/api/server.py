@@ -1,5 +1,6 @@
 """The operator surface over HTTP: journeys with versions, events for services that cannot speak
-Kafka, the flow picture with live figures, a user's timeline, metrics, health and readiness.
+Kafka, transactional sends, the flow picture with live figures, a user's timeline, metrics, health
+and readiness.
 
 Every mutating request needs the bearer token from API_TOKEN; with no token configured, mutating
 requests are refused rather than left open. Bodies are size-limited and validated; nothing in a
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hmac
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -18,10 +20,12 @@ from aiohttp import web
 
 from app.authoring.templates import raise_all, template_errors, template_store
 from app.config import ApiSettings, Settings
+from app.dispatch.transactional import SendRequest, SendRequestError
 from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
+from app.sender.templates import RenderError
 from app.store.analytics import conversions, step_figures, user_timeline
 from app.store.deliveries import Deliveries
 from app.store.journeys import (
@@ -41,6 +45,9 @@ from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+# How long an idempotency key's first request is remembered: the `send` topic's retention. The
+# ledger keeps a sent message from going twice after that too.
+SEND_KEY_SECONDS = 7 * 24 * 3600
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -108,6 +115,7 @@ class Api:
                 web.post("/rules/versions/{version}/publish", self.publish_rules),
                 web.post("/rules/versions/{version}/archive", self.archive_rules),
                 web.post("/events", self.post_event),
+                web.post("/sends", self.transactional_send),
                 web.get("/users/{user_id}/timeline", self.timeline),
             ]
         )
@@ -124,6 +132,8 @@ class Api:
         for store in stores:
             await store.ensure_indexes()
         self.redis = new_redis(self.settings)
+        self.keys = Keyspace(self.settings.redis_prefix)
+        self.templates = template_store()
         self.producer = new_producer(self.settings)
         await self.producer.start()
         yield
@@ -349,6 +359,56 @@ class Api:
             self.settings.topic("user-events"), orjson.dumps(event), key=contract.key_of(event)
         )
         return _json({"accepted": event["event_id"]}, 202)
+
+    async def transactional_send(self, request: web.Request) -> web.Response:
+        """One message to one user now, on the sender's path (202). A repeat of an idempotency
+        key's request publishes the same record again (200: the sender's ledger delivers it once,
+        and a request lost before its publish is not lost); another request with a key already
+        used is refused (409). A request that cannot be sent (400, 422) does not use its key."""
+        try:
+            send = SendRequest.parse(await request.read())
+        except SendRequestError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
+        if not self.templates.exists(send.template):
+            return _error(
+                422,
+                f"template: expected a template in {self.templates.directory}",
+                where="template",
+                expected=f"a template in {self.templates.directory}",
+            )
+        user = (await self.users.load_many([send.user_id]))[send.user_id].state
+        now = datetime.now(UTC)
+        try:
+            record = send.record(user.attributes, user.locale, now)
+            (recipient,) = record.recipients
+            self.templates.render(send.template, recipient.locale, recipient.variables)
+        except SendRequestError as error:
+            return _error(422, str(error), where=error.where, expected=error.expected)
+        except RenderError as error:
+            return _error(422, f"data: {error}", where="data", expected="the template's variables")
+        key = self.keys.transactional_send(send.dispatch_id)
+        first = orjson.dumps({"digest": send.digest, "send_at": now.isoformat()})
+        created = bool(await self.redis.set(key, first, nx=True, ex=SEND_KEY_SECONDS))
+        if not created and (remembered := await self.redis.get(key)) is not None:
+            before = orjson.loads(remembered)
+            if before["digest"] != send.digest:
+                return _error(
+                    409,
+                    "idempotency_key: used before by another request",
+                    where="idempotency_key",
+                    expected="a key no other request used",
+                )
+            # The first request's time, so the record is the first one again (same batch id).
+            send_at = datetime.fromisoformat(before["send_at"])
+            record = send.record(user.attributes, user.locale, send_at)
+        await self.producer.send_and_wait(
+            self.settings.topic("send"),
+            orjson.dumps(record.to_record()),
+            key=record.batch_id.encode(),
+        )
+        return _json(
+            {"dispatch_id": send.dispatch_id, "repeat": not created}, 202 if created else 200
+        )
 
     async def timeline(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]

@@ -4,6 +4,7 @@ script in Redis), and a circuit breaker per provider that stops hammering one th
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -25,16 +26,22 @@ return tostring(wait)
 
 
 class RateLimiter:
-    def __init__(self, client: aioredis.Redis, prefix: str, per_second: float) -> None:
+    """Each channel's bucket fills at that channel's rate (sends per second) and holds up to one
+    second of it (at least one token)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, rates: Mapping[str, float]) -> None:
+        for channel, rate in rates.items():
+            if rate <= 0:
+                raise ValueError(f"the {channel} rate is {rate}: expected sends per second above 0")
         self._script = client.register_script(TAKE_TOKEN)
         self._keys = Keyspace(prefix)
-        self._rate = per_second
+        self._rates = dict(rates)
 
     async def wait_time(self, channel: str) -> float:
         """Takes a token if one is free (0.0), else says how long until one is."""
+        rate = self._rates[channel]
         wait = await self._script(
-            keys=[self._keys.rate_limiter(channel)],
-            args=[self._rate, max(1.0, self._rate), time.time()],
+            keys=[self._keys.rate_limiter(channel)], args=[rate, max(1.0, rate), time.time()]
         )
         return float(wait)
 

@@ -1,7 +1,11 @@
 """The sender: consumes `send` in a consumer group and delivers every recipient of every dispatch
-record through one pooled aiohttp session. A record's offset is committed only after each of its
-recipients is delivered, dead-lettered or recorded as suppressed, so a crash redelivers it, and
-the ledger makes the redelivery send nothing twice."""
+record through one pooled aiohttp session. A record's offset is committed only after it and every
+record before it in its partition have each recipient delivered, dead-lettered or recorded as
+suppressed, so a crash redelivers it, and the ledger makes the redelivery send nothing twice.
+
+Up to `records_in_flight` records are handled at once and each channel has its own lane of
+`concurrency` deliveries and its own rate, so records of a slow channel (a low rate, a provider
+that is down) do not hold back the other channels' until they fill every record slot."""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
@@ -36,6 +41,9 @@ from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
 
 log = logging.getLogger(__name__)
+
+# Per partition, the records being handled in offset order, each with its task.
+InFlight = dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]]
 
 
 @dataclass
@@ -66,6 +74,8 @@ class Sender:
         sender_settings: SenderSettings,
         channels: dict[str, Channel] | None = None,
     ) -> None:
+        if (in_flight := sender_settings.records_in_flight) < 1:
+            raise ValueError(f"SENDER_RECORDS_IN_FLIGHT is {in_flight}: expected 1 or more")
         self.settings = settings
         self.sender_settings = sender_settings
         self.channels = channels or channels_from(sender_settings)
@@ -78,11 +88,15 @@ class Sender:
             name: CircuitBreaker(sender_settings.breaker_failures, sender_settings.breaker_cooldown)
             for name in self.channels
         }
+        self._settling: set[str] = set()  # dispatch ids being settled by this sender
+        self._lanes = {
+            name: asyncio.Semaphore(sender_settings.concurrency) for name in self.channels
+        }
         self._stopping = asyncio.Event()
         self._backoff = Backoff(base=0.2, cap=10.0)
 
     async def run(self) -> None:
-        """Consumes until `stop()`; the record in hand is finished and committed first."""
+        """Consumes until `stop()`; the records in hand are finished and committed first."""
         s, ss = self.settings, self.sender_settings
         mongo = new_client(s)
         redis = new_redis(s)
@@ -101,21 +115,14 @@ class Sender:
         await retry_transient(
             self.ledger.deliveries.ensure_indexes, what="creating delivery indexes"
         )
-        self.limiter = RateLimiter(redis, s.redis_prefix, ss.rate_per_second)
+        self.limiter = RateLimiter(redis, s.redis_prefix, ss.channel_rates())
         self.dead_letters = DeadLetterWriter(producer, s, "sender")
         timeout = aiohttp.ClientTimeout(total=ss.timeout_seconds)
-        connector = aiohttp.TCPConnector(limit=ss.concurrency * 2)
+        connector = aiohttp.TCPConnector(limit=ss.concurrency * len(self.channels))
         try:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
                 self.session = session
-                while not self._stopping.is_set():
-                    batches = await consumer.getmany(timeout_ms=500)
-                    for partition, messages in batches.items():
-                        for message in messages:
-                            if self._stopping.is_set():
-                                break
-                            await self.handle(message)
-                            await consumer.commit({partition: message.offset + 1})
+                await self._consume(consumer)
         finally:
             await consumer.stop()
             await producer.stop()
@@ -124,6 +131,49 @@ class Sender:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        """Fetches while a record slot is free, handles each record in a task of its own, and
+        commits what is finished; on stop, the records in hand are finished and committed."""
+        in_flight: InFlight = {}
+        try:
+            while not self._stopping.is_set():
+                room = self.sender_settings.records_in_flight - sum(map(len, in_flight.values()))
+                if room > 0:
+                    batches = await consumer.getmany(timeout_ms=200, max_records=room)
+                    for partition, messages in batches.items():
+                        handling = in_flight.setdefault(partition, deque())
+                        for message in messages:
+                            task = asyncio.create_task(self.handle(message))
+                            handling.append((message.offset, task))
+                else:
+                    tasks = [task for handling in in_flight.values() for _, task in handling]
+                    await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                await self._commit_finished(consumer, in_flight)
+            tasks = [task for handling in in_flight.values() for _, task in handling]
+            if tasks:
+                await asyncio.wait(tasks)
+            await self._commit_finished(consumer, in_flight)
+        finally:
+            for handling in in_flight.values():
+                for _, task in handling:
+                    task.cancel()
+
+    @staticmethod
+    async def _commit_finished(
+        consumer: AIOKafkaConsumer,
+        in_flight: InFlight,
+    ) -> None:
+        """Commits, per partition, past the records finished with no unfinished one before them
+        (a record whose handling raised stops the sender, as a failure to commit would)."""
+        offsets: dict[TopicPartition, int] = {}
+        for partition, handling in in_flight.items():
+            while handling and handling[0][1].done():
+                offset, task = handling.popleft()
+                task.result()
+                offsets[partition] = offset + 1
+        if offsets:
+            await consumer.commit(offsets)
 
     async def handle(self, message: ConsumerRecord) -> None:
         """Settles every recipient of one dispatch record (never raises for a bad record)."""
@@ -134,20 +184,32 @@ class Sender:
             await self._dead_letter(message, error, None)
             return
         record = DispatchRecord.from_record(data)
-        done = await retry_transient(
-            lambda: self.ledger.recorded([r.dispatch_id for r in record.recipients]),
-            what="reading the delivery ledger",
-        )
-        for recipient in record.recipients:
-            if recipient.dispatch_id in done:
-                self.metrics.count("duplicate")
-        gate = asyncio.Semaphore(self.sender_settings.concurrency)
+        # A dispatch id being settled here already (the same record twice in hand) is left to
+        # that settling; the others are reserved before the ledger is read, so none is missed.
+        mine = [r for r in record.recipients if r.dispatch_id not in self._settling]
+        self._settling.update(r.dispatch_id for r in mine)
+        try:
+            done = await retry_transient(
+                lambda: self.ledger.recorded([r.dispatch_id for r in mine]),
+                what="reading the delivery ledger",
+            )
+        except BaseException:
+            self._settling.difference_update(r.dispatch_id for r in mine)
+            raise
+        self._settling.difference_update(done)
+        todo = [r for r in mine if r.dispatch_id not in done]
+        for _ in range(len(record.recipients) - len(todo)):
+            self.metrics.count("duplicate")
+        lane = self._lanes[record.step.channel]
 
         async def settle(recipient: Recipient) -> None:
-            async with gate:
-                await self._settle(message, record, recipient)
+            try:
+                async with lane:
+                    await self._settle(message, record, recipient)
+            finally:
+                self._settling.discard(recipient.dispatch_id)
 
-        await asyncio.gather(*(settle(r) for r in record.recipients if r.dispatch_id not in done))
+        await asyncio.gather(*(settle(r) for r in todo))
 
     async def _settle(
         self, message: ConsumerRecord, record: DispatchRecord, recipient: Recipient

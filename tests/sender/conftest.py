@@ -8,6 +8,7 @@ import dataclasses
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import orjson
@@ -16,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
+from app.sender.service import Sender
 from app.sender.stub import ProviderStub, serve
 from app.store.deliveries import Deliveries
 from app.store.mongo import close_client, new_client
@@ -86,6 +88,18 @@ class SenderRig:
                     await asyncio.sleep(0.2)
         finally:
             await close_client(client)
+
+
+@asynccontextmanager
+async def running(rig: SenderRig) -> AsyncIterator[Sender]:
+    """A sender in this process, stopped (its records in hand finished) on leaving."""
+    sender = Sender(rig.settings, rig.sender_settings)
+    task = asyncio.create_task(sender.run())
+    try:
+        yield sender
+    finally:
+        sender.stop()
+        await asyncio.wait_for(task, 30)
 
 
 def record(step: str, channel: str, template: str, *recipients: Recipient) -> DispatchRecord:

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-from app.sender.service import Sender
+import orjson
+
 from tests.kafka_reader import read_records
-from tests.sender.conftest import SenderRig, recipient, record
-
-
-@asynccontextmanager
-async def running(rig: SenderRig):
-    sender = Sender(rig.settings, rig.sender_settings)
-    task = asyncio.create_task(sender.run())
-    try:
-        yield sender
-    finally:
-        sender.stop()
-        await asyncio.wait_for(task, 30)
+from tests.sender.conftest import SenderRig, recipient, record, running
 
 
 async def dead_letters(rig: SenderRig, count: int) -> list[dict]:
@@ -50,6 +40,28 @@ async def test_each_recipient_delivered_once_with_its_idempotency_key(rig: Sende
     french = rig.stub.delivered[f"{2:032x}"]["body"]
     assert french["subject"] == "Bienvenue, User 2 !"
     assert french["personalizations"] == [{"to": [{"email": "u2@x.test"}]}]
+
+
+async def test_a_slow_channel_does_not_hold_back_another(rig: SenderRig) -> None:
+    rig.sender_settings = dataclasses.replace(rig.sender_settings, email_rate=2.0)
+    emails = record("welcome", "email", "welcome", *(recipient(n) for n in range(1, 9)))
+    pushes = record("nudge", "push", "add_class_reminder", *(recipient(n) for n in range(11, 15)))
+    email_keys = {r.dispatch_id for r in emails.recipients}
+    push_keys = {r.dispatch_id for r in pushes.recipients}
+    # One key, so one partition with the email record first: the push record is behind it.
+    await rig.publish(raw=[orjson.dumps(r.to_record()) for r in (emails, pushes)])
+    async with running(rig):
+        async with asyncio.timeout(30):
+            while not push_keys <= set(rig.stub.delivered):
+                await asyncio.sleep(0.01)
+        emails_by_then = len(email_keys & set(rig.stub.delivered))
+        outcomes = await rig.outcomes(12)
+    assert emails_by_then <= 4  # the burst of 2, perhaps 2 more: the pushes did not wait
+    assert {o["outcome"] for o in outcomes.values()} == {"sent"}
+    email_times = sorted(outcomes[key]["at"] for key in email_keys)
+    spread = (email_times[-1] - email_times[0]).total_seconds()
+    assert spread >= 2.5  # 8 emails at 2/s after a burst of 2: 3 s
+    assert rig.stub.requests == {key: 1 for key in email_keys | push_keys}
 
 
 async def test_retries_429_500_hang_and_drop_then_delivers_once(rig: SenderRig) -> None:
@@ -96,6 +108,17 @@ async def test_a_redelivered_record_sends_nothing_twice(rig: SenderRig) -> None:
         async with asyncio.timeout(30):
             while sender.metrics.outcomes.get("duplicate", 0) < 2:
                 await asyncio.sleep(0.1)
+    assert rig.stub.requests == {f"{1:032x}": 1, f"{2:032x}": 1}
+
+
+async def test_the_same_record_twice_in_hand_makes_one_request_per_key(rig: SenderRig) -> None:
+    batch = record("welcome", "email", "welcome", recipient(1), recipient(2))
+    await rig.publish(batch, batch)  # both in flight at once, as records are handled together
+    async with running(rig) as sender:
+        await rig.outcomes(2)
+        async with asyncio.timeout(30):
+            while sender.metrics.outcomes.get("duplicate", 0) < 2:
+                await asyncio.sleep(0.05)
     assert rig.stub.requests == {f"{1:032x}": 1, f"{2:032x}": 1}
 
 
