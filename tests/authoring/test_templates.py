@@ -44,12 +44,12 @@ def test_validate_reports_missing_templates_and_variables_in_every_locale(tmp_pa
     assert lines == [
         "/j.yaml:6: at /steps/tip/template: found 'no_such_template', "
         "expected a template in  (no no_such_template.yaml there)",
-        "/j.yaml:5: at /steps/offer/template: found a render error: template 'offer' (en): "
-        "a missing variable: 'first_name' is undefined, expected a template that renders with "
-        "the sample variables (`sample:` in the journey or template)",
-        "/j.yaml:5: at /steps/offer/template: found a render error: template 'offer' (fr): "
-        "a missing variable: 'first_name' is undefined, expected a template that renders with "
-        "the sample variables (`sample:` in the journey or template)",
+        "/j.yaml:5: at /steps/offer/template: found a render error: template 'offer' (en), "
+        "in the body: a missing variable: 'first_name' is undefined, expected a template that "
+        "renders with the sample variables (`sample:` in the journey or template)",
+        "/j.yaml:5: at /steps/offer/template: found a render error: template 'offer' (fr), "
+        "in the body: a missing variable: 'first_name' is undefined, expected a template that "
+        "renders with the sample variables (`sample:` in the journey or template)",
     ]
     tip = "en: {body: 'A tip'}\n"
     sampled = OFFER + "sample: {first_name: Ada, event: {plan: free}}\n"
@@ -72,8 +72,9 @@ def test_validate_reports_sandbox_violations_and_a_missing_default_locale(
     code, lines = run(tmp_path, "validate", path)
     assert code == 1
     assert [line.split(", expected")[0] for line in lines] == [
-        "/j.yaml:5: at /steps/unsafe/template: found a render error: template 'unsafe' (en): "
-        "a sandbox violation: access to attribute '__class__' of 'str' object is unsafe.",
+        "/j.yaml:5: at /steps/unsafe/template: found a render error: template 'unsafe' (en), "
+        "in the body: a sandbox violation: access to attribute '__class__' of 'str' object is "
+        "unsafe.",
         "/j.yaml:6: at /steps/tip/template: found a template 'french' with locales fr",
     ]
     assert lines[1].endswith("expected a variant for the default locale 'en'")
