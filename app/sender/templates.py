@@ -182,7 +182,7 @@ class TemplateStore:
                 self._compiled[key] = environment.from_string(source)
             return self._compiled[key].render(variables)
         except TemplateError as error:
-            raise _render_error(error, f"{where}, in the {part}") from None
+            raise _render_error(error, f"{where}, in the {part}", self._directory) from None
 
     def _in_layout(self, entry: dict[str, Any], where: str, context: dict[str, Any]) -> str:
         name = entry.get("layout", DEFAULT_LAYOUT)
@@ -195,14 +195,18 @@ class TemplateStore:
                 f"{where}: no layout '{name}' (expected {self._directory}/layouts/{name}.html)"
             ) from None
         except TemplateError as error:
-            raise _render_error(error, f"{where}, in the layout '{name}'") from None
+            raise _render_error(
+                error, f"{where}, in the layout '{name}'", self._directory
+            ) from None
         try:
             return layout.render(context)
         except TemplateError as error:
-            raise _render_error(error, f"{where}, in the layout '{name}'") from None
+            raise _render_error(
+                error, f"{where}, in the layout '{name}'", self._directory
+            ) from None
 
 
-def _render_error(error: TemplateError, where: str) -> RenderError:
+def _render_error(error: TemplateError, where: str, directory: Path) -> RenderError:
     """What went wrong, and where: the part, and the partial's line for a syntax error."""
     if isinstance(error, SecurityError):
         return RenderError(f"{where}: a sandbox violation: {error}")
@@ -210,8 +214,9 @@ def _render_error(error: TemplateError, where: str) -> RenderError:
         return RenderError(f"{where}: a missing variable: {error}")
     if isinstance(error, TemplateNotFound):
         return RenderError(f"{where}: no file '{error.name}' (partials/ or layouts/ under it)")
-    if isinstance(error, TemplateSyntaxError) and error.name:
-        return RenderError(f"{where}: {error.name}, line {error.lineno}: {error.message}")
+    if isinstance(error, TemplateSyntaxError) and error.filename:
+        file = Path(error.filename).relative_to(directory)
+        return RenderError(f"{where}: {file}, line {error.lineno}: {error.message}")
     return RenderError(f"{where}: {error}")
 
 
