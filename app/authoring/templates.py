@@ -1,7 +1,8 @@
 """The templates a journey's messages name, checked before anything runs: each must exist, have
 its default locale, and render in every locale it has against sample data (the journey's
-`sample` over the template's own), in the sender's sandbox. Rendering is the sender's; this
-only asks it."""
+`sample` over the template's own), in the sender's sandbox: every part (subject, preheader,
+body, html in its layout with its partials, from, reply_to), and an email needs a subject.
+Rendering is the sender's; this only asks it."""
 
 from __future__ import annotations
 
@@ -63,9 +64,18 @@ def template_errors(
             )
         for locale in locales:
             try:
-                store.render(step.template, locale, variables)
+                rendered = store.render(step.template, locale, variables)
             except RenderError as problem:
                 errors.append(error(where, f"a render error: {problem}", RENDERS))
+                continue
+            if step.channel == "email" and not rendered.subject.strip():
+                errors.append(
+                    error(
+                        where,
+                        f"an email template '{step.template}' ({locale}) with an empty subject",
+                        "a subject (a mailbox provider refuses an email without one)",
+                    )
+                )
     return errors
 
 

@@ -13,7 +13,7 @@ import orjson
 
 from app.config import SenderSettings
 from app.dispatch.record import Recipient
-from app.sender.templates import RenderedMessage
+from app.sender.templates import Address, RenderedMessage, parse_address
 
 
 class PermanentError(Exception):
@@ -102,29 +102,41 @@ class WebhookChannel:
         )
 
 
+def _sendgrid_address(address: Address) -> dict[str, str]:
+    return {"email": address.email, **({"name": address.name} if address.name else {})}
+
+
 @dataclass(frozen=True)
 class EmailChannel:
-    """An email provider's HTTP API in SendGrid's v3 mail/send format."""
+    """An email provider's HTTP API in SendGrid's v3 mail/send format: the plain-text part first
+    and the HTML part after it (the order SendGrid requires), the template's from (else the
+    configured one) and reply-to."""
 
     url: str
     token: str
-    sender: str
+    sender: Address
     name: str = "email"
 
     async def deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
         if not delivery.recipient.address:
             raise SuppressedError(f"user {delivery.recipient.user_id} has no email address")
-        body = {
+        message = delivery.message
+        content = [{"type": "text/plain", "value": message.body}]
+        if message.html is not None:
+            content.append({"type": "text/html", "value": message.html})
+        body: dict[str, Any] = {
             "personalizations": [{"to": [{"email": delivery.recipient.address}]}],
-            "from": {"email": self.sender},
-            "subject": delivery.message.subject,
-            "content": [{"type": "text/plain", "value": delivery.message.body}],
+            "from": _sendgrid_address(message.sender or self.sender),
+            "subject": message.subject,
+            "content": content,
             "custom_args": {
                 "dispatch_id": delivery.dispatch_id,
-                "template": delivery.message.template_id,
-                "locale": delivery.message.locale,
+                "template": message.template_id,
+                "locale": message.locale,
             },
         }
+        if message.reply_to is not None:
+            body["reply_to"] = _sendgrid_address(message.reply_to)
         headers = {"Idempotency-Key": delivery.dispatch_id, "Authorization": f"Bearer {self.token}"}
         await post_json(session, self.url, body, headers)
 
@@ -191,7 +203,11 @@ class ConsoleChannel:
 def channels_from(settings: SenderSettings) -> dict[str, Channel]:
     """A configured URL makes a channel real; without one it prints to the console."""
     return {
-        "email": EmailChannel(settings.email_url, settings.email_token, settings.email_from)
+        "email": EmailChannel(
+            settings.email_url,
+            settings.email_token,
+            parse_address(settings.email_from, "EMAIL_FROM"),
+        )
         if settings.email_url
         else ConsoleChannel("email"),
         "push": PushChannel(settings.push_url, settings.push_token)

@@ -58,14 +58,73 @@ class ProviderStub:
         if mode in ("500", "400"):
             return web.json_response({"error": mode}, status=int(mode))
         body = orjson.loads(await request.read())
+        channel = request.match_info["channel"]
+        if channel == "email" and (errors := sendgrid_errors(body)):
+            return web.json_response({"errors": errors}, status=400)
         if key and key not in self.delivered:
-            self.delivered[key] = {"channel": request.match_info["channel"], "body": body}
+            parts = email_parts(body) if channel == "email" else {}
+            self.delivered[key] = {"channel": channel, "body": body, **parts}
             if self.print_deliveries:
-                print(
-                    f"delivered {request.match_info['channel']:<8} {key} {_summary(body)}",
-                    flush=True,
-                )
+                print(f"delivered {channel:<8} {key} {_summary(body)}", flush=True)
+                if channel == "email":
+                    print(_email_lines(body, parts), flush=True)
         return web.json_response({"id": key, "status": "accepted"})
+
+
+def sendgrid_errors(body: Any) -> list[dict[str, str]]:
+    """What SendGrid's v3 mail/send refuses with a 400, in its error format: a recipient, a
+    sender, a subject and content are required, each content part non-empty, and text/plain
+    comes before text/html."""
+    if not isinstance(body, dict):
+        return [{"field": "", "message": "The request body must be a JSON object."}]
+    errors = []
+    personalizations = body.get("personalizations")
+    if not personalizations or not all(
+        isinstance(p, dict) and p.get("to") and all(_address(t) for t in p["to"])
+        for p in personalizations
+    ):
+        errors.append({"field": "personalizations", "message": "Each needs a 'to' address."})
+    if not _address(body.get("from")):
+        errors.append({"field": "from.email", "message": "The from address is required."})
+    if "reply_to" in body and not _address(body["reply_to"]):
+        errors.append({"field": "reply_to.email", "message": "The reply_to email is invalid."})
+    if not isinstance(body.get("subject"), str) or not body["subject"]:
+        errors.append({"field": "subject", "message": "The subject is required."})
+    content = body.get("content")
+    types = [part.get("type") for part in content or [] if isinstance(part, dict)]
+    if (
+        not content
+        or len(types) != len(content)
+        or any(not isinstance(part.get("value"), str) or not part["value"] for part in content)
+    ):
+        errors.append({"field": "content", "message": "Each content needs a type and a value."})
+    elif "text/plain" in types and types.index("text/plain") != 0:
+        errors.append({"field": "content", "message": "text/plain must come first."})
+    return errors
+
+
+def _address(value: Any) -> bool:
+    return isinstance(value, dict) and "@" in str(value.get("email", ""))
+
+
+def email_parts(body: dict[str, Any]) -> dict[str, str]:
+    """An accepted email's plain-text and HTML parts, as a mailbox would get them."""
+    names = {"text/plain": "text", "text/html": "html"}
+    return {names[part["type"]]: part["value"] for part in body["content"] if part["type"] in names}
+
+
+def _email_lines(body: dict[str, Any], parts: dict[str, str]) -> str:
+    lines = [f"  from: {_named(body['from'])}"]
+    if "reply_to" in body:
+        lines.append(f"  reply-to: {_named(body['reply_to'])}")
+    lines.append(f"  text: {parts.get('text', '')}")
+    if "html" in parts:
+        lines += ["  html:", *(f"    {line}" for line in parts["html"].splitlines())]
+    return "\n".join(lines)
+
+
+def _named(address: dict[str, str]) -> str:
+    return f"{address['name']} <{address['email']}>" if address.get("name") else address["email"]
 
 
 def _summary(body: dict[str, Any]) -> str:
