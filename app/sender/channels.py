@@ -11,13 +11,19 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
-from jinja2 import TemplateError
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
 
 from app.config import SenderSettings
 from app.dispatch.record import Recipient
 from app.engine.definitions import WebhookRequest
 from app.sender import signing
-from app.sender.templates import ENVIRONMENT, RenderedMessage
+from app.sender.templates import RenderedMessage, RenderError
+
+# Webhook bodies: the message templates' sandbox, where `tojson` of a missing variable is a
+# missing variable (UndefinedError) like any other use of it, not a TypeError.
+BODY_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+BODY_ENVIRONMENT.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": str}
 
 
 class PermanentError(Exception):
@@ -101,41 +107,69 @@ class WebhookChannel:
         if not url:
             await ConsoleChannel(self.name).deliver(session, delivery)
             return
-        message = {
-            "template": delivery.message.template_id,
-            "locale": delivery.message.locale,
-            "subject": delivery.message.subject,
-            "body": delivery.message.body,
-        }
         if request.body is None:
             payload = orjson.dumps(
                 {"dispatch_id": delivery.dispatch_id, "user_id": delivery.recipient.user_id}
-                | message
+                | _message_fields(delivery.message)
             )
         else:
-            payload = _render_body(request.body, delivery, message)
+            try:
+                payload = webhook_body(
+                    request.body,
+                    delivery.recipient.variables,
+                    delivery.message,
+                    delivery.dispatch_id,
+                    delivery.recipient.user_id,
+                )
+            except RenderError as error:
+                raise PermanentError(str(error)) from None
+        await send_request(
+            session, request.method, url, payload, self._headers(request, delivery, payload)
+        )
+
+    def _headers(
+        self, request: WebhookRequest, delivery: Delivery, payload: bytes
+    ) -> dict[str, str]:
         named = {name.lower() for name, _ in request.headers}
         headers = {} if "content-type" in named else {"Content-Type": "application/json"}
-        headers |= dict(request.headers) | {
-            "Idempotency-Key": delivery.dispatch_id,
-            signing.SIGNATURE_HEADER: signing.sign(self.secret, int(time.time()), payload),
-        }
-        await send_request(session, request.method, url, payload, headers)
+        return (
+            headers
+            | dict(request.headers)
+            | {
+                "Idempotency-Key": delivery.dispatch_id,
+                signing.SIGNATURE_HEADER: signing.sign(self.secret, int(time.time()), payload),
+            }
+        )
 
 
-def _render_body(template: str, delivery: Delivery, message: dict[str, str]) -> bytes:
+def webhook_body(
+    template: str,
+    variables: dict[str, Any],
+    message: RenderedMessage,
+    dispatch_id: str,
+    user_id: str,
+) -> bytes:
     """A step's body template in the templates' sandbox, with the recipient's variables and
-    `message`, `dispatch_id` and `user_id`; a body that does not render is refused for good."""
-    variables = {
-        **delivery.recipient.variables,
-        "message": message,
-        "dispatch_id": delivery.dispatch_id,
-        "user_id": delivery.recipient.user_id,
+    `message` (template, locale, subject, body), `dispatch_id` and `user_id`."""
+    context = {
+        **variables,
+        "message": _message_fields(message),
+        "dispatch_id": dispatch_id,
+        "user_id": user_id,
     }
     try:
-        return ENVIRONMENT.from_string(template).render(variables).encode()
-    except TemplateError as error:
-        raise PermanentError(f"the webhook body template does not render: {error}") from None
+        return BODY_ENVIRONMENT.from_string(template).render(context).encode()
+    except (TemplateError, TypeError, ValueError, ArithmeticError) as error:
+        raise RenderError(f"the webhook body template does not render: {error}") from None
+
+
+def _message_fields(message: RenderedMessage) -> dict[str, str]:
+    return {
+        "template": message.template_id,
+        "locale": message.locale,
+        "subject": message.subject,
+        "body": message.body,
+    }
 
 
 @dataclass(frozen=True)

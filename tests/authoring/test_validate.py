@@ -188,3 +188,22 @@ def test_bad_webhook_options_are_located_errors(tmp_path: Path) -> None:
         "/j.yaml:9: at /steps/crm/url: found an unknown key 'url', expected a key this format "
         "reads here: channel, next, template, type"
     )
+
+
+def test_a_webhook_body_must_render_from_the_sample_and_be_json_when_sent_as_json(
+    tmp_path: Path,
+) -> None:
+    unknown = WEBHOOK.replace("message.body | tojson", "plan | tojson")
+    code, lines = validate(tmp_path, unknown)
+    assert code == 1
+    assert lines == [
+        "/j.yaml:12: at /steps/crm/body: found a render error: the webhook body template does "
+        "not render: 'plan' is undefined, expected a webhook body that renders with the sample "
+        "variables (JSON, if sent as JSON)"
+    ]
+    not_json = WEBHOOK.replace("{{ message.body | tojson }}", "{{ message.body }}")
+    code, lines = validate(tmp_path, not_json)
+    assert code == 1 and len(lines) == 1
+    assert lines[0].startswith("/j.yaml:12: at /steps/crm/body: found a body that is not JSON (")
+    as_text = not_json.replace("Content-Type: application/json", "Content-Type: text/plain")
+    assert validate(tmp_path, as_text)[0] == 0
