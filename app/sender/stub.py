@@ -8,6 +8,8 @@ answer 429 with Retry-After, 500 or 400, hang, or drop the connection."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
 import urllib.parse
 from collections import Counter, deque
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
 from app.sender import signing
 
@@ -74,7 +76,14 @@ class ProviderStub:
         refusal = self._refusal(channel, request, raw)
         if refusal is not None:
             return refusal
-        body = _parse(request, raw)
+        try:
+            body = _parse(request, raw)
+        except ValueError:
+            return web.json_response({"error": "a body that does not parse"}, status=400)
+        if channel == "sms" and (missing := _missing_sms_fields(body)):
+            return web.json_response(
+                {"code": 21604, "message": f"missing {', '.join(missing)}"}, status=400
+            )
         if key and key not in self.delivered:
             self.delivered[key] = {
                 "channel": channel,
@@ -90,25 +99,14 @@ class ProviderStub:
         return web.json_response({"id": key, "status": "accepted"})
 
     def _refusal(self, channel: str, request: web.Request, raw: bytes) -> web.Response | None:
-        """What the real provider would answer a request it does not accept, or None."""
+        """The 401 a real provider answers a request without its credentials or signature."""
         if channel == "sms":
-            try:
-                auth = BasicAuth.decode(request.headers.get("Authorization", ""))
-            except ValueError:
-                auth = None
-            expected = (self.sms_account_sid, self.sms_auth_token)
+            expected = f"{self.sms_account_sid}:{self.sms_auth_token}".encode()
             if (
-                auth is None
-                or (auth.login, auth.password) != expected
-                or request.match_info["account"] != self.sms_account_sid
+                _basic_credentials(request.headers.get("Authorization", "")) != expected
+                or request.match_info.get("account") != self.sms_account_sid
             ):
                 return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
-            form = _parse(request, raw)
-            missing = [name for name in ("To", "From", "Body") if not form.get(name)]
-            if missing:
-                return web.json_response(
-                    {"code": 21604, "message": f"missing {', '.join(missing)}"}, status=400
-                )
         if channel == "webhook":
             header = request.headers.get(signing.SIGNATURE_HEADER, "")
             if not signing.verify(self.webhook_secret, header, raw, time.time()):
@@ -122,8 +120,26 @@ def _channel_of(request: web.Request) -> str:
     return request.match_info.get("channel", "webhook")
 
 
+def _basic_credentials(authorization: str) -> bytes | None:
+    """`login:password` of an HTTP basic Authorization header, or None."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        return None
+
+
+def _missing_sms_fields(body: Any) -> list[str]:
+    """Twilio's required fields an SMS request lacks (a body that is not a form lacks all)."""
+    form = body if isinstance(body, dict) else {}
+    return [name for name in ("To", "From", "Body") if not form.get(name)]
+
+
 def _parse(request: web.Request, raw: bytes) -> Any:
-    """A form as a mapping of its fields, JSON as JSON, anything else as text."""
+    """A form as a mapping of its fields, JSON as JSON, anything else as text; ValueError if it
+    does not parse as its Content-Type says."""
     if request.content_type == "application/x-www-form-urlencoded":
         return dict(urllib.parse.parse_qsl(raw.decode()))
     if request.content_type == "application/json":
