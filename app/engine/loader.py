@@ -58,6 +58,7 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,128}$")
 # Set by the sender on every webhook request: a step cannot replace them.
 RESERVED_HEADERS = ("content-length", "host", "idempotency-key", "x-journeys-signature")
 MAX_WEBHOOK_BODY = 16 * 1024
+MAX_URL = 2048
 
 
 class JourneyError(ValueError):
@@ -549,10 +550,10 @@ class _Reader:
         if not any(key in spec for key in ("url", "method", "headers", "body")):
             return None
         url = spec.get("url")
-        if url is not None:
-            parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-                raise self.doc.error((*where, "url"), url, "an http:// or https:// URL")
+        if url is not None and not _web_url(url):
+            raise self.doc.error(
+                (*where, "url"), url, f"an http:// or https:// URL of at most {MAX_URL} characters"
+            )
         method = spec.get("method", "POST")
         if not isinstance(method, str) or method.upper() not in WEBHOOK_METHODS:
             raise self.doc.error((*where, "method"), method, f"one of {', '.join(WEBHOOK_METHODS)}")
@@ -561,7 +562,9 @@ class _Reader:
             self.mapping(spec.get("headers") or {}, (*where, "headers")).items()
         ).items():
             at = (*where, "headers", name)
-            if not HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
+            if not HEADER_NAME.match(name):
+                raise self.doc.error(at, name, "a header name of letters, digits and '-'")
+            if name.lower() in RESERVED_HEADERS:
                 raise self.doc.error(
                     at, name, f"a header name other than {', '.join(RESERVED_HEADERS)}"
                 )
@@ -569,9 +572,13 @@ class _Reader:
                 raise self.doc.error(at, value, "a header value: text on one line")
             headers.append((name, value))
         body = spec.get("body")
-        if body is not None and (not isinstance(body, str) or len(body) > MAX_WEBHOOK_BODY):
+        if body is not None and not isinstance(body, str):
+            raise self.doc.error((*where, "body"), body, "a body template: text")
+        if body is not None and len(body) > MAX_WEBHOOK_BODY:
             raise self.doc.error(
-                (*where, "body"), body, f"a body template: text of at most {MAX_WEBHOOK_BODY}"
+                (*where, "body"),
+                f"a body of {len(body)} characters",
+                f"a body template of at most {MAX_WEBHOOK_BODY} characters",
             )
         return WebhookRequest(url, method.upper(), tuple(sorted(headers)), body)
 
@@ -798,6 +805,16 @@ class _Reader:
 
         for step_id in steps:
             visit(step_id, [])
+
+
+def _web_url(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > MAX_URL:
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
 
 
 def locate(text: str, source: str) -> Callable[[Where, Any, str], JourneyError]:

@@ -170,7 +170,7 @@ def test_bad_webhook_options_are_located_errors(tmp_path: Path) -> None:
 
     assert error("https://crm.example.com/hooks/journeys", "ftp://crm.example.com") == [
         "/j.yaml:9: at /steps/crm/url: found 'ftp://crm.example.com', "
-        "expected an http:// or https:// URL"
+        "expected an http:// or https:// URL of at most 2048 characters"
     ]
     assert error("method: put", "method: GET") == [
         "/j.yaml:10: at /steps/crm/method: found 'GET', expected one of POST, PUT, PATCH"
@@ -179,6 +179,10 @@ def test_bad_webhook_options_are_located_errors(tmp_path: Path) -> None:
         "/j.yaml:11: at /steps/crm/headers/X-Journeys-Signature: found 'X-Journeys-Signature', "
         "expected a header name other than content-length, host, idempotency-key, "
         "x-journeys-signature"
+    ]
+    assert error("X-Team: lifecycle", "X Team: lifecycle") == [
+        "/j.yaml:11: at /steps/crm/headers/X Team: found 'X Team', "
+        "expected a header name of letters, digits and '-'"
     ]
     assert error("X-Team: lifecycle", "X-Team: 3") == [
         "/j.yaml:11: at /steps/crm/headers/X-Team: found 3, expected a header value: text on "
