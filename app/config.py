@@ -101,7 +101,12 @@ class SenderSettings:
     push_token: str = env("PUSH_API_TOKEN", "")
     webhook_url: str = env("WEBHOOK_URL", "")
     webhook_secret: str = env("WEBHOOK_SECRET", "change-me")
+    # SMS in Twilio's format: the API's base URL (https://api.twilio.com), account and sender.
     sms_url: str = env("SMS_API_URL", "")
+    sms_account_sid: str = env("SMS_ACCOUNT_SID", "AC-local")
+    sms_auth_token: str = env("SMS_AUTH_TOKEN", "change-me")
+    sms_from: str = env("SMS_FROM", "+15005550006")
+    sms_status_callback: str = env("SMS_STATUS_CALLBACK_URL", "")
     # Sends per second per channel, shared by every sender instance (token bucket in Redis); a
     # channel's own rate, when above 0, takes the place of SENDER_RATE for it.
     rate_per_second: float = env("SENDER_RATE", 200.0)

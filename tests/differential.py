@@ -65,13 +65,17 @@ def time_of(event: dict) -> datetime:
 
 def deliverable(send: Send) -> Delivery | None:
     """What the provider receives for a send: None when the sender has nowhere to send it (no
-    email address or push token) or its template cannot be rendered with the user's values."""
-    if send.channel in ("email", "push") and not send.address:
+    email address, push token or phone number) or its template cannot be rendered with the
+    user's values. An SMS (Twilio's form) carries neither template nor locale: its rendered
+    text stands for both."""
+    if send.channel in ("email", "push", "sms") and not send.address:
         return None
     try:
         rendered = TEMPLATES.render(send.template_id, send.locale, send.variables)
     except RenderError:
         return None
+    if send.channel == "sms":
+        return (send.dispatch_id, str(send.address), send.channel, rendered.body, "")
     recipient = send.address if send.channel in ("email", "push") else send.user_id
     return (send.dispatch_id, str(recipient), send.channel, send.template_id, rendered.locale)
 
@@ -129,6 +133,8 @@ def received(stub: ProviderStub) -> set[Delivery]:
         elif channel == "push":
             data = body["data"]
             deliveries.add((dispatch_id, body["to"], channel, data["template"], data["locale"]))
+        elif channel == "sms":
+            deliveries.add((dispatch_id, body["To"], channel, body["Body"], ""))
         else:
             deliveries.add(
                 (dispatch_id, body["user_id"], channel, body["template"], body["locale"])
@@ -161,7 +167,10 @@ async def provider(pipeline: Pipeline) -> AsyncIterator[ProviderStub]:
         EMAIL_API_URL=f"{url}/email",
         PUSH_API_URL=f"{url}/push",
         WEBHOOK_URL=f"{url}/webhook",
-        SMS_API_URL=f"{url}/sms",
+        WEBHOOK_SECRET=stub.webhook_secret,
+        SMS_API_URL=url,
+        SMS_ACCOUNT_SID=stub.sms_account_sid,
+        SMS_AUTH_TOKEN=stub.sms_auth_token,
         SENDER_TIMEOUT="2",
     )
     try:

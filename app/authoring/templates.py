@@ -6,13 +6,19 @@ Rendering is the sender's; this only asks it."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from app.config import SenderSettings
 from app.engine import Journey, JourneyError
-from app.engine.definitions import MessageStep
+from app.engine.definitions import MessageStep, WebhookRequest
 from app.engine.loader import JourneyErrors, load_definition_text, locate
-from app.sender.templates import RenderError, TemplateStore
+from app.sender.channels import webhook_body
+from app.sender.templates import RenderedMessage, RenderError, TemplateStore
 
 RENDERS = "a template that renders with the sample variables (`sample:` in the journey or template)"
+BODY_RENDERS = "a webhook body that renders with the sample variables (JSON, if sent as JSON)"
 
 
 def template_store() -> TemplateStore:
@@ -62,6 +68,7 @@ def template_errors(
                     f"a variant for the default locale '{store.default_locale}'",
                 )
             )
+        body_checked = False
         for locale in locales:
             try:
                 rendered = store.render(step.template, locale, variables)
@@ -76,7 +83,32 @@ def template_errors(
                         "a subject (a mailbox provider refuses an email without one)",
                     )
                 )
+            if step.webhook is not None and step.webhook.body is not None and not body_checked:
+                body_checked = True
+                problem = _body_problem(step.webhook, step.webhook.body, rendered, variables)
+                if problem is not None:
+                    errors.append(error(("steps", step.id, "body"), problem, BODY_RENDERS))
     return errors
+
+
+def _body_problem(
+    request: WebhookRequest, template: str, message: RenderedMessage, variables: dict[str, Any]
+) -> str | None:
+    """What is wrong with a webhook step's body rendered from the sample, or None: it must
+    render and, sent as JSON (no Content-Type of its own says otherwise), be JSON."""
+    try:
+        body = webhook_body(template, variables, message, "0" * 32, "sample-user")
+    except RenderError as problem:
+        return f"a render error: {problem}"
+    content_type = next(
+        (value for name, value in request.headers if name.lower() == "content-type"), "json"
+    )
+    if "json" in content_type:
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError as problem:
+            return f"a body that is not JSON ({problem})"
+    return None
 
 
 def raise_all(errors: list[JourneyError]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from app.engine.definitions import WebhookRequest
 from app.engine.effects import utc_text
 
 
@@ -61,15 +62,31 @@ class DispatchStep:
     step_id: str
     channel: str
     template_id: str
+    # A webhook step's own URL, method, headers and body template.
+    webhook: WebhookRequest | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "journey_id": self.journey_id,
+            "journey_version": self.journey_version,
+            "step_id": self.step_id,
+            "channel": self.channel,
+            "template_id": self.template_id,
+        }
+        if self.webhook is not None:
+            record["webhook"] = self.webhook.to_record()
+        return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> DispatchStep:
+        webhook = record.get("webhook")
         return cls(
             journey_id=record["journey_id"],
             journey_version=int(record["journey_version"]),
             step_id=record["step_id"],
             channel=record["channel"],
             template_id=record["template_id"],
+            webhook=WebhookRequest.from_record(webhook) if webhook else None,
         )
 
 
@@ -90,14 +107,9 @@ class DispatchRecord:
         return f"{s.journey_id[:64]}:{s.journey_version}:{s.step_id[:64]}:{stamp}:{digest}"
 
     def to_record(self) -> dict[str, Any]:
-        s = self.step
         return {
             "batch_id": self.batch_id,
-            "journey_id": s.journey_id,
-            "journey_version": s.journey_version,
-            "step_id": s.step_id,
-            "channel": s.channel,
-            "template_id": s.template_id,
+            **self.step.to_record(),
             "send_at": utc_text(self.send_at),
             "recipients": [r.to_record() for r in self.recipients],
         }

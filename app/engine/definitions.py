@@ -74,12 +74,45 @@ class DelayStep:
     until_attribute: str | None = None  # a datetime attribute, e.g. trial_ends_at
 
 
+WEBHOOK_METHODS = ("POST", "PUT", "PATCH")
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A webhook step's own request: where and how to send, and a Jinja2 `body` template (None:
+    the default JSON body). Headers are pairs so the step stays hashable."""
+
+    url: str | None = None
+    method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"method": self.method, "headers": dict(self.headers)}
+        if self.url is not None:
+            record["url"] = self.url
+        if self.body is not None:
+            record["body"] = self.body
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> WebhookRequest:
+        return cls(
+            url=record.get("url"),
+            method=record.get("method", "POST"),
+            headers=tuple(sorted((record.get("headers") or {}).items())),
+            body=record.get("body"),
+        )
+
+
 @dataclass(frozen=True)
 class MessageStep:
     id: str
     next: str | None
     channel: str
     template: str
+    # Only for webhook steps: the step's own URL, method, headers and body template.
+    webhook: WebhookRequest | None = None
 
 
 @dataclass(frozen=True)

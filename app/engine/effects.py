@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from app.engine.definitions import WebhookRequest
     from app.engine.entry_limits import EntrySlot
     from app.engine.state import UserState
 
@@ -33,8 +34,11 @@ class Send:
     # (lock name "<journey>:<user>:<entry>:<decision step>", branch id) for every decision (paths
     # or split) the entry took before this send, in the order taken.
     branches: tuple[tuple[str, str], ...] = ()
+    # A webhook step's own request, carried to the sender with the send.
+    webhook: WebhookRequest | None = None
 
     def to_record(self) -> dict[str, Any]:
+        webhook = {"webhook": self.webhook.to_record()} if self.webhook is not None else {}
         return {
             "kind": "send",
             "dispatch_id": self.dispatch_id,
@@ -50,6 +54,7 @@ class Send:
             "address": self.address,
             "send_at": utc_text(self.send_at),
             "branches": [list(pair) for pair in self.branches],
+            **webhook,
         }
 
 

@@ -788,6 +788,7 @@ class JourneyEngine:
                 address=str(address) if address is not None else None,
                 send_at=at,
                 branches=branch_claims(state.user_id, entry),
+                webhook=step.webhook,
             )
         )
         history = state.received.setdefault(step.template, {"count": 0, "last_at": at})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import urllib.parse
 from collections.abc import Callable, ItemsView, Iterator, Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from app.engine import conditions as c
 from app.engine.definitions import (
     CHANNELS,
     NO_ACTION,
+    WEBHOOK_METHODS,
     AttributeEntry,
     BranchStep,
     DelayStep,
@@ -38,6 +40,7 @@ from app.engine.definitions import (
     Step,
     VersionedRules,
     WaitForStep,
+    WebhookRequest,
     successors,
 )
 from app.engine.definitions import (
@@ -51,6 +54,11 @@ Where = tuple[str | int, ...]
 MAX_DURATION = timedelta(days=36500)
 MAX_VERSION = 2**31 - 1
 MAX_NODES = 100_000  # aliases can make a small file expand without bound
+HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,128}$")
+# Set by the sender on every webhook request: a step cannot replace them.
+RESERVED_HEADERS = ("content-length", "host", "idempotency-key", "x-journeys-signature")
+MAX_WEBHOOK_BODY = 16 * 1024
+MAX_URL = 2048
 
 
 class JourneyError(ValueError):
@@ -490,6 +498,7 @@ class _Reader:
                 next=target("next"),
                 channel=channel,
                 template=self.name(self.field(spec, where, "template"), (*where, "template")),
+                webhook=self._webhook(spec, where) if channel == "webhook" else None,
             )
         if kind == "branch":
             return BranchStep(
@@ -533,6 +542,45 @@ class _Reader:
         raise self.doc.error(
             (*where, "type"), kind, "delay, message, branch, wait_for, paths, split or exit"
         )
+
+    def _webhook(self, spec: Mapping[str, Any], where: Where) -> WebhookRequest | None:
+        """A webhook step's `url`, `method`, `headers` and `body` (a Jinja2 template); without
+        any of them the step posts the default JSON body to WEBHOOK_URL. Other channels never
+        read these keys, so there they are reported as unknown."""
+        if not any(key in spec for key in ("url", "method", "headers", "body")):
+            return None
+        url = spec.get("url")
+        if url is not None and not _web_url(url):
+            raise self.doc.error(
+                (*where, "url"), url, f"an http:// or https:// URL of at most {MAX_URL} characters"
+            )
+        method = spec.get("method", "POST")
+        if not isinstance(method, str) or method.upper() not in WEBHOOK_METHODS:
+            raise self.doc.error((*where, "method"), method, f"one of {', '.join(WEBHOOK_METHODS)}")
+        headers: list[tuple[str, str]] = []
+        for name, value in dict(
+            self.mapping(spec.get("headers") or {}, (*where, "headers")).items()
+        ).items():
+            at = (*where, "headers", name)
+            if not HEADER_NAME.match(name):
+                raise self.doc.error(at, name, "a header name of letters, digits and '-'")
+            if name.lower() in RESERVED_HEADERS:
+                raise self.doc.error(
+                    at, name, f"a header name other than {', '.join(RESERVED_HEADERS)}"
+                )
+            if not isinstance(value, str) or "\r" in value or "\n" in value:
+                raise self.doc.error(at, value, "a header value: text on one line")
+            headers.append((name, value))
+        body = spec.get("body")
+        if body is not None and not isinstance(body, str):
+            raise self.doc.error((*where, "body"), body, "a body template: text")
+        if body is not None and len(body) > MAX_WEBHOOK_BODY:
+            raise self.doc.error(
+                (*where, "body"),
+                f"a body of {len(body)} characters",
+                f"a body template of at most {MAX_WEBHOOK_BODY} characters",
+            )
+        return WebhookRequest(url, method.upper(), tuple(sorted(headers)), body)
 
     def _path(self, value: Any, where: Where) -> JourneyPath:
         spec = self.mapping(value, where)
@@ -757,6 +805,16 @@ class _Reader:
 
         for step_id in steps:
             visit(step_id, [])
+
+
+def _web_url(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > MAX_URL:
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
 
 
 def locate(text: str, source: str) -> Callable[[Where, Any, str], JourneyError]:

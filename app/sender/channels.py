@@ -3,17 +3,27 @@ provider that honours it turns a resend after a crash into a no-op."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
+import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
 
 from app.config import SenderSettings
 from app.dispatch.record import Recipient
-from app.sender.templates import Address, RenderedMessage, parse_address
+from app.engine.definitions import WebhookRequest
+from app.sender import signing
+from app.sender.templates import Address, RenderedMessage, RenderError, parse_address
+
+# Webhook bodies: the message templates' sandbox, where `tojson` of a missing variable is a
+# missing variable (UndefinedError) like any other use of it, not a TypeError.
+BODY_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+BODY_ENVIRONMENT.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": str}
 
 
 class PermanentError(Exception):
@@ -38,6 +48,8 @@ class Delivery:
     channel: str
     recipient: Recipient
     message: RenderedMessage
+    # A webhook step's own request (None: the default one).
+    webhook: WebhookRequest | None = None
 
 
 class Channel(Protocol):
@@ -57,12 +69,18 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
 async def post_json(
     session: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> None:
-    """POST and sort the outcome into success, TransientError or PermanentError."""
-    payload = orjson.dumps(body)
+    """POST JSON and sort the outcome into success, TransientError or PermanentError."""
+    headers = {"Content-Type": "application/json", **headers}
+    await send_request(session, "POST", url, orjson.dumps(body), headers)
+
+
+async def send_request(
+    session: aiohttp.ClientSession, method: str, url: str, payload: bytes, headers: dict[str, str]
+) -> None:
+    """Send and sort the outcome: 2xx is success; 408, 429, 5xx, a timeout or a dropped
+    connection is a TransientError (retried); any other status is a PermanentError."""
     try:
-        async with session.post(
-            url, data=payload, headers={"Content-Type": "application/json", **headers}
-        ) as response:
+        async with session.request(method, url, data=payload, headers=headers) as response:
             await response.read()
             if response.status < 300:
                 return
@@ -75,31 +93,83 @@ async def post_json(
 
 @dataclass(frozen=True)
 class WebhookChannel:
-    """POST JSON to a configured URL, signed with HMAC-SHA256 over the body."""
+    """The step's request (its URL, else WEBHOOK_URL; its method, headers and body template,
+    else POST and the default JSON body), signed as `app.sender.signing` says. Without any URL
+    it prints to the console, as a channel without a provider does."""
 
     url: str
     secret: str
     name: str = "webhook"
 
     async def deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
-        body = {
-            "dispatch_id": delivery.dispatch_id,
-            "user_id": delivery.recipient.user_id,
-            "template": delivery.message.template_id,
-            "locale": delivery.message.locale,
-            "subject": delivery.message.subject,
-            "body": delivery.message.body,
-        }
-        signature = hmac.new(self.secret.encode(), orjson.dumps(body), hashlib.sha256).hexdigest()
-        await post_json(
-            session,
-            delivery.recipient.address or self.url,
-            body,
-            {
-                "Idempotency-Key": delivery.dispatch_id,
-                "X-Journeys-Signature": f"sha256={signature}",
-            },
+        request = delivery.webhook or WebhookRequest()
+        url = request.url or delivery.recipient.address or self.url
+        if not url:
+            await ConsoleChannel(self.name).deliver(session, delivery)
+            return
+        if request.body is None:
+            payload = orjson.dumps(
+                {"dispatch_id": delivery.dispatch_id, "user_id": delivery.recipient.user_id}
+                | _message_fields(delivery.message)
+            )
+        else:
+            try:
+                payload = webhook_body(
+                    request.body,
+                    delivery.recipient.variables,
+                    delivery.message,
+                    delivery.dispatch_id,
+                    delivery.recipient.user_id,
+                )
+            except RenderError as error:
+                raise PermanentError(str(error)) from None
+        await send_request(
+            session, request.method, url, payload, self._headers(request, delivery, payload)
         )
+
+    def _headers(
+        self, request: WebhookRequest, delivery: Delivery, payload: bytes
+    ) -> dict[str, str]:
+        named = {name.lower() for name, _ in request.headers}
+        headers = {} if "content-type" in named else {"Content-Type": "application/json"}
+        return (
+            headers
+            | dict(request.headers)
+            | {
+                "Idempotency-Key": delivery.dispatch_id,
+                signing.SIGNATURE_HEADER: signing.sign(self.secret, int(time.time()), payload),
+            }
+        )
+
+
+def webhook_body(
+    template: str,
+    variables: dict[str, Any],
+    message: RenderedMessage,
+    dispatch_id: str,
+    user_id: str,
+) -> bytes:
+    """A step's body template in the templates' sandbox, with the recipient's variables and
+    `message` (template, locale, subject, body), `dispatch_id` and `user_id`."""
+    context = {
+        **variables,
+        "message": _message_fields(message),
+        "dispatch_id": dispatch_id,
+        "user_id": user_id,
+    }
+    try:
+        return BODY_ENVIRONMENT.from_string(template).render(context).encode()
+    except (TemplateError, TypeError, ValueError, ArithmeticError) as error:
+        raise RenderError(f"the webhook body template does not render: {error}") from None
+
+
+def _message_fields(message: RenderedMessage) -> dict[str, str]:
+    return {
+        "template": message.template_id,
+        "locale": message.locale,
+        "subject": message.subject,
+        "body": message.body,
+    }
 
 
 def _sendgrid_address(address: Address) -> dict[str, str]:
@@ -167,23 +237,40 @@ class PushChannel:
 
 
 @dataclass(frozen=True)
-class PlainJsonChannel:
-    """Any provider that takes plain JSON (used for SMS gateways)."""
+class TwilioSmsChannel:
+    """SMS in Twilio's Messages API format: a form POST of `To`, `From`, `Body` and, when set,
+    `StatusCallback` to `<url>/2010-04-01/Accounts/<account SID>/Messages.json`, with HTTP basic
+    auth (account SID, auth token). The status callback URL gets `dispatch_id` in its query."""
 
     url: str
-    name: str
+    account_sid: str
+    auth_token: str
+    sender: str
+    status_callback: str = ""
+    name: str = "sms"
 
     async def deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
-        body = {
-            "dispatch_id": delivery.dispatch_id,
-            "to": delivery.recipient.address,
-            "user_id": delivery.recipient.user_id,
-            "template": delivery.message.template_id,
-            "locale": delivery.message.locale,
-            "subject": delivery.message.subject,
-            "body": delivery.message.body,
+        if not delivery.recipient.address:
+            raise SuppressedError(f"user {delivery.recipient.user_id} has no phone number")
+        form = {
+            "To": delivery.recipient.address,
+            "From": self.sender,
+            "Body": delivery.message.body,
         }
-        await post_json(session, self.url, body, {"Idempotency-Key": delivery.dispatch_id})
+        if self.status_callback:
+            joiner = "&" if "?" in self.status_callback else "?"
+            query = urllib.parse.urlencode({"dispatch_id": delivery.dispatch_id})
+            form["StatusCallback"] = f"{self.status_callback}{joiner}{query}"
+        credentials = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        headers = {
+            "Authorization": f"Basic {credentials}",
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Idempotency-Key": delivery.dispatch_id,
+            "I-Twilio-Idempotency-Token": delivery.dispatch_id,
+        }
+        account = urllib.parse.quote(self.account_sid, safe="")
+        url = f"{self.url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
+        await send_request(session, "POST", url, urllib.parse.urlencode(form).encode(), headers)
 
 
 @dataclass(frozen=True)
@@ -213,10 +300,15 @@ def channels_from(settings: SenderSettings) -> dict[str, Channel]:
         "push": PushChannel(settings.push_url, settings.push_token)
         if settings.push_url
         else ConsoleChannel("push"),
-        "webhook": WebhookChannel(settings.webhook_url, settings.webhook_secret)
-        if settings.webhook_url
-        else ConsoleChannel("webhook"),
-        "sms": PlainJsonChannel(settings.sms_url, "sms")
+        # A step may name its own URL, so the webhook channel is real without WEBHOOK_URL.
+        "webhook": WebhookChannel(settings.webhook_url, settings.webhook_secret),
+        "sms": TwilioSmsChannel(
+            settings.sms_url,
+            settings.sms_account_sid,
+            settings.sms_auth_token,
+            settings.sms_from,
+            settings.sms_status_callback,
+        )
         if settings.sms_url
         else ConsoleChannel("sms"),
     }

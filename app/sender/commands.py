@@ -34,11 +34,19 @@ def sender(loglevel: str) -> None:
 @click.option("--port", default=8025, show_default=True)
 @click.option("--print", "print_deliveries", is_flag=True, help="Print deliveries as they land.")
 def provider_stub(host: str, port: int, print_deliveries: bool) -> None:
-    """A local email/push/webhook provider that honours Idempotency-Key (for demos and tests)."""
+    """A local email, push, webhook and SMS provider that honours Idempotency-Key and checks
+    the SMS credentials and webhook signatures the sender's settings give (for demos and tests)."""
     from app.sender.stub import ProviderStub, serve
 
     async def run() -> None:
-        await serve(ProviderStub(print_deliveries=print_deliveries), host, port)
+        settings = SenderSettings()
+        stub = ProviderStub(
+            print_deliveries=print_deliveries,
+            sms_account_sid=settings.sms_account_sid,
+            sms_auth_token=settings.sms_auth_token,
+            webhook_secret=settings.webhook_secret,
+        )
+        await serve(stub, host, port)
         click.echo(f"provider stub on http://{host}:{port}", err=True)
         await asyncio.Event().wait()
 

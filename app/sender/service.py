@@ -225,7 +225,7 @@ class Sender:
         else:
             await self._claim(recipient.dispatch_id)
             settled = await self._deliver(
-                Delivery(recipient.dispatch_id, step.channel, recipient, rendered)
+                Delivery(recipient.dispatch_id, step.channel, recipient, rendered, step.webhook)
             )
         if settled.outcome == "failed" and settled.error is not None:
             await self._dead_letter(message, settled.error, recipient.dispatch_id)

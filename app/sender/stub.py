@@ -1,17 +1,25 @@
 """A provider stub on loopback for tests and the demo: it accepts email, push, webhook and SMS
-requests, honours `Idempotency-Key` like a real provider (a repeated key is answered as before
-and not delivered again), counts requests per key, prints deliveries as they land, and can be told
-to misbehave: answer 429 with Retry-After, 500 or 400, hang, or drop the connection."""
+requests (SMS as Twilio's Messages API takes them, checking basic auth; webhooks only with a valid
+`X-Journeys-Signature`, on `/webhook` and any path below it, with any method), honours
+`Idempotency-Key` like a real provider (a repeated key is answered as before and not delivered
+again), counts requests per key, prints deliveries as they land, and can be told to misbehave:
+answer 429 with Retry-After, 500 or 400, hang, or drop the connection."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import time
+import urllib.parse
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from app.sender import signing
 
 MODES = ("ok", "429", "500", "400", "hang", "drop")
 
@@ -23,11 +31,17 @@ class ProviderStub:
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # accepted once per key
     # Misbehaviours to play, in order, one per request, before answering normally again.
     script: deque[str] = field(default_factory=deque)
+    # What the sender must present: Twilio's basic auth for SMS, the webhook signing secret.
+    sms_account_sid: str = "AC-local"
+    sms_auth_token: str = "change-me"
+    webhook_secret: str = "change-me"
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/_script", self._set_script)
         app.router.add_get("/_stats", self._stats)
+        app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", self._receive)
+        app.router.add_route("*", "/webhook/{path:.*}", self._receive)
         app.router.add_post("/{channel}", self._receive)
         return app
 
@@ -57,18 +71,53 @@ class ProviderStub:
             )
         if mode in ("500", "400"):
             return web.json_response({"error": mode}, status=int(mode))
-        body = orjson.loads(await request.read())
-        channel = request.match_info["channel"]
+        channel = _channel_of(request)
+        raw = await request.read()
+        refusal = self._refusal(channel, request, raw)
+        if refusal is not None:
+            return refusal
+        try:
+            body = _parse(request, raw)
+        except ValueError:
+            return web.json_response({"error": "a body that does not parse"}, status=400)
+        if channel == "sms" and (missing := _missing_sms_fields(body)):
+            return web.json_response(
+                {"code": 21604, "message": f"missing {', '.join(missing)}"}, status=400
+            )
         if channel == "email" and (errors := sendgrid_errors(body)):
             return web.json_response({"errors": errors}, status=400)
         if key and key not in self.delivered:
             parts = email_parts(body) if channel == "email" else {}
-            self.delivered[key] = {"channel": channel, "body": body, **parts}
+            self.delivered[key] = {
+                "channel": channel,
+                "body": body,
+                "method": request.method,
+                "path": request.path,
+                "headers": dict(request.headers),
+                **parts,
+            }
             if self.print_deliveries:
                 print(f"delivered {channel:<8} {key} {_summary(body)}", flush=True)
                 if channel == "email":
                     print(_email_lines(body, parts), flush=True)
+        if channel == "sms":
+            return web.json_response({"sid": f"SM{key}", "status": "queued"}, status=201)
         return web.json_response({"id": key, "status": "accepted"})
+
+    def _refusal(self, channel: str, request: web.Request, raw: bytes) -> web.Response | None:
+        """The 401 a real provider answers a request without its credentials or signature."""
+        if channel == "sms":
+            expected = f"{self.sms_account_sid}:{self.sms_auth_token}".encode()
+            if (
+                _basic_credentials(request.headers.get("Authorization", "")) != expected
+                or request.match_info.get("account") != self.sms_account_sid
+            ):
+                return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
+        if channel == "webhook":
+            header = request.headers.get(signing.SIGNATURE_HEADER, "")
+            if not signing.verify(self.webhook_secret, header, raw, time.time()):
+                return web.json_response({"error": "bad signature"}, status=401)
+        return None
 
 
 def sendgrid_errors(body: Any) -> list[dict[str, str]]:
@@ -127,12 +176,47 @@ def _named(address: dict[str, str]) -> str:
     return f"{address['name']} <{address['email']}>" if address.get("name") else address["email"]
 
 
-def _summary(body: dict[str, Any]) -> str:
-    subject = body.get("subject") or body.get("title") or ""
+def _channel_of(request: web.Request) -> str:
+    if "account" in request.match_info:
+        return "sms"
+    return request.match_info.get("channel", "webhook")
+
+
+def _basic_credentials(authorization: str) -> bytes | None:
+    """`login:password` of an HTTP basic Authorization header, or None."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        return None
+
+
+def _missing_sms_fields(body: Any) -> list[str]:
+    """Twilio's required fields an SMS request lacks (a body that is not a form lacks all)."""
+    form = body if isinstance(body, dict) else {}
+    return [name for name in ("To", "From", "Body") if not form.get(name)]
+
+
+def _parse(request: web.Request, raw: bytes) -> Any:
+    """A form as a mapping of its fields, JSON as JSON, anything else as text; ValueError if it
+    does not parse as its Content-Type says."""
+    if request.content_type == "application/x-www-form-urlencoded":
+        return dict(urllib.parse.parse_qsl(raw.decode()))
+    if request.content_type == "application/json":
+        return orjson.loads(raw)
+    return raw.decode(errors="replace")
+
+
+def _summary(body: Any) -> str:
+    if not isinstance(body, dict):
+        return f"{len(str(body))} characters"
+    subject = body.get("subject") or body.get("title") or body.get("Body") or ""
     if "personalizations" in body:
         to = ", ".join(t["email"] for p in body["personalizations"] for t in p["to"])
     else:
-        to = body.get("to") or body.get("user_id")
+        to = body.get("to") or body.get("To") or body.get("user_id")
     return f"to={to} {subject!r}"
 
 

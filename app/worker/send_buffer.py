@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import deque
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -40,7 +39,7 @@ def send_bucket(send_at: datetime, bucket_seconds: int) -> datetime:
 
 def _header(step: DispatchStep, bucket: datetime) -> bytes:
     return orjson.dumps(
-        {**asdict(step), "bucket": int(bucket.timestamp())}, option=orjson.OPT_SORT_KEYS
+        {**step.to_record(), "bucket": int(bucket.timestamp())}, option=orjson.OPT_SORT_KEYS
     )
 
 
@@ -76,7 +75,7 @@ class SendBuffer:
 def _parse_header(header: bytes) -> tuple[DispatchStep, datetime]:
     data = orjson.loads(header)
     bucket = datetime.fromtimestamp(data.pop("bucket"), UTC)
-    return DispatchStep(**data), bucket
+    return DispatchStep.from_record(data), bucket
 
 
 class Batcher:

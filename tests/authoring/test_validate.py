@@ -138,3 +138,76 @@ def test_a_version_the_store_cannot_keep_is_a_located_error(tmp_path: Path) -> N
             "expected a whole number from 1 to 2147483647"
         ],
     )
+
+
+WEBHOOK = """\
+id: hooks
+version: 1
+entry: {event: signed_up}
+steps:
+  crm:
+    type: message
+    channel: webhook
+    template: welcome
+    url: https://crm.example.com/hooks/journeys
+    method: put
+    headers: {X-Team: lifecycle, Content-Type: application/json}
+    body: '{"user": {{ user_id | tojson }}, "text": {{ message.body | tojson }}}'
+"""
+
+
+def test_a_webhook_step_reads_its_url_method_headers_and_body(tmp_path: Path) -> None:
+    code, lines = validate(tmp_path, WEBHOOK)
+    assert (code, lines) == (0, ["/j.yaml: ok (hooks version 1, 1 steps)"])
+
+
+def test_bad_webhook_options_are_located_errors(tmp_path: Path) -> None:
+    def error(old: str, new: str) -> list[str]:
+        assert old in WEBHOOK
+        code, lines = validate(tmp_path, WEBHOOK.replace(old, new))
+        assert code == 1
+        return lines
+
+    assert error("https://crm.example.com/hooks/journeys", "ftp://crm.example.com") == [
+        "/j.yaml:9: at /steps/crm/url: found 'ftp://crm.example.com', "
+        "expected an http:// or https:// URL of at most 2048 characters"
+    ]
+    assert error("method: put", "method: GET") == [
+        "/j.yaml:10: at /steps/crm/method: found 'GET', expected one of POST, PUT, PATCH"
+    ]
+    assert error("X-Team: lifecycle", "X-Journeys-Signature: forged") == [
+        "/j.yaml:11: at /steps/crm/headers/X-Journeys-Signature: found 'X-Journeys-Signature', "
+        "expected a header name other than content-length, host, idempotency-key, "
+        "x-journeys-signature"
+    ]
+    assert error("X-Team: lifecycle", "X Team: lifecycle") == [
+        "/j.yaml:11: at /steps/crm/headers/X Team: found 'X Team', "
+        "expected a header name of letters, digits and '-'"
+    ]
+    assert error("X-Team: lifecycle", "X-Team: 3") == [
+        "/j.yaml:11: at /steps/crm/headers/X-Team: found 3, expected a header value: text on "
+        "one line"
+    ]
+    assert error("channel: webhook", "channel: email")[0] == (
+        "/j.yaml:9: at /steps/crm/url: found an unknown key 'url', expected a key this format "
+        "reads here: channel, next, template, type"
+    )
+
+
+def test_a_webhook_body_must_render_from_the_sample_and_be_json_when_sent_as_json(
+    tmp_path: Path,
+) -> None:
+    unknown = WEBHOOK.replace("message.body | tojson", "plan | tojson")
+    code, lines = validate(tmp_path, unknown)
+    assert code == 1
+    assert lines == [
+        "/j.yaml:12: at /steps/crm/body: found a render error: the webhook body template does "
+        "not render: 'plan' is undefined, expected a webhook body that renders with the sample "
+        "variables (JSON, if sent as JSON)"
+    ]
+    not_json = WEBHOOK.replace("{{ message.body | tojson }}", "{{ message.body }}")
+    code, lines = validate(tmp_path, not_json)
+    assert code == 1 and len(lines) == 1
+    assert lines[0].startswith("/j.yaml:12: at /steps/crm/body: found a body that is not JSON (")
+    as_text = not_json.replace("Content-Type: application/json", "Content-Type: text/plain")
+    assert validate(tmp_path, as_text)[0] == 0

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient, buffer_entry
-from app.engine import Send
+from app.engine import JourneyEngine, Send, UserEvent, load_journey_text
+from app.engine.definitions import WebhookRequest
+from app.engine.simulator import Simulator
 from app.topics import load_contract
 
 SEND_AT = datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
@@ -51,3 +53,40 @@ def test_a_dispatch_record_keeps_the_send_topic_contract_both_ways() -> None:
     load_contract("send").validate(wire)
     assert wire["send_at"] == "2026-11-02T09:15:00Z"
     assert DispatchRecord.from_record(wire) == record
+
+
+HOOKED = """\
+id: hooked
+version: 3
+entry: {event: signed_up}
+steps:
+  crm:
+    type: message
+    channel: webhook
+    template: welcome
+    url: https://crm.example.com/hooks
+    method: PATCH
+    headers: {X-Team: lifecycle, Authorization: Bearer abc}
+    body: '{"user": {{ user_id | tojson }}}'
+"""
+
+
+def test_a_webhook_steps_request_travels_from_the_journey_file_to_the_sender() -> None:
+    simulator = Simulator(JourneyEngine([load_journey_text(HOOKED)]))
+    simulator.feed([UserEvent("e1", "ada", "signed_up", SEND_AT)])
+    (send,) = [e.effect for e in simulator.effects if isinstance(e.effect, Send)]
+    step, send_at, recipient = buffer_entry(send.to_record())
+    wire = DispatchRecord(step=step, send_at=send_at, recipients=(recipient,)).to_record()
+    load_contract("send").validate(wire)
+    assert wire["webhook"] == {
+        "url": "https://crm.example.com/hooks",
+        "method": "PATCH",
+        "headers": {"Authorization": "Bearer abc", "X-Team": "lifecycle"},
+        "body": '{"user": {{ user_id | tojson }}}',
+    }
+    assert DispatchRecord.from_record(wire).step.webhook == WebhookRequest(
+        "https://crm.example.com/hooks",
+        "PATCH",
+        (("Authorization", "Bearer abc"), ("X-Team", "lifecycle")),
+        '{"user": {{ user_id | tojson }}}',
+    )

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
+from app.engine.definitions import WebhookRequest
 from app.sender.service import Sender
 from app.sender.stub import ProviderStub, serve
 from app.store.deliveries import Deliveries
@@ -44,6 +45,10 @@ class SenderRig:
             email_url=f"http://127.0.0.1:{port}/email",
             push_url=f"http://127.0.0.1:{port}/push",
             webhook_url=f"http://127.0.0.1:{port}/webhook",
+            webhook_secret=stub.webhook_secret,
+            sms_url=f"http://127.0.0.1:{port}",
+            sms_account_sid=stub.sms_account_sid,
+            sms_auth_token=stub.sms_auth_token,
             breaker_failures=100,
         )
 
@@ -58,6 +63,10 @@ class SenderRig:
             "EMAIL_API_URL": ss.email_url,
             "PUSH_API_URL": ss.push_url,
             "WEBHOOK_URL": ss.webhook_url,
+            "WEBHOOK_SECRET": ss.webhook_secret,
+            "SMS_API_URL": ss.sms_url,
+            "SMS_ACCOUNT_SID": ss.sms_account_sid,
+            "SMS_AUTH_TOKEN": ss.sms_auth_token,
         }
 
     async def publish(self, *records: DispatchRecord, raw: list[bytes] | None = None) -> None:
@@ -102,9 +111,15 @@ async def running(rig: SenderRig) -> AsyncIterator[Sender]:
         await asyncio.wait_for(task, 30)
 
 
-def record(step: str, channel: str, template: str, *recipients: Recipient) -> DispatchRecord:
+def record(
+    step: str,
+    channel: str,
+    template: str,
+    *recipients: Recipient,
+    webhook: WebhookRequest | None = None,
+) -> DispatchRecord:
     return DispatchRecord(
-        DispatchStep("journey", 1, step, channel, template),
+        DispatchStep("journey", 1, step, channel, template, webhook),
         datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
         recipients,
     )
@@ -128,7 +143,9 @@ async def rig(servers: Settings) -> AsyncIterator[SenderRig]:
         servers, topic_prefix=f"test-{run}-", mongo_db=f"test_{run}", redis_prefix=f"test-{run}"
     )
     await apply_topics(settings)
-    stub = ProviderStub()
+    stub = ProviderStub(
+        sms_account_sid="AC-test", sms_auth_token="sms-token", webhook_secret="webhook-secret"
+    )
     port = free_port()
     runner = await serve(stub, "127.0.0.1", port)
     try:

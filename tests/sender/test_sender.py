@@ -12,6 +12,8 @@ from pathlib import Path
 
 import orjson
 
+from app.engine.definitions import WebhookRequest
+from app.sender import signing
 from tests.kafka_reader import read_records
 from tests.sender.conftest import SenderRig, recipient, record, running
 
@@ -96,6 +98,72 @@ async def test_permanent_400_and_missing_variable_are_dead_lettered(rig: SenderR
     assert "'first_name' is undefined" in reasons[f"{2:032x}"]
     assert "'journey_id' is a required property" in reasons[None]
     assert f"{2:032x}" not in rig.stub.requests  # never half-rendered, never sent
+
+
+async def test_sms_goes_out_in_twilios_format_with_basic_auth_and_a_status_callback(
+    rig: SenderRig,
+) -> None:
+    rig.sender_settings = dataclasses.replace(
+        rig.sender_settings, sms_status_callback="https://hooks.test/sms?app=j"
+    )
+    texts = record(
+        "text", "sms", "welcome", recipient(1, address="+15550001"), recipient(2, address=None)
+    )
+    await rig.publish(texts)
+    async with running(rig):
+        await rig.outcomes(2)
+        rig.stub.sms_auth_token = "rotated"  # the provider no longer takes our credentials
+        await rig.publish(record("again", "sms", "welcome", recipient(3, address="+15550003")))
+        outcomes = await rig.outcomes(3)
+        (letter,) = await dead_letters(rig, 1)
+    assert {k: v["outcome"] for k, v in outcomes.items()} == {
+        f"{1:032x}": "sent",
+        f"{2:032x}": "suppressed",
+        f"{3:032x}": "failed",
+    }
+    sent = rig.stub.delivered[f"{1:032x}"]
+    assert sent["channel"] == "sms"
+    assert sent["path"] == "/2010-04-01/Accounts/AC-test/Messages.json"
+    assert sent["body"] == {
+        "To": "+15550001",
+        "From": "+15005550006",
+        "Body": "Hi User 1, glad you're here. Set up your first class to get started.",
+        "StatusCallback": f"https://hooks.test/sms?app=j&dispatch_id={1:032x}",
+    }
+    assert letter["recipient"] == f"{3:032x}" and "answered 401" in letter["reason"]
+    assert outcomes[f"{3:032x}"]["attempts"] == 1  # refused for good: not retried
+
+
+async def test_a_webhook_step_sends_its_own_signed_request_and_the_answer_decides_retry(
+    rig: SenderRig,
+) -> None:
+    crm = WebhookRequest(
+        url=f"http://127.0.0.1:{rig.port}/webhook/crm/contacts",
+        method="PUT",
+        headers=(("X-Team", "lifecycle"),),
+        body='{"user": {{ user_id | tojson }}, "text": {{ message.subject | tojson }}, '
+        '"name": {{ first_name | tojson }}}',
+    )
+    rig.stub.script.extend(["500", "429"])  # retried: the third attempt is delivered
+    await rig.publish(record("crm", "webhook", "welcome", recipient(1), webhook=crm))
+    async with running(rig):
+        await rig.outcomes(1, timeout=60)
+        rig.stub.webhook_secret = "rotated"  # signatures no longer verify: 401, final
+        await rig.publish(record("plain", "webhook", "welcome", recipient(2, address=None)))
+        outcomes = await rig.outcomes(2)
+        (letter,) = await dead_letters(rig, 1)
+    assert outcomes[f"{1:032x}"]["outcome"] == "sent"
+    assert outcomes[f"{1:032x}"]["attempts"] == 3
+    sent = rig.stub.delivered[f"{1:032x}"]
+    assert (sent["method"], sent["path"]) == ("PUT", "/webhook/crm/contacts")
+    assert sent["headers"]["X-Team"] == "lifecycle"
+    assert sent["headers"]["Content-Type"] == "application/json"
+    assert sent["headers"][signing.SIGNATURE_HEADER].startswith("t=")
+    assert sent["body"] == {"user": "u-1", "text": "Welcome to Journeys, User 1!", "name": "User 1"}
+    assert outcomes[f"{2:032x}"]["outcome"] == "failed"
+    assert outcomes[f"{2:032x}"]["attempts"] == 1
+    assert letter["recipient"] == f"{2:032x}" and "answered 401" in letter["reason"]
+    assert f"{2:032x}" not in rig.stub.delivered
 
 
 async def test_a_redelivered_record_sends_nothing_twice(rig: SenderRig) -> None:

@@ -11,6 +11,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from app.config import Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
+from app.engine.definitions import WebhookRequest
 from app.streams.producer import new_producer
 from app.topics import load_contract
 from app.worker.send_buffer import Batcher, SendBuffer, send_bucket
@@ -181,3 +182,24 @@ async def test_the_hold_outlasts_the_pause_between_slow_micro_batches(
     assert await batcher.drain_due(T0 + timedelta(seconds=5.7)) == 1  # paused 3.1 s: leave
     records = await read_records(servers.kafka_bootstrap, topic, 2)
     assert sorted(len(r["recipients"]) for r in records) == [40, 200]
+
+
+async def test_a_webhook_steps_request_leaves_the_buffer_with_its_record(
+    servers: Settings, redis_client, new_topic, unique: str
+) -> None:
+    topic = await new_topic("send")
+    request = WebhookRequest("https://crm.test/h", "PUT", (("X-Team", "lifecycle"),), '{"u": 1}')
+    hook = DispatchStep("onboarding", 1, "crm", "webhook", "welcome", request)
+    buffer = SendBuffer(redis_client, prefix=unique)
+    await buffer.add_many([(hook, T0, recipient(i)) for i in range(3)])
+    producer = new_producer(servers)
+    await producer.start()
+    try:
+        batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=3)
+        assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 1
+    finally:
+        await producer.stop()
+    (record,) = await read_records(servers.kafka_bootstrap, topic, 1)
+    load_contract("send").validate(record)
+    assert DispatchRecord.from_record(record).step == hook
+    assert await buffer.pending() == 0
