@@ -183,6 +183,8 @@ class TemplateStore:
             return self._compiled[key].render(variables)
         except TemplateError as error:
             raise _render_error(error, f"{where}, in the {part}", self._directory) from None
+        except VALUE_ERRORS as error:
+            raise _value_error(error, f"{where}, in the {part}") from None
 
     def _in_layout(self, entry: dict[str, Any], where: str, context: dict[str, Any]) -> str:
         name = entry.get("layout", DEFAULT_LAYOUT)
@@ -204,6 +206,19 @@ class TemplateStore:
             raise _render_error(
                 error, f"{where}, in the layout '{name}'", self._directory
             ) from None
+        except VALUE_ERRORS as error:
+            raise _value_error(error, f"{where}, in the layout '{name}'") from None
+
+
+# What an expression raises on a user's value it cannot take (`{{ name + 1 }}`, `tojson` of
+# something not JSON, a division by zero): a render error of that send, never a crash.
+VALUE_ERRORS = (TypeError, ValueError, ArithmeticError)
+
+
+def _value_error(error: Exception, where: str) -> RenderError:
+    """Names the kind of failure, not the value (a user's data)."""
+    kind = type(error).__name__
+    return RenderError(f"{where}: an expression failed on the values given ({kind})")
 
 
 def _render_error(error: TemplateError, where: str, directory: Path) -> RenderError:
