@@ -272,6 +272,8 @@ class _Journey:
             "channel": self.rng.choice(CHANNELS),
             "template": self.rng.choice(TEMPLATES),
         }
+        if step["channel"] == "webhook":
+            step.update(self.webhook_request(step_id))
         if not end:
             self.link(step, "next", self.node(depth + 1))
         self.steps[step_id] = step
@@ -378,6 +380,25 @@ class _Journey:
             else:
                 entry["of_attribute"] = "trial_started_at"
         return entry
+
+    def webhook_request(self, step_id: str) -> dict[str, Any]:
+        """Now and then a webhook step's own method, header and body template (a JSON body that
+        still names the user, template and locale, which the differential test compares). The
+        URL stays the sender's: the provider stub's port is known only at run time. Drawn from a
+        generator of its own, so the rest of a seed's case is what it was before."""
+        rng = random.Random(f"{self.id}:{step_id}:webhook")
+        if rng.random() < 0.6:
+            return {}
+        return {
+            "method": rng.choice(("POST", "PUT", "PATCH")),
+            "headers": {"X-Journeys-Case": self.id},
+            "body": (
+                '{"user_id": {{ user_id | tojson }},'
+                ' "template": {{ message.template | tojson }},'
+                ' "locale": {{ message.locale | tojson }},'
+                ' "subject": {{ message.subject | tojson }}}'
+            ),
+        }
 
     def entry_period(self) -> dict[str, Any]:
         """`starts_at` and `ends_at` around the case's events (entries only between them), and
