@@ -41,6 +41,8 @@ class ProviderStub:
         app.router.add_post("/_script", self._set_script)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", self._receive)
+        # A webhook step may PUT or PATCH its own path, or the bare /webhook.
+        app.router.add_route("*", "/webhook", self._receive)
         app.router.add_route("*", "/webhook/{path:.*}", self._receive)
         app.router.add_post("/{channel}", self._receive)
         return app
