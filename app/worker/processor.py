@@ -26,6 +26,7 @@ from app.engine import (
     ScheduledEntry,
     Send,
     TimerFired,
+    Transition,
     UserEvent,
     VersionMissing,
     input_order,
@@ -235,10 +236,7 @@ class BatchProcessor:
             except (ValueError, KeyError, LookupError) as error:
                 letters.append(dead_letter(record, error))
                 continue
-            user.state = transition.state
-            user.outbox.extend(
-                effect.to_record() for effect in transition.effects if isinstance(effect, EMITTED)
-            )
+            _take(user, transition)
             user.record_offset(record.source, record.partition, record.offset)
             self._metrics.observe_input(item.input, now)
         parked_before = user.parked
@@ -302,13 +300,18 @@ class BatchProcessor:
                 raise
             except (ValueError, KeyError, LookupError):
                 return
-            user.state = transition.state
-            user.outbox.extend(
-                effect.to_record() for effect in transition.effects if isinstance(effect, EMITTED)
-            )
+            _take(user, transition)
 
     def _partition(self, user: StoredUser) -> int:
         return partition_of(user.user_id, self._partitions)
+
+
+def _take(user: StoredUser, transition: Transition) -> None:
+    """The transition's state, and its effects to emit into the user's outbox."""
+    user.state = transition.state
+    user.outbox.extend(
+        effect.to_record() for effect in transition.effects if isinstance(effect, EMITTED)
+    )
 
 
 def _retry_timer(item: EngineInput) -> bool:
