@@ -11,6 +11,7 @@ row in the README's configuration table (tests/test_config.py checks the two agr
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -84,6 +85,15 @@ class WorkerSettings:
     # No shorter than an entry can live: a lock that expires early could admit a second branch.
     branch_lock_ttl_seconds: int = env("BRANCH_LOCK_TTL_SECONDS", 90 * 24 * 3600)
     web_port: int = env("WORKER_WEB_PORT", 0)
+    # Faust's data directory ({conf.name}: the app id). Journeys keeps no Faust tables; outside
+    # the working directory so runs leave nothing behind in a checkout.
+    data_dir: str = env(
+        "WORKER_DATA_DIR", str(Path(tempfile.gettempdir()) / "{conf.name}-data")
+    )
+    # A crashed member's partitions move once the group misses its heartbeats this long (Kafka's
+    # group.min.session.timeout.ms, 6 s by default, is the floor).
+    session_timeout_seconds: float = env("WORKER_SESSION_TIMEOUT", 10.0)
+    heartbeat_interval_seconds: float = env("WORKER_HEARTBEAT_INTERVAL", 1.0)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,8 @@ class SenderSettings:
     concurrency: int = env("SENDER_CONCURRENCY", 20)
     timeout_seconds: float = env("SENDER_TIMEOUT", 10.0)
     max_attempts: int = env("SENDER_MAX_ATTEMPTS", 6)
+    session_timeout_seconds: float = env("SENDER_SESSION_TIMEOUT", 10.0)
+    heartbeat_interval_seconds: float = env("SENDER_HEARTBEAT_INTERVAL", 1.0)
     templates_dir: Path = env("TEMPLATES_DIR", REPO / "templates")
     default_locale: str = env("DEFAULT_LOCALE", "en")
     email_url: str = env("EMAIL_API_URL", "")

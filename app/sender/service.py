@@ -108,6 +108,8 @@ class Sender:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=20,
+            session_timeout_ms=int(ss.session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(ss.heartbeat_interval_seconds * 1000),
         )
         await retry_transient(producer.start, what="starting the Kafka producer")
         await retry_transient(consumer.start, what="starting the Kafka consumer")

@@ -51,6 +51,9 @@ def _faust_app(settings: Settings, ws: WorkerSettings) -> faust.App:
         web_enabled=ws.web_port > 0,
         web_port=ws.web_port or 6066,
         producer_acks=-1,
+        datadir=ws.data_dir,
+        broker_session_timeout=ws.session_timeout_seconds,
+        broker_heartbeat_interval=ws.heartbeat_interval_seconds,
     )
 
 

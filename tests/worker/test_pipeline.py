@@ -16,7 +16,7 @@ from app.engine.simulator import simulate
 from app.store.versions import DRAFT
 from app.streams.publish import rebased
 from app.topics import read_jsonl
-from tests.pipeline import signups
+from tests.pipeline import ROOT, signups
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMO = EXAMPLES / "demo-onboarding.yaml"
@@ -53,6 +53,8 @@ async def test_sends_match_the_simulator(pipeline) -> None:
     assert {r["dispatch_id"] for r in sent} == expected
     bo = {r["step_id"] for r in sent if r["user_id"] == "bo"}
     assert bo == {"welcome", "push_nudge"}  # the mobile path won; the other was cancelled
+    # Faust's data directory is outside the checkout the worker ran in.
+    assert not (ROOT / f"{pipeline.env['WORKER_APP_ID']}-data").exists()
 
 
 async def test_kill_9_and_restart_loses_and_adds_nothing(pipeline) -> None:
