@@ -87,9 +87,7 @@ class WorkerSettings:
     web_port: int = env("WORKER_WEB_PORT", 0)
     # Faust's data directory ({conf.name}: the app id). Journeys keeps no Faust tables; outside
     # the working directory so runs leave nothing behind in a checkout.
-    data_dir: str = env(
-        "WORKER_DATA_DIR", str(Path(tempfile.gettempdir()) / "{conf.name}-data")
-    )
+    data_dir: str = env("WORKER_DATA_DIR", str(Path(tempfile.gettempdir()) / "{conf.name}-data"))
     # A crashed member's partitions move once the group misses its heartbeats this long (Kafka's
     # group.min.session.timeout.ms, 6 s by default, is the floor).
     session_timeout_seconds: float = env("WORKER_SESSION_TIMEOUT", 10.0)
