@@ -41,10 +41,12 @@ class Pipeline:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._consumers: dict[str, AIOKafkaConsumer] = {}
 
-    def start(self, service: str) -> None:
-        """Starts `journeys worker` or `journeys sender` with the pipeline's environment."""
+    def start(self, service: str, name: str | None = None) -> None:
+        """Starts `journeys worker` or `journeys sender` with the pipeline's environment, known
+        as `name` (the service's name unless several of it run: they join one group)."""
+        name = name or service
         log = self.logs.open("ab")
-        self.processes[service] = subprocess.Popen(
+        self.processes[name] = subprocess.Popen(
             [JOURNEYS, service, "--loglevel", "warning"],
             cwd=ROOT,
             env=self.env,
@@ -55,9 +57,9 @@ class Pipeline:
     def start_worker(self) -> None:
         self.start("worker")
 
-    def kill(self, service: str) -> None:
+    def kill(self, name: str) -> None:
         """SIGKILL: no shutdown hook runs, nothing is flushed or committed."""
-        process = self.processes[service]
+        process = self.processes[name]
         process.send_signal(signal.SIGKILL)
         process.wait()
 

@@ -1,5 +1,6 @@
 """Faults during a live run, with the simulator as the oracle: kill -9 the worker, kill -9 the
-sender, restart Redis (which keeps nothing), restart the MongoDB-wire server, restart Kafka. At the
+sender, restart Redis (which keeps nothing), restart the MongoDB-wire server, restart Kafka, then
+with three workers and two senders in their groups, kill -9 one worker and add another. At the
 end the provider stub must have received every expected message exactly once, and each to the
 right recipient with the right template and locale: zero duplicates, zero missing, zero wrong.
 
@@ -41,7 +42,15 @@ SERVICES = os.environ.get("JOURNEYS_SERVICES", str(ROOT / "scripts" / "services"
 # Users signing up before each fault; the benchmark command runs a larger size.
 WAVE_USERS = int(os.environ.get("FAULT_WAVE_USERS", "12"))
 SEED = int(os.environ.get("FAULT_SEED", "5000"))
-FAULTS = ("kill -9 worker", "kill -9 sender", "restart redis", "restart mongo", "restart kafka")
+FAULTS = (
+    "kill -9 worker",
+    "kill -9 sender",
+    "restart redis",
+    "restart mongo",
+    "restart kafka",
+    "kill -9 one of several workers",
+    "add a worker mid-run",
+)
 # When the first wave's case starts after the worker is started, and each next one after it:
 # about how long the worker takes to start, and a wave with its fault and the worker back to work.
 # A wave that comes later plays its case later.
@@ -135,6 +144,22 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
         await asyncio.sleep(2)
         services("down", "kafka")
         services("up", "kafka")
+
+        # Three workers and two senders in each group from here: one worker is killed while
+        # its partitions are busy, and a fourth joins under load (two rebalances).
+        pipeline.start("worker", "worker-2")
+        pipeline.start("worker", "worker-3")
+        pipeline.start("sender", "sender-2")
+        await consuming(pipeline, 5)
+
+        await wave(6)
+        await asyncio.sleep(2)
+        pipeline.kill("worker-2")
+        await consuming(pipeline, 6)
+
+        await wave(7)
+        await asyncio.sleep(2)
+        pipeline.start("worker", "worker-4")
 
         last = max(time_of(e) for e in published)
         prediction = oracle(engine, published, last + LIVE.settle)
