@@ -211,7 +211,8 @@ async def stored_journey(registry: Any, journey_id: str, version: int | None) ->
 
 async def stored_user(users: Any, user_id: str) -> UserState:
     """A user in the store (a `UserStore`'s); one never written is an error, not a blank."""
-    state: UserState = (await users.load_many([user_id]))[user_id].state
-    if state.version == 0:
+    stored = (await users.load_many([user_id]))[user_id]
+    if stored.version == 0:
         raise PreviewError("user", f"'{user_id}'", "a user in the store")
+    state: UserState = stored.state
     return state
