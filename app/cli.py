@@ -43,7 +43,7 @@ def _register_commands() -> None:
         timeline,
     )
     from app.authoring.commands import register as register_authoring_commands
-    from app.sender.commands import provider_stub, sender
+    from app.sender.commands import preview, provider_stub, sender, test_send
     from app.worker.commands import deploy, publish, worker
 
     register_authoring_commands(main)
@@ -52,6 +52,8 @@ def _register_commands() -> None:
     main.add_command(publish)
     main.add_command(sender)
     main.add_command(provider_stub)
+    main.add_command(preview)
+    main.add_command(test_send)
     for command in (
         api,
         list_journeys,

@@ -52,7 +52,11 @@ entry: {{event: ready_{n}}}
 steps:
   ping: {{type: message, channel: webhook, template: generic_offer}}
 """
-Delivery = tuple[str, str, str, str, str]  # dispatch id, recipient, channel, template, locale
+# dispatch id, recipient, channel, template, locale, text: the rendered text the provider gets
+# beyond its template's name (the subject; a push's and a default webhook's body too), so the
+# variables the workers put in a send (a digest's counts and latest events) are compared too.
+# An email's text parts are left out: the sender adds to them what the simulator does not know.
+Delivery = tuple[str, str, str, str, str, str]
 Mark = tuple[str, str, str, str | None, str, str | None]  # user, journey, entry, step, event, why
 
 
@@ -75,9 +79,20 @@ def deliverable(send: Send) -> Delivery | None:
     except RenderError:
         return None
     if send.channel == "sms":
-        return (send.dispatch_id, str(send.address), send.channel, rendered.body, "")
+        return (send.dispatch_id, str(send.address), send.channel, rendered.body, "", "")
     recipient = send.address if send.channel in ("email", "push") else send.user_id
-    return (send.dispatch_id, str(recipient), send.channel, send.template_id, rendered.locale)
+    own_body = send.webhook is not None and send.webhook.body is not None
+    text = rendered.subject
+    if send.channel == "push" or (send.channel == "webhook" and not own_body):
+        text += f"\n{rendered.body}"
+    return (
+        send.dispatch_id,
+        str(recipient),
+        send.channel,
+        send.template_id,
+        rendered.locale,
+        text,
+    )
 
 
 def marks_of(effects: list[Analytics]) -> set[Mark]:
@@ -114,8 +129,8 @@ def oracle(engine: JourneyEngine, events: list[dict], until: datetime) -> Predic
 
 
 def received(stub: ProviderStub) -> set[Delivery]:
-    """What the provider stub received, as (dispatch id, recipient, channel, template, locale),
-    the ready pings left out."""
+    """What the provider stub received, as (dispatch id, recipient, channel, template, locale,
+    text), the ready pings left out."""
     deliveries = set()
     for dispatch_id, delivery in stub.delivered.items():
         body, channel = delivery["body"], delivery["channel"]
@@ -128,16 +143,20 @@ def received(stub: ProviderStub) -> set[Delivery]:
                     channel,
                     meta["template"],
                     meta["locale"],
+                    body["subject"],
                 )
             )
         elif channel == "push":
-            data = body["data"]
-            deliveries.add((dispatch_id, body["to"], channel, data["template"], data["locale"]))
-        elif channel == "sms":
-            deliveries.add((dispatch_id, body["To"], channel, body["Body"], ""))
-        else:
+            data, text = body["data"], f"{body['title']}\n{body['body']}"
             deliveries.add(
-                (dispatch_id, body["user_id"], channel, body["template"], body["locale"])
+                (dispatch_id, body["to"], channel, data["template"], data["locale"], text)
+            )
+        elif channel == "sms":
+            deliveries.add((dispatch_id, body["To"], channel, body["Body"], "", ""))
+        else:
+            text = body["subject"] + (f"\n{body['body']}" if "body" in body else "")
+            deliveries.add(
+                (dispatch_id, body["user_id"], channel, body["template"], body["locale"], text)
             )
     return {d for d in deliveries if not d[1].startswith("ready-")}
 

@@ -15,16 +15,26 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
 from app.authoring.templates import raise_all, template_errors, template_store
-from app.config import ApiSettings, Settings
+from app.config import ApiSettings, SenderSettings, Settings
 from app.dispatch.transactional import SendRequest, SendRequestError
 from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
+from app.sender.channels import channels_from
+from app.sender.preview import (
+    PreviewError,
+    preview,
+    preview_data,
+    send_test,
+    stored_journey,
+    stored_user,
+)
 from app.sender.templates import RenderError
 from app.store.analytics import conversions, step_figures, user_timeline
 from app.store.deliveries import Deliveries
@@ -48,6 +58,7 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # How long an idempotency key's first request is remembered: the `send` topic's retention. The
 # ledger keeps a sent message from going twice after that too.
 SEND_KEY_SECONDS = 7 * 24 * 3600
+TEST_SEND_FIELDS = ("to", "user_id", "data", "version", "locale")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -116,6 +127,7 @@ class Api:
                 web.post("/rules/versions/{version}/archive", self.archive_rules),
                 web.post("/events", self.post_event),
                 web.post("/sends", self.transactional_send),
+                web.post("/journeys/{journey_id}/steps/{step_id}/test-send", self.test_send),
                 web.get("/users/{user_id}/timeline", self.timeline),
             ]
         )
@@ -136,7 +148,13 @@ class Api:
         self.templates = template_store()
         self.producer = new_producer(self.settings)
         await self.producer.start()
+        sender_settings = SenderSettings()
+        self.channels = channels_from(sender_settings)
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=sender_settings.timeout_seconds)
+        )
         yield
+        await self.session.close()
         await self.producer.stop()
         await self.redis.aclose()
         await close_client(self.mongo)
@@ -408,6 +426,54 @@ class Api:
         )
         return _json(
             {"dispatch_id": send.dispatch_id, "repeat": not created}, 202 if created else 200
+        )
+
+    async def test_send(self, request: web.Request) -> web.Response:
+        """A journey step's message, rendered for a stored user (`user_id`) or a given one
+        (`data`, as `journeys preview --data` reads), delivered once to `to` through the real
+        channel, marked `[TEST] ` and `test:`; the user's state, the ledger and the send topic
+        are left alone. `version` picks a deployed version, else the published one."""
+        try:
+            fields = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            fields = None
+        if not isinstance(fields, dict) or set(fields) - set(TEST_SEND_FIELDS):
+            return _error(400, f"body: expected a JSON object of {', '.join(TEST_SEND_FIELDS)}")
+        to, version, locale = fields.get("to"), fields.get("version"), fields.get("locale")
+        if not isinstance(to, str) or not 1 <= len(to) <= 2048:
+            return _error(400, "to: expected the test recipient's address", where="to")
+        if ("user_id" in fields) == ("data" in fields):
+            return _error(400, "expected exactly one of user_id and data", where="user_id")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            return _error(400, "version: expected a whole number", where="version")
+        if locale is not None and not isinstance(locale, str):
+            return _error(400, "locale: expected a locale such as fr-CA", where="locale")
+        now = datetime.now(UTC)
+        try:
+            journey = await stored_journey(self.registry, request.match_info["journey_id"], version)
+            step_id = request.match_info["step_id"]
+            if "data" in fields:
+                shown = preview_data(journey, step_id, fields["data"], self.templates, now)
+            else:
+                user = await stored_user(self.users, str(fields["user_id"]))
+                shown = preview(journey, step_id, user, self.templates, now)
+        except PreviewError as error:
+            status = 404 if error.where in ("journey", "version", "step", "user") else 400
+            return _error(status, str(error), where=error.where, expected=error.expected)
+        try:
+            sent = await send_test(self.session, self.channels, shown, to, locale)
+        except RenderError as error:
+            return _error(422, str(error), where="template", expected="a template that renders")
+        except PreviewError as error:
+            return _error(502, str(error), where=error.where, expected=error.expected)
+        return _json(
+            {
+                "dispatch_id": sent.dispatch_id,
+                "channel": sent.channel,
+                "to": sent.to,
+                "locale": sent.message.locale,
+                "subject": sent.message.subject,
+            }
         )
 
     async def timeline(self, request: web.Request) -> web.Response:

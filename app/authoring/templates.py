@@ -12,7 +12,7 @@ import orjson
 
 from app.config import SenderSettings
 from app.engine import Journey, JourneyError
-from app.engine.definitions import MessageStep, WebhookRequest
+from app.engine.definitions import Digest, MessageStep, WebhookRequest
 from app.engine.loader import JourneyErrors, load_definition_text, locate
 from app.sender.channels import webhook_body
 from app.sender.templates import RenderedMessage, RenderError, TemplateStore
@@ -56,7 +56,11 @@ def template_errors(
         where = ("steps", step.id, "template")
         try:
             locales = store.locales(step.template)
-            variables = {**store.sample(step.template), **journey.sample}
+            variables = {
+                **({"digest": sample_digest(step.digest)} if step.digest else {}),
+                **store.sample(step.template),
+                **journey.sample,
+            }
         except RenderError as problem:
             errors.append(error(where, f"a broken template: {problem}", "a template file"))
             continue
@@ -109,6 +113,18 @@ def _body_problem(
         except orjson.JSONDecodeError as problem:
             return f"a body that is not JSON ({problem})"
     return None
+
+
+def sample_digest(digest: Digest) -> dict[str, Any]:
+    """A digest step's `digest` for checking its template, unless a sample gives one: each
+    event once, listed newest first, without properties."""
+    at = "2026-01-05T08:00:00Z"
+    return {
+        "since": "2025-12-29T08:00:00Z",
+        "counts": dict.fromkeys(digest.events, 1),
+        "total": len(digest.events),
+        "latest": [{"name": n, "at": at, "properties": {}} for n in digest.events][: digest.latest],
+    }
 
 
 def raise_all(errors: list[JourneyError]) -> None:

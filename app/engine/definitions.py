@@ -105,6 +105,21 @@ class WebhookRequest:
         )
 
 
+DIGEST_EVENTS_MAX = 20  # event names one digest counts
+DIGEST_LATEST_MAX = 20  # events one digest lists, at most
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What a message summarises: the named events the user did since this step last sent to
+    them (or since entering, if it never did), each name counted and the `latest` few listed.
+    The user's state keeps per step only the counts and the `latest` newest events, so it stays
+    bounded however much the user does (see `app.engine.digests`)."""
+
+    events: tuple[str, ...]
+    latest: int = 5
+
+
 @dataclass(frozen=True)
 class MessageStep:
     id: str
@@ -113,6 +128,8 @@ class MessageStep:
     template: str
     # Only for webhook steps: the step's own URL, method, headers and body template.
     webhook: WebhookRequest | None = None
+    # The template gets `digest`: what the user did since this step last sent to them.
+    digest: Digest | None = None
 
 
 @dataclass(frozen=True)

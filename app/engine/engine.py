@@ -34,6 +34,7 @@ from app.engine.definitions import (
     SplitStep,
     WaitForStep,
 )
+from app.engine.digests import collect, digest_view, open_digests, restart
 from app.engine.durations import format_duration
 from app.engine.effects import (
     Analytics,
@@ -142,6 +143,19 @@ def _split_variants(journey: Journey, entry: EntryState) -> tuple[tuple[str, str
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
     return {k: utc_text(v) if isinstance(v, datetime) else v for k, v in values.items()}
+
+
+def send_variables(state: UserState, entry: EntryState, step: MessageStep) -> dict[str, Any]:
+    """A send's template variables: the user's attributes by name, the entry event's
+    properties under `event` and, for a step with a digest, `digest`
+    (`app.engine.digests.digest_view`). `journeys preview` and test sends take them from here,
+    so they render what the send would."""
+    variables = {**_json_safe(state.attributes), "event": entry.context}
+    if step.digest is not None:
+        variables["digest"] = digest_view(
+            state, entry.journey_id, step.id, step.digest, entry.entered_at
+        )
+    return variables
 
 
 @dataclass
@@ -253,6 +267,7 @@ class JourneyEngine:
         history = state.events.setdefault(event.name, {"count": 0, "first_at": at, "last_at": at})
         history["count"] += 1
         history["last_at"] = max(history["last_at"], at)
+        collect(state, event.name, at, event.properties)
 
         for entry in state.active_entries():
             journey = self._journey_of(entry)
@@ -509,6 +524,7 @@ class JourneyEngine:
             else:
                 self._finish(run, entry, "completed", "holdout")
             return
+        open_digests(state, journey, at)
         self._advance(run, entry, journey.start)
 
     @staticmethod
@@ -784,13 +800,15 @@ class JourneyEngine:
                 channel=step.channel,
                 template_id=step.template,
                 locale=state.locale,
-                variables={**_json_safe(state.attributes), "event": entry.context},
+                variables=send_variables(state, entry, step),
                 address=str(address) if address is not None else None,
                 send_at=at,
                 branches=branch_claims(state.user_id, entry),
                 webhook=step.webhook,
             )
         )
+        if step.digest is not None:
+            restart(state, journey.id, step, at)
         history = state.received.setdefault(step.template, {"count": 0, "last_at": at})
         history["count"] += 1
         history["last_at"] = at

@@ -16,11 +16,14 @@ import yaml
 from app.engine import conditions as c
 from app.engine.definitions import (
     CHANNELS,
+    DIGEST_EVENTS_MAX,
+    DIGEST_LATEST_MAX,
     NO_ACTION,
     WEBHOOK_METHODS,
     AttributeEntry,
     BranchStep,
     DelayStep,
+    Digest,
     Entry,
     EntryLimits,
     EventEntry,
@@ -499,6 +502,9 @@ class _Reader:
                 channel=channel,
                 template=self.name(self.field(spec, where, "template"), (*where, "template")),
                 webhook=self._webhook(spec, where) if channel == "webhook" else None,
+                digest=(
+                    self._digest(spec["digest"], (*where, "digest")) if "digest" in spec else None
+                ),
             )
         if kind == "branch":
             return BranchStep(
@@ -581,6 +587,30 @@ class _Reader:
                 f"a body template of at most {MAX_WEBHOOK_BODY} characters",
             )
         return WebhookRequest(url, method.upper(), tuple(sorted(headers)), body)
+
+    def _digest(self, value: Any, where: Where) -> Digest:
+        """`{events: [NAME, ...], latest: N}`: the events to count (at least one, each once)
+        and how many of the newest to list (default 5)."""
+        spec = self.mapping(value, where)
+        names = self.field(spec, where, "events")
+        if not isinstance(names, list) or not 1 <= len(names) <= DIGEST_EVENTS_MAX:
+            raise self.doc.error(
+                (*where, "events"), names, f"a list of 1 to {DIGEST_EVENTS_MAX} event names"
+            )
+        events = tuple(self.name(n, (*where, "events", i)) for i, n in enumerate(names))
+        for i, name in enumerate(events):
+            if name in events[:i]:
+                raise self.doc.error((*where, "events", i), name, "each event named once")
+        latest = spec.get("latest", 5)
+        if (
+            isinstance(latest, bool)
+            or not isinstance(latest, int)
+            or not 0 <= latest <= DIGEST_LATEST_MAX
+        ):
+            raise self.doc.error(
+                (*where, "latest"), latest, f"a whole number from 0 to {DIGEST_LATEST_MAX}"
+            )
+        return Digest(events, latest)
 
     def _path(self, value: Any, where: Where) -> JourneyPath:
         spec = self.mapping(value, where)

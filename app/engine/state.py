@@ -112,6 +112,10 @@ class UserState:
     journeys: dict[str, dict[str, Any]] = field(default_factory=dict)
     timers: list[PendingTimer] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
+    # journey id -> message step id -> its digest: {since, events (names), keep, counts
+    #   {name: n}, latest [{name, at, properties}] (newest last, at most `keep`)}; see
+    #   app.engine.digests. A document written before digests has none.
+    digests: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def new(cls, user_id: str) -> UserState:
@@ -170,6 +174,7 @@ class UserState:
             },
             "timers": [t.to_document() for t in self.timers],
             "applied": self.applied,
+            "digests": self.digests,
         }
 
     @classmethod
@@ -203,12 +208,26 @@ class UserState:
             journeys=journeys,
             timers=[PendingTimer.from_document(t) for t in document.get("timers") or []],
             applied=list(document.get("applied") or []),
+            digests={
+                journey_id: {step_id: _digest(record) for step_id, record in steps.items()}
+                for journey_id, steps in (document.get("digests") or {}).items()
+            },
         )
 
 
 def _utc(moment: datetime) -> datetime:
     """MongoDB returns naive UTC datetimes unless the client is tz-aware: accept both."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _digest(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **record,
+        "since": _utc(record["since"]),
+        "events": list(record["events"]),
+        "counts": dict(record["counts"]),
+        "latest": [{**e, "at": _utc(e["at"])} for e in record["latest"]],
+    }
 
 
 def _utc_values(values: dict[str, Any]) -> dict[str, Any]:

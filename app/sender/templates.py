@@ -74,6 +74,7 @@ class RenderedMessage:
     html: str | None = None  # the email's HTML part, in its layout; None: text only
     sender: Address | None = None  # None: the channel's configured sender
     reply_to: Address | None = None
+    preheader: str = ""  # the inbox preview line (the layout shows it; `journeys preview` too)
 
 
 def _environment(loader: BaseLoader, autoescape: bool) -> SandboxedEnvironment:
@@ -164,7 +165,9 @@ class TemplateStore:
             parse_address(text(part), f"{where}, {part}") if part in entry else None
             for part in ("from", "reply_to")
         )
-        return RenderedMessage(template_id, chosen, subject, body, html, sender, reply_to)
+        return RenderedMessage(
+            template_id, chosen, subject, body, html, sender, reply_to, preheader=preheader
+        )
 
     def _render(
         self,

@@ -5,8 +5,9 @@ after another event or a date attribute), attribute entries and, at the `sim` sc
 audiences, re-entry policies, holdouts, exit events and exit conditions, goals, quiet hours,
 frequency caps and lifetimes; entry periods (`starts_at`, `ends_at`) and `enter_past_events`; and a
 graph of delays (a duration, a time of day in the user's zone, a date attribute), messages on every
-channel with templates that exist, nested yes/no branches over conditions of every kind, `wait_for`,
-`paths` and `split` (also one decision after another, and two splits in one entry) and `exit` steps.
+channel with templates that exist (some with a `digest`), nested yes/no branches over conditions
+of every kind, `wait_for`, `paths` and `split` (also one decision after another, and two splits in
+one entry) and `exit` steps.
 
 At the `live` scale a time of day (a delay's, or the end of quiet hours) is the next minute about
 10 to 50 seconds after the base time in the zone of one of the case's users, so a live run sees
@@ -33,6 +34,8 @@ from tests.generated.scale import TimeScale
 TEMPLATES = tuple(
     sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "templates").glob("*.yaml"))
 )
+# The template that renders a message's `digest` (whose steps always get one).
+DIGEST_TEMPLATE = "weekly_summary"
 # Event names the generated journeys and streams share, so one case's events can also enter
 # another case's journeys (the oracle covers that: it simulates every journey deployed).
 ENTRY_EVENTS = ("signed_up", "added_class", "purchased", "added_to_cart", "viewed_product")
@@ -274,6 +277,7 @@ class _Journey:
         }
         if step["channel"] == "webhook":
             step.update(self.webhook_request(step_id))
+        step.update(self.digest(step_id, step["template"]))
         if not end:
             self.link(step, "next", self.node(depth + 1))
         self.steps[step_id] = step
@@ -399,6 +403,17 @@ class _Journey:
                 ' "subject": {{ message.subject | tojson }}}'
             ),
         }
+
+    def digest(self, step_id: str, template: str) -> dict[str, Any]:
+        """A message's `digest` of some of the case's events: always with the weekly summary's
+        template, which lists it (so the differential test compares its counts and latest
+        events in the text the provider receives), now and then with another. Drawn from a
+        generator of its own, so the rest of a seed's case is what it was before."""
+        rng = random.Random(f"{self.id}:{step_id}:digest")
+        if template != DIGEST_TEMPLATE and rng.random() < 0.8:
+            return {}
+        names = rng.sample(EVENTS, rng.randint(1, 3))
+        return {"digest": {"events": names, "latest": rng.randint(0, 4)}}
 
     def entry_period(self) -> dict[str, Any]:
         """`starts_at` and `ends_at` around the case's events (entries only between them), and
