@@ -113,6 +113,9 @@ class MessageStep:
     template: str
     # Only for webhook steps: the step's own URL, method, headers and body template.
     webhook: WebhookRequest | None = None
+    # The subscription topic the message belongs to (e.g. product_updates): a user who opted out
+    # of it gets nothing from this step, and its unsubscribe link opts out of the topic.
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +269,9 @@ class Journey:
     ends_at: datetime | None = None
     # Enter for events that happened before the journey was first published too.
     enter_past_events: bool = False
+    # Messages users asked for (receipts, password resets): no unsubscribe link or headers, and
+    # topic opt-outs do not apply; channel unsubscribes and the suppression list still do.
+    transactional: bool = False
 
     @property
     def key(self) -> str:
