@@ -4,9 +4,9 @@ so "is this user eligible" and "which users are eligible" always agree.
 
 Both read the same layout (see state.py): `attributes.<name>`, `subscriptions.<channel>`,
 `topics.<topic>`, `events.<name>.{count,first_at,last_at}`, `received.<template>.{count,last_at}`
-and `changed.<name>` (when an update last changed the attribute). Comparisons follow MongoDB's rules:
-numbers compare with numbers, strings with strings, datetimes with datetimes, and an operator on
-a missing field is false except `not_equals` and `exists: false`.
+and `changed.<name>` (when an update last changed the attribute). Comparisons follow MongoDB's
+rules: numbers compare with numbers, strings with strings, datetimes with datetimes, and an
+operator on a missing field is false except `not_equals` and `exists: false`.
 
 `contains` and `prefix` match strings (an array field by its string elements, as MongoDB's
 `$regex` does). A condition about the current entry (`since_entry`) is evaluated with the
