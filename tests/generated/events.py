@@ -17,7 +17,15 @@ from app.dispatch.record import utc_text
 from app.engine import Journey, JourneyEngine, ScheduleTimer, UserEvent
 from app.engine.definitions import EventEntry, WaitForStep
 from app.engine.simulator import Simulator
-from tests.generated.journeys import EVENTS, PLANS, PLATFORMS, ROLES, properties, satisfying
+from tests.generated.journeys import (
+    EVENTS,
+    PLANS,
+    PLATFORMS,
+    ROLES,
+    TOPICS,
+    properties,
+    satisfying,
+)
 from tests.generated.scale import TimeScale
 
 ZONES = (
@@ -146,6 +154,10 @@ def generate_events(
                 record["attributes"] = _attribute_update(rng, scale, at)
             if rng.random() < 0.15:
                 record["subscriptions"] = {rng.choice(CHANNELS): rng.random() < 0.3}
+            # Topic subscription changes, from a generator of their own so the rest stays.
+            topic_rng = random.Random(f"{record['event_id']}:topics")
+            if topic_rng.random() < 0.1:
+                record["topics"] = {topic_rng.choice(TOPICS): topic_rng.random() < 0.3}
             if rng.random() < 0.05:
                 # Now and then a zone no machine knows: the event applies, the zone is refused.
                 record["timezone"] = rng.choice((*ZONES, UNKNOWN_ZONE))
