@@ -45,6 +45,11 @@ class Settings:
     mongo_bulk_ops: int = env("MONGO_BULK_OPS", 50)
     redis_url: str = env("REDIS_URL", "redis://127.0.0.1:6380/0")
     redis_prefix: str = env("REDIS_PREFIX", "journeys")
+    # One-click unsubscribe: the API's public base URL (the sender writes links to it; RFC 8058
+    # wants https in production), the key of the tokens and how long a link works.
+    public_url: str = env("PUBLIC_URL", "http://127.0.0.1:8080")
+    unsubscribe_secret: str = env("UNSUBSCRIBE_SECRET", "change-me")
+    unsubscribe_days: int = env("UNSUBSCRIBE_TOKEN_DAYS", 90)
 
     @property
     def kafka_bootstrap(self) -> str:

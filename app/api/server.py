@@ -13,6 +13,7 @@ import hmac
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from aiohttp import web
 from app.authoring.templates import raise_all, template_errors, template_store
 from app.config import ApiSettings, SenderSettings, Settings
 from app.dispatch.transactional import SendRequest, SendRequestError
+from app.dispatch.unsubscribe import TokenError, Unsubscribe, UnsubscribeLinks, open_token
 from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
 from app.keyspace import Keyspace
@@ -49,12 +51,15 @@ from app.store.journeys import (
 )
 from app.store.mongo import close_client, new_client
 from app.store.rules import RulesRegistry
+from app.store.suppressions import SuppressionList
 from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+# Paths anyone may POST to: the token in the path is the authority (one-click unsubscribe).
+PUBLIC_PREFIXES = ("/unsubscribe/",)
 # How long an idempotency key's first request is remembered: the `send` topic's retention. The
 # ledger keeps a sent message from going twice after that too.
 SEND_KEY_SECONDS = 7 * 24 * 3600
@@ -68,6 +73,15 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, message: str, **details: Any) -> web.Response:
     return _json({"error": message, **details}, status)
+
+
+def _page(status: int, title: str, body: str) -> web.Response:
+    """A small HTML page for people (the unsubscribe pages); `body` is already HTML."""
+    text = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title></head><body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
+    return web.Response(text=text, status=status, content_type="text/html")
 
 
 def _invalid(error: JourneyError) -> web.Response:
@@ -84,7 +98,7 @@ def _version_of(request: web.Request) -> int | None:
 def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method in MUTATING:
+        if request.method in MUTATING and not request.path.startswith(PUBLIC_PREFIXES):
             if not token:
                 return _error(403, "mutating requests are refused: no API_TOKEN is configured")
             given = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -129,6 +143,8 @@ class Api:
                 web.post("/sends", self.transactional_send),
                 web.post("/journeys/{journey_id}/steps/{step_id}/test-send", self.test_send),
                 web.get("/users/{user_id}/timeline", self.timeline),
+                web.get("/unsubscribe/{token}", self.unsubscribe_page),
+                web.post("/unsubscribe/{token}", self.unsubscribe),
             ]
         )
         return app
@@ -140,7 +156,15 @@ class Api:
         self.rules = RulesRegistry(self.db)
         self.deliveries = Deliveries(self.db)
         self.users = UserStore(self.db, self.settings.mongo_bulk_ops)
-        stores = (self.registry, self.rules, Timeline(self.db), self.deliveries, self.users)
+        self.suppressions = SuppressionList(self.db)
+        stores = (
+            self.registry,
+            self.rules,
+            Timeline(self.db),
+            self.deliveries,
+            self.users,
+            self.suppressions,
+        )
         for store in stores:
             await store.ensure_indexes()
         self.redis = new_redis(self.settings)
@@ -368,15 +392,59 @@ class Api:
     # --- events, timelines -----------------------------------------------------------------
 
     async def post_event(self, request: web.Request) -> web.Response:
-        contract = load_contract("user-events")
         try:
-            event = contract.decode(await request.read(), self.api_settings.max_body_bytes)
+            event = await self._publish_event(await request.read())
         except RecordError as error:
             return _error(400, str(error), where=error.where, expected=error.expected)
+        return _json({"accepted": event["event_id"]}, 202)
+
+    async def _publish_event(self, raw: bytes) -> dict[str, Any]:
+        """Checks a user-events record against its contract and publishes it, keyed by user."""
+        contract = load_contract("user-events")
+        event = contract.decode(raw, self.api_settings.max_body_bytes)
         await self.producer.send_and_wait(
             self.settings.topic("user-events"), orjson.dumps(event), key=contract.key_of(event)
         )
-        return _json({"accepted": event["event_id"]}, 202)
+        return event
+
+    # --- one-click unsubscribe (RFC 8058), public: the sealed token is the authority ------
+
+    def _open_unsubscribe(self, request: web.Request) -> Unsubscribe | web.Response:
+        try:
+            return open_token(
+                self.settings.unsubscribe_secret, request.match_info["token"], datetime.now(UTC)
+            )
+        except TokenError as error:
+            return _page(400, "This unsubscribe link does not work", f"{error}.")
+
+    async def unsubscribe_page(self, request: web.Request) -> web.Response:
+        """What a person who follows the link sees: a button that POSTs. A GET changes nothing,
+        as link scanners and previews follow GETs."""
+        opened = self._open_unsubscribe(request)
+        if isinstance(opened, web.Response):
+            return opened
+        form = (
+            f'<form method="post" action="/unsubscribe/{escape(request.match_info["token"])}">'
+            '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+            '<button type="submit">Unsubscribe</button></form>'
+        )
+        return _page(200, f"Unsubscribe from {opened.what}?", form)
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        """The one-click POST (a mailbox provider's, body `List-Unsubscribe=One-Click`, or the
+        page's button): the opt-out (or the address's suppression) is stored before the answer,
+        so the sender honours it from now on, then the subscription change is published on
+        user-events with an id of the message, so a repeated click is one event."""
+        opened = self._open_unsubscribe(request)
+        if isinstance(opened, web.Response):
+            return opened
+        now = datetime.now(UTC)
+        if opened.topic is not None:
+            await self.suppressions.opt_out(opened.user_id, opened.topic, now)
+        elif opened.address is not None:
+            await self.suppressions.add(opened.channel, opened.address, opened.reason, now)
+        await self._publish_event(orjson.dumps(opened.event(now)))
+        return _page(200, f"You are unsubscribed from {opened.what}", "")
 
     async def transactional_send(self, request: web.Request) -> web.Response:
         """One message to one user now, on the sender's path (202). A repeat of an idempotency
@@ -461,7 +529,8 @@ class Api:
             status = 404 if error.where in ("journey", "version", "step", "user") else 400
             return _error(status, str(error), where=error.where, expected=error.expected)
         try:
-            sent = await send_test(self.session, self.channels, shown, to, locale)
+            links = UnsubscribeLinks.of(self.settings)
+            sent = await send_test(self.session, self.channels, shown, to, links, locale)
         except RenderError as error:
             return _error(422, str(error), where="template", expected="a template that renders")
         except PreviewError as error:

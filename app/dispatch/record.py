@@ -64,6 +64,9 @@ class DispatchStep:
     template_id: str
     # A webhook step's own URL, method, headers and body template.
     webhook: WebhookRequest | None = None
+    # The step's subscription topic, and whether its journey is transactional.
+    topic: str | None = None
+    transactional: bool = False
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -75,6 +78,10 @@ class DispatchStep:
         }
         if self.webhook is not None:
             record["webhook"] = self.webhook.to_record()
+        if self.topic is not None:
+            record["topic"] = self.topic
+        if self.transactional:
+            record["transactional"] = True
         return record
 
     @classmethod
@@ -87,6 +94,8 @@ class DispatchStep:
             channel=record["channel"],
             template_id=record["template_id"],
             webhook=WebhookRequest.from_record(webhook) if webhook else None,
+            topic=record.get("topic"),
+            transactional=bool(record.get("transactional", False)),
         )
 
 

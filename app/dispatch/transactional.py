@@ -104,6 +104,11 @@ class SendRequest:
             address=address,
         )
         step = DispatchStep(
-            TRANSACTIONAL_JOURNEY, TRANSACTIONAL_VERSION, self.template, self.channel, self.template
+            TRANSACTIONAL_JOURNEY,
+            TRANSACTIONAL_VERSION,
+            self.template,
+            self.channel,
+            self.template,
+            transactional=True,  # asked for by the user's action: no unsubscribe link
         )
         return DispatchRecord(step, send_at, (recipient,))

@@ -3,10 +3,10 @@ to a predicate over a user's state document and to a MongoDB filter over the sto
 so "is this user eligible" and "which users are eligible" always agree.
 
 Both read the same layout (see state.py): `attributes.<name>`, `subscriptions.<channel>`,
-`events.<name>.{count,first_at,last_at}`, `received.<template>.{count,last_at}` and
-`changed.<name>` (when an update last changed the attribute). Comparisons follow MongoDB's rules:
-numbers compare with numbers, strings with strings, datetimes with datetimes, and an operator on
-a missing field is false except `not_equals` and `exists: false`.
+`topics.<topic>`, `events.<name>.{count,first_at,last_at}`, `received.<template>.{count,last_at}`
+and `changed.<name>` (when an update last changed the attribute). Comparisons follow MongoDB's
+rules: numbers compare with numbers, strings with strings, datetimes with datetimes, and an
+operator on a missing field is false except `not_equals` and `exists: false`.
 
 `contains` and `prefix` match strings (an array field by its string elements, as MongoDB's
 `$regex` does). A condition about the current entry (`since_entry`) is evaluated with the
@@ -296,6 +296,11 @@ def received(template: str) -> Condition:
 def subscribed(channel: str) -> Condition:
     """Users are subscribed unless an update said otherwise."""
     return FieldCompare(f"subscriptions.{channel}", "$ne", False)
+
+
+def subscribed_topic(topic: str) -> Condition:
+    """Users are subscribed to a topic unless an update (an unsubscribe) said otherwise."""
+    return FieldCompare(f"topics.{topic}", "$ne", False)
 
 
 PROPERTY_OPERATORS = (*COMPARISONS, "in", "exists", "contains", "prefix")

@@ -130,6 +130,9 @@ class MessageStep:
     webhook: WebhookRequest | None = None
     # The template gets `digest`: what the user did since this step last sent to them.
     digest: Digest | None = None
+    # The subscription topic the message belongs to (e.g. product_updates): a user who opted out
+    # of it gets nothing from this step, and its unsubscribe link opts out of the topic.
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,9 @@ class Journey:
     ends_at: datetime | None = None
     # Enter for events that happened before the journey was first published too.
     enter_past_events: bool = False
+    # Messages users asked for (receipts, password resets): no unsubscribe link or headers, and
+    # topic opt-outs do not apply; channel unsubscribes and the suppression list still do.
+    transactional: bool = False
 
     @property
     def key(self) -> str:

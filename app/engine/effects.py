@@ -36,9 +36,15 @@ class Send:
     branches: tuple[tuple[str, str], ...] = ()
     # A webhook step's own request, carried to the sender with the send.
     webhook: WebhookRequest | None = None
+    # The step's subscription topic (None for a transactional journey's sends), and whether the
+    # journey is transactional (no unsubscribe link); both left out of the record when unset.
+    topic: str | None = None
+    transactional: bool = False
 
     def to_record(self) -> dict[str, Any]:
         webhook = {"webhook": self.webhook.to_record()} if self.webhook is not None else {}
+        topic = {"topic": self.topic} if self.topic is not None else {}
+        transactional = {"transactional": True} if self.transactional else {}
         return {
             "kind": "send",
             "dispatch_id": self.dispatch_id,
@@ -55,6 +61,8 @@ class Send:
             "send_at": utc_text(self.send_at),
             "branches": [list(pair) for pair in self.branches],
             **webhook,
+            **topic,
+            **transactional,
         }
 
 

@@ -408,6 +408,7 @@ class JourneyEngine:
         for name in changed:
             state.changed[name] = max(state.changed.get(name, at), at)
         state.subscriptions.update(event.subscriptions)
+        state.topics.update(event.topics)
         if event.timezone and known_zone(event.timezone):  # else the last valid zone stays
             state.timezone = event.timezone
         if event.locale:
@@ -420,6 +421,7 @@ class JourneyEngine:
         return {
             "attributes": state.attributes,
             "subscriptions": state.subscriptions,
+            "topics": state.topics,
             "events": state.events,
             "received": state.received,
             "changed": state.changed,
@@ -756,6 +758,9 @@ class JourneyEngine:
         if state.subscriptions.get(step.channel) is False:
             self._analytics(run, entry, step.id, "suppressed", f"unsubscribed from {step.channel}")
             return True
+        if step.topic is not None and state.topics.get(step.topic) is False:
+            self._analytics(run, entry, step.id, "suppressed", f"unsubscribed from {step.topic}")
+            return True
         for cap in (*self.rules.frequency_caps, *journey.rules.frequency_caps):
             if cap.channel != step.channel:
                 continue
@@ -805,6 +810,8 @@ class JourneyEngine:
                 send_at=at,
                 branches=branch_claims(state.user_id, entry),
                 webhook=step.webhook,
+                topic=step.topic,
+                transactional=journey.transactional,
             )
         )
         if step.digest is not None:

@@ -36,6 +36,8 @@ class UserEvent:
     properties: dict[str, Any] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     subscriptions: dict[str, bool] = field(default_factory=dict)
+    # Per-topic subscription state (e.g. {"product_updates": false}), beside the channels'.
+    topics: dict[str, bool] = field(default_factory=dict)
     timezone: str | None = None
     locale: str | None = None
     # When the system got it (the workers: the Kafka record's timestamp), not part of the
@@ -57,6 +59,7 @@ class UserEvent:
             properties=dict(record.get("properties") or {}),
             attributes=dict(record.get("attributes") or {}),
             subscriptions=dict(record.get("subscriptions") or {}),
+            topics=dict(record.get("topics") or {}),
             timezone=record.get("timezone"),
             locale=record.get("locale"),
             received_at=received_at,

@@ -348,11 +348,15 @@ class _Reader:
                     (*where, "subscribed"), channel, f"one of {', '.join(CHANNELS)}"
                 )
             return c.subscribed(channel)
+        if "subscribed_topic" in spec:
+            return c.subscribed_topic(
+                self.name(spec["subscribed_topic"], (*where, "subscribed_topic"))
+            )
         raise self.doc.error(
             where,
             f"a mapping with keys {sorted(spec)}",
             "a condition: attribute, event, since_attribute, since_event, received, subscribed, "
-            "all, any or not",
+            "subscribed_topic, all, any or not",
         )
 
     def _attribute_condition(self, spec: Mapping[str, Any], where: Where) -> c.Condition:
@@ -505,6 +509,7 @@ class _Reader:
                 digest=(
                     self._digest(spec["digest"], (*where, "digest")) if "digest" in spec else None
                 ),
+                topic=self.name(spec["topic"], (*where, "topic")) if "topic" in spec else None,
             )
         if kind == "branch":
             return BranchStep(
@@ -739,11 +744,27 @@ class _Reader:
             rules=self.rules(root, ()),
             lifetime=self.duration(root.get("lifetime", "90d"), ("lifetime",)),
             sample=self.free_form(root.get("sample"), ("sample",)),
+            transactional=self.flag(root.get("transactional", False), ("transactional",)),
             **self._entry_period(root),
         )
-        self.check_keys(*self._unreached(steps, start))
+        self.check_keys(*self._unreached(steps, start), *self._topics_refused(journey))
         self._check_graph(steps, start)
         return journey
+
+    def _topics_refused(self, journey: Journey) -> list[JourneyError]:
+        """A transactional journey's messages ignore topic opt-outs, so a topic there would be a
+        promise it does not keep."""
+        if not journey.transactional:
+            return []
+        return [
+            self.doc.error(
+                ("steps", step.id, "topic"),
+                step.topic,
+                "no topic in a transactional journey (its messages ignore topic opt-outs)",
+            )
+            for step in journey.steps.values()
+            if isinstance(step, MessageStep) and step.topic is not None
+        ]
 
     def _unreached(self, steps: dict[str, Step], start: str) -> list[JourneyError]:
         """Steps no link leads to from the start: never run, most often a misspelt link."""

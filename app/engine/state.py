@@ -97,6 +97,7 @@ class UserState:
     version: int = 0
     attributes: dict[str, Any] = field(default_factory=dict)
     subscriptions: dict[str, bool] = field(default_factory=dict)
+    topics: dict[str, bool] = field(default_factory=dict)  # topic -> subscribed; absent: yes
     timezone: str | None = None
     locale: str | None = None
     # name -> {count, first_at, last_at}; a name is absent until it happened once.
@@ -157,6 +158,7 @@ class UserState:
             "version": self.version,
             "attributes": self.attributes,
             "subscriptions": self.subscriptions,
+            "topics": self.topics,
             "timezone": self.timezone,
             "locale": self.locale,
             "events": self.events,
@@ -199,6 +201,7 @@ class UserState:
             version=int(document.get("version", 0)),
             attributes=_utc_values(dict(document.get("attributes") or {})),
             subscriptions=dict(document.get("subscriptions") or {}),
+            topics=dict(document.get("topics") or {}),
             timezone=document.get("timezone"),
             locale=document.get("locale"),
             events={k: _utc_values(dict(v)) for k, v in (document.get("events") or {}).items()},

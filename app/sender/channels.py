@@ -180,7 +180,7 @@ def _sendgrid_address(address: Address) -> dict[str, str]:
 class EmailChannel:
     """An email provider's HTTP API in SendGrid's v3 mail/send format: the plain-text part first
     and the HTML part after it (the order SendGrid requires), the template's from (else the
-    configured one) and reply-to."""
+    configured one) and reply-to, and a marketing email's List-Unsubscribe headers."""
 
     url: str
     token: str
@@ -207,6 +207,11 @@ class EmailChannel:
         }
         if message.reply_to is not None:
             body["reply_to"] = _sendgrid_address(message.reply_to)
+        if message.unsubscribe_url is not None:  # RFC 8058 one-click, in SendGrid's `headers`
+            body["headers"] = {
+                "List-Unsubscribe": f"<{message.unsubscribe_url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            }
         headers = {"Idempotency-Key": delivery.dispatch_id, "Authorization": f"Bearer {self.token}"}
         await post_json(session, self.url, body, headers)
 

@@ -142,13 +142,15 @@ def preview(
     """Render a journey's message step for one user as the sender would, in each locale of its
     template (or --locale), with the variables the engine would send. JOURNEY is a journey file,
     or the id of a deployed journey (its published version, or --version)."""
+    from app.dispatch.unsubscribe import UnsubscribeLinks
     from app.sender.preview import parts
     from app.sender.templates import RenderError
 
     shown = asyncio.run(_prepared(journey, step, user, data, version))
     try:
         locales = [locale] if locale else shown.locales()
-        rendered = [shown.render(code) for code in locales]
+        links = UnsubscribeLinks.of(Settings())
+        rendered = [shown.render(code, links) for code in locales]
     except RenderError as error:
         raise click.ClickException(str(error)) from None
     for message in rendered:
@@ -185,6 +187,7 @@ def test_send(
     the delivery ledger and the send topic are left alone. JOURNEY as for `preview`."""
     import aiohttp
 
+    from app.dispatch.unsubscribe import UnsubscribeLinks
     from app.sender.channels import channels_from
     from app.sender.preview import PreviewError, send_test
     from app.sender.templates import RenderError
@@ -194,7 +197,8 @@ def test_send(
         settings = SenderSettings()
         timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            return await send_test(session, channels_from(settings), shown, to, locale)
+            links = UnsubscribeLinks.of(Settings())
+            return await send_test(session, channels_from(settings), shown, to, links, locale)
 
     try:
         sent = asyncio.run(run())

@@ -21,10 +21,11 @@ from typing import Any
 import aiohttp
 
 from app.dispatch.record import Recipient
+from app.dispatch.unsubscribe import UnsubscribeLinks
 from app.engine import Journey, JourneyEngine, UserEvent, UserState
 from app.engine.definitions import MessageStep
 from app.engine.digests import collect, restart
-from app.engine.engine import send_variables, to_millis
+from app.engine.engine import ADDRESS_ATTRIBUTE, send_variables, to_millis
 from app.engine.lifecycle import PUBLISHED
 from app.engine.state import EntryState
 from app.sender.channels import Channel, Delivery, PermanentError, SuppressedError, TransientError
@@ -63,8 +64,32 @@ class Preview:
     def locales(self) -> list[str]:
         return self.templates.locales(self.step.template)
 
-    def render(self, locale: str | None = None) -> RenderedMessage:
-        return self.templates.render(self.step.template, locale or self.user.locale, self.variables)
+    def render(
+        self,
+        locale: str | None = None,
+        links: UnsubscribeLinks | None = None,
+        *,
+        dispatch_id: str = "preview",
+        address: str | None = None,
+        user_id: str | None = None,
+    ) -> RenderedMessage:
+        """With `links`, a marketing email gets its unsubscribe link as the sender gives it
+        (for `address` and `user_id`, else the user's own)."""
+        url = None
+        if links is not None:
+            attribute = ADDRESS_ATTRIBUTE[self.step.channel]
+            url = links.url(
+                user_id=user_id or self.user.user_id,
+                channel=self.step.channel,
+                address=address or (attribute and str(self.user.attributes.get(attribute) or "")),
+                topic=self.step.topic,
+                dispatch_id=dispatch_id,
+                transactional=self.journey.transactional,
+                now=datetime.now(UTC),
+            )
+        return self.templates.render(
+            self.step.template, locale or self.user.locale, self.variables, url
+        )
 
 
 def message_step(journey: Journey, step_id: str) -> MessageStep:
@@ -162,14 +187,16 @@ async def send_test(
     channels: Mapping[str, Channel],
     shown: Preview,
     to: str,
+    links: UnsubscribeLinks,
     locale: str | None = None,
 ) -> SentTest:
     """Delivers the preview's message to `to` through the step's channel, once (no retries),
     with the `[TEST] ` subject and a `test:` dispatch id. A provider's refusal is a
     PreviewError naming it."""
-    rendered = shown.render(locale)
-    message = replace(rendered, subject=TEST_PREFIX + rendered.subject)
     dispatch_id = f"test:{uuid.uuid4().hex}"
+    # Its link unsubscribes the test recipient (as user `test:...`), never the real user.
+    rendered = shown.render(locale, links, dispatch_id=dispatch_id, address=to, user_id=dispatch_id)
+    message = replace(rendered, subject=TEST_PREFIX + rendered.subject)
     recipient = Recipient(shown.user.user_id, dispatch_id, message.locale, shown.variables, to)
     channel = channels[shown.step.channel]
     delivery = Delivery(dispatch_id, shown.step.channel, recipient, message, shown.step.webhook)

@@ -15,12 +15,14 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
+from app.dispatch.unsubscribe import UnsubscribeLinks
 from app.redis_client import new_redis
 from app.retry import Backoff, retry_transient
 from app.sender.channels import (
@@ -36,6 +38,8 @@ from app.sender.limits import CircuitBreaker, RateLimiter
 from app.sender.templates import RenderError, TemplateStore
 from app.store.deliveries import Outcome
 from app.store.mongo import close_client, new_client
+from app.store.suppressions import SuppressionList
+from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
@@ -84,6 +88,7 @@ class Sender:
             sender_settings.templates_dir, sender_settings.default_locale
         )
         self.owner = uuid.uuid4().hex
+        self.links = UnsubscribeLinks.of(settings)
         self._breakers = {
             name: CircuitBreaker(sender_settings.breaker_failures, sender_settings.breaker_cooldown)
             for name in self.channels
@@ -117,6 +122,9 @@ class Sender:
         await retry_transient(
             self.ledger.deliveries.ensure_indexes, what="creating delivery indexes"
         )
+        self.suppressions = SuppressionList(mongo[s.mongo_db])
+        await retry_transient(self.suppressions.ensure_indexes, what="creating suppression indexes")
+        self.users = UserStore(mongo[s.mongo_db], s.mongo_bulk_ops)
         self.limiter = RateLimiter(redis, s.redis_prefix, ss.channel_rates())
         self.dead_letters = DeadLetterWriter(producer, s, "sender")
         timeout = aiohttp.ClientTimeout(total=ss.timeout_seconds)
@@ -203,15 +211,64 @@ class Sender:
         for _ in range(len(record.recipients) - len(todo)):
             self.metrics.count("duplicate")
         lane = self._lanes[record.step.channel]
+        try:
+            blocked = await retry_transient(
+                lambda: self._suppressed(record.step, todo),
+                what="reading suppressions and subscriptions",
+            )
+        except BaseException:
+            self._settling.difference_update(r.dispatch_id for r in todo)
+            raise
 
         async def settle(recipient: Recipient) -> None:
             try:
+                if (reason := blocked.get(recipient.dispatch_id)) is not None:
+                    suppressed = Settled("suppressed", 0, None, SuppressedError(reason))
+                    await self._record(record.step, recipient, suppressed)
+                    return
                 async with lane:
                     await self._settle(message, record, recipient)
             finally:
                 self._settling.discard(recipient.dispatch_id)
 
         await asyncio.gather(*(settle(r) for r in todo))
+
+    async def _suppressed(self, step: DispatchStep, recipients: list[Recipient]) -> dict[str, str]:
+        """Why each recipient must not be sent to now (dispatch id -> reason), looked up for a
+        whole dispatch record at once: the address on the suppression list (a hard bounce, a
+        complaint, an unsubscribe), the user unsubscribed from the channel, or (but for a
+        transactional send) from the step's topic, whether or not the engine saw it yet."""
+        if not recipients:
+            return {}
+        user_ids = [r.user_id for r in recipients]
+        addresses = [r.address for r in recipients if r.address]
+        listed = await self.suppressions.reasons(step.channel, addresses)
+        states = await self.users.subscription_states(user_ids)
+        topic = None if step.transactional else step.topic
+        opted_out = await self.suppressions.opted_out(topic, user_ids) if topic else set()
+        reasons: dict[str, str] = {}
+        for recipient in recipients:
+            channels, topics = states.get(recipient.user_id, ({}, {}))
+            if recipient.address in listed:
+                reasons[recipient.dispatch_id] = listed[recipient.address]
+            elif channels.get(step.channel) is False:
+                reasons[recipient.dispatch_id] = f"unsubscribed from {step.channel}"
+            elif topic is not None and (
+                recipient.user_id in opted_out or topics.get(topic) is False
+            ):
+                reasons[recipient.dispatch_id] = f"unsubscribed from {topic}"
+        return reasons
+
+    def _unsubscribe_url(self, step: DispatchStep, recipient: Recipient) -> str | None:
+        return self.links.url(
+            user_id=recipient.user_id,
+            channel=step.channel,
+            address=recipient.address,
+            topic=step.topic,
+            dispatch_id=recipient.dispatch_id,
+            transactional=step.transactional,
+            now=datetime.now(UTC),
+        )
 
     async def _settle(
         self, message: ConsumerRecord, record: DispatchRecord, recipient: Recipient
@@ -220,14 +277,18 @@ class Sender:
         step = record.step
         try:
             rendered = self.templates.render(
-                step.template_id, recipient.locale, recipient.variables
+                step.template_id,
+                recipient.locale,
+                recipient.variables,
+                self._unsubscribe_url(step, recipient),
             )
         except RenderError as error:
             settled = Settled("failed", attempts=0, locale=None, error=error)
         else:
             await self._claim(recipient.dispatch_id)
             settled = await self._deliver(
-                Delivery(recipient.dispatch_id, step.channel, recipient, rendered, step.webhook)
+                Delivery(recipient.dispatch_id, step.channel, recipient, rendered, step.webhook),
+                step,
             )
         if settled.outcome == "failed" and settled.error is not None:
             await self._dead_letter(message, settled.error, recipient.dispatch_id)
@@ -242,9 +303,10 @@ class Sender:
             log.warning("%s was claimed before (a crashed sender?): resending with the same key",
                         dispatch_id)  # fmt: skip
 
-    async def _deliver(self, delivery: Delivery) -> Settled:
+    async def _deliver(self, delivery: Delivery, step: DispatchStep) -> Settled:
         """Attempts until the provider accepts, refuses for good, or `max_attempts` transient
-        failures in a row, waiting for the rate limit and the circuit breaker before each."""
+        failures in a row, waiting for the rate limit and the circuit breaker before each; an
+        unsubscribe or suppression that arrived meanwhile stops a retry."""
         channel = self.channels[delivery.channel]
         breaker = self._breakers[delivery.channel]
         locale = delivery.message.locale
@@ -252,6 +314,13 @@ class Sender:
         while True:
             attempts += 1
             await self._wait_for_capacity(delivery.channel, breaker)
+            if attempts > 1:
+                blocked = await retry_transient(
+                    lambda: self._suppressed(step, [delivery.recipient]),
+                    what="reading suppressions and subscriptions",
+                )
+                if (reason := blocked.get(delivery.dispatch_id)) is not None:
+                    return Settled("suppressed", attempts - 1, locale, SuppressedError(reason))
             try:
                 await channel.deliver(self.session, delivery)
             except SuppressedError as error:

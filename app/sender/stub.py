@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import time
 import urllib.parse
 from collections import Counter, deque
@@ -22,6 +23,8 @@ from aiohttp import web
 from app.sender import signing
 
 MODES = ("ok", "429", "500", "400", "hang", "drop")
+ONE_CLICK = "List-Unsubscribe=One-Click"
+LIST_UNSUBSCRIBE = re.compile(r"^<[^<>\s]+>(\s*,\s*<[^<>\s]+>)*$")
 
 
 @dataclass
@@ -151,6 +154,27 @@ def sendgrid_errors(body: Any) -> list[dict[str, str]]:
         errors.append({"field": "content", "message": "Each content needs a type and a value."})
     elif "text/plain" in types and types.index("text/plain") != 0:
         errors.append({"field": "content", "message": "text/plain must come first."})
+    return errors + _header_errors(body.get("headers", {}))
+
+
+def _header_errors(headers: Any) -> list[dict[str, str]]:
+    """SendGrid's `headers`: an object of string values; and RFC 8058's pair as mailbox
+    providers read it: List-Unsubscribe a list of <URI>s, List-Unsubscribe-Post exactly
+    `List-Unsubscribe=One-Click` and only beside a List-Unsubscribe."""
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        return [{"field": "headers", "message": "Headers must be an object of strings."}]
+    errors = []
+    listed = headers.get("List-Unsubscribe")
+    if listed is not None and not LIST_UNSUBSCRIBE.match(listed):
+        errors.append({"field": "headers", "message": "List-Unsubscribe: expected <URI>, ..."})
+    post = headers.get("List-Unsubscribe-Post")
+    if post is not None and (post != ONE_CLICK or listed is None):
+        errors.append(
+            {
+                "field": "headers",
+                "message": f"List-Unsubscribe-Post: expected {ONE_CLICK} with List-Unsubscribe",
+            }
+        )
     return errors
 
 
@@ -168,6 +192,11 @@ def _email_lines(body: dict[str, Any], parts: dict[str, str]) -> str:
     lines = [f"  from: {_named(body['from'])}"]
     if "reply_to" in body:
         lines.append(f"  reply-to: {_named(body['reply_to'])}")
+    headers = body.get("headers", {})
+    if "List-Unsubscribe" in headers:
+        one_click = " (one-click)" if headers.get("List-Unsubscribe-Post") == ONE_CLICK else ""
+        plain = "" if "<https://" in headers["List-Unsubscribe"] else " (not https: set PUBLIC_URL)"
+        lines.append(f"  list-unsubscribe: {headers['List-Unsubscribe']}{one_click}{plain}")
     lines.append(f"  text: {parts.get('text', '')}")
     if "html" in parts:
         lines += ["  html:", *(f"    {line}" for line in parts["html"].splitlines())]

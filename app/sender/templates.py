@@ -75,6 +75,8 @@ class RenderedMessage:
     sender: Address | None = None  # None: the channel's configured sender
     reply_to: Address | None = None
     preheader: str = ""  # the inbox preview line (the layout shows it; `journeys preview` too)
+    # A marketing email's one-click unsubscribe URL: in the footer, the text and the headers.
+    unsubscribe_url: str | None = None
 
 
 def _environment(loader: BaseLoader, autoescape: bool) -> SandboxedEnvironment:
@@ -140,8 +142,15 @@ class TemplateStore:
         )
 
     def render(
-        self, template_id: str, locale: str | None, variables: dict[str, Any]
+        self,
+        template_id: str,
+        locale: str | None,
+        variables: dict[str, Any],
+        unsubscribe_url: str | None = None,
     ) -> RenderedMessage:
+        """The message in the user's locale; with `unsubscribe_url` (a marketing email), the
+        layout gets it as `unsubscribe_url` (the footer shows the link) and the text ends with
+        it. Layouts always get the name, None for a message without a link."""
         chosen = self.locale_for(template_id, locale)
         loaded = self._load(template_id)
         entry = {key: loaded[key] for key in SHARED if key in loaded} | loaded[chosen]
@@ -159,14 +168,30 @@ class TemplateStore:
             content = self._render(
                 self._html, (template_id, chosen, "html"), entry["html"], variables, where
             )
-            frame = {"content": Markup(content), "subject": subject, "preheader": preheader}
-            html = self._in_layout(entry, where, variables | frame | {"locale": chosen})
+            frame: dict[str, Any] = {
+                "content": Markup(content),
+                "subject": subject,
+                "preheader": preheader,
+                "locale": chosen,
+                "unsubscribe_url": unsubscribe_url,
+            }
+            html = self._in_layout(entry, where, variables | frame)
         sender, reply_to = (
             parse_address(text(part), f"{where}, {part}") if part in entry else None
             for part in ("from", "reply_to")
         )
+        if unsubscribe_url is not None:
+            body = f"{body.rstrip()}\n\n--\nUnsubscribe: {unsubscribe_url}"
         return RenderedMessage(
-            template_id, chosen, subject, body, html, sender, reply_to, preheader=preheader
+            template_id,
+            chosen,
+            subject,
+            body,
+            html,
+            sender,
+            reply_to,
+            preheader=preheader,
+            unsubscribe_url=unsubscribe_url,
         )
 
     def _render(

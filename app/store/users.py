@@ -185,6 +185,22 @@ class UserStore:
             users[user.user_id] = user
         return users
 
+    async def subscription_states(
+        self, user_ids: list[str]
+    ) -> dict[str, tuple[dict[str, bool], dict[str, bool]]]:
+        """Each stored user's channel and topic subscriptions, in one query that reads nothing
+        else (the sender's check right before a delivery)."""
+        cursor = self.collection.find(
+            {"_id": {"$in": list(dict.fromkeys(user_ids))}}, {"subscriptions": 1, "topics": 1}
+        )
+        return {
+            document["_id"]: (
+                dict(document.get("subscriptions") or {}),
+                dict(document.get("topics") or {}),
+            )
+            async for document in cursor
+        }
+
     async def commit_many(self, commits: list[UserCommit]) -> set[str]:
         """One conditional write per user; returns the users whose stored version had moved on
         (another writer got there first), who must be reloaded and recomputed. The writes go in

@@ -190,7 +190,7 @@ def test_bad_webhook_options_are_located_errors(tmp_path: Path) -> None:
     ]
     assert error("channel: webhook", "channel: email")[0] == (
         "/j.yaml:9: at /steps/crm/url: found an unknown key 'url', expected a key this format "
-        "reads here: channel, digest, next, template, type"
+        "reads here: channel, digest, next, template, topic, type"
     )
 
 

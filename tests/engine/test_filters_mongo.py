@@ -54,6 +54,7 @@ def documents(draw: st.DrawFn) -> dict:
             st.dictionaries(st.sampled_from(["sku", "quantity", "tags"]), attribute_values)
         ),
         "subscriptions": draw(st.dictionaries(st.sampled_from(["email", "push"]), st.booleans())),
+        "topics": draw(st.dictionaries(st.sampled_from(["news", "tips"]), st.booleans())),
         "events": events,
         "received": draw(
             st.dictionaries(
@@ -116,6 +117,7 @@ def leaf() -> st.SearchStrategy[c.Condition]:
         ),
         st.builds(c.received, st.just("welcome")),
         st.builds(c.subscribed, st.sampled_from(["email", "push"])),
+        st.builds(c.subscribed_topic, st.sampled_from(["news", "tips"])),
     )
 
 

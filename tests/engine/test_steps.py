@@ -204,3 +204,50 @@ def test_entries_at_the_same_millisecond_get_their_own_dispatch_ids() -> None:
         state = transition.state
         ids += [e.dispatch_id for e in transition.effects if isinstance(e, Send)]
     assert len(ids) == 2 and ids[0] != ids[1]
+
+
+def test_a_topic_opt_out_suppresses_that_topics_messages_with_the_reason() -> None:
+    text = journey(
+        "  news: {type: message, channel: email, template: hello, topic: product_updates,"
+        " next: tip}\n"
+        "  tip: {type: message, channel: email, template: tip, topic: tips}\n"
+    )
+    engine = JourneyEngine([load_journey_text(text)])
+    event = signed_up("u", topics={"product_updates": False})
+    effects = engine.apply(UserState.new("u"), event, T0).effects
+    sends = [e for e in effects if isinstance(e, Send)]
+    suppressed = [e for e in effects if getattr(e, "event", "") == "suppressed"]
+    assert [(s.template_id, s.topic, s.transactional) for s in sends] == [("tip", "tips", False)]
+    assert sends[0].to_record()["topic"] == "tips"
+    assert [(e.step_id, e.reason) for e in suppressed] == [
+        ("news", "unsubscribed from product_updates")
+    ]
+
+
+def test_a_transactional_journey_marks_its_sends_and_refuses_topics() -> None:
+    text = "transactional: true\n" + journey(
+        "  receipt: {type: message, channel: email, template: hello}\n"
+    )
+    (send,) = [
+        e
+        for e in JourneyEngine([load_journey_text(text)])
+        .apply(UserState.new("u"), signed_up("u", topics={"product_updates": False}), T0)
+        .effects
+        if isinstance(e, Send)
+    ]
+    assert send.transactional and send.to_record()["transactional"] is True
+    with pytest.raises(JourneyError, match="no topic in a transactional journey"):
+        load_journey_text(text.replace("template: hello", "template: hello, topic: news"))
+
+
+def test_a_condition_tests_topic_subscription() -> None:
+    text = journey(
+        "  ask:\n    type: branch\n    if: {subscribed_topic: weekly_summary}\n"
+        "    yes: hello\n    no: no_action\n"
+        "  hello: {type: message, channel: push, template: hello}\n"
+    )
+    assert run(text, signed_up("a"), signed_up("b", topics={"weekly_summary": False})) == [
+        ("11-02 09:00", "a", "hello")
+    ]
+    with pytest.raises(JourneyError, match="did you mean `topic`"):
+        load_journey_text(text.replace("template: hello", "template: hello, topik: x"))

@@ -14,10 +14,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.dispatch.record import utc_text
-from app.engine import Journey, JourneyEngine, ScheduleTimer, UserEvent
+from app.engine import Journey, JourneyEngine, ScheduleTimer, Send, UserEvent
 from app.engine.definitions import EventEntry, WaitForStep
 from app.engine.simulator import Simulator
-from tests.generated.journeys import EVENTS, PLANS, PLATFORMS, ROLES, properties, satisfying
+from tests.generated.journeys import (
+    EVENTS,
+    PLANS,
+    PLATFORMS,
+    ROLES,
+    TOPICS,
+    properties,
+    satisfying,
+)
 from tests.generated.scale import TimeScale
 
 ZONES = (
@@ -33,6 +41,10 @@ ZONES = (
     "Pacific/Chatham",
 )
 UNKNOWN_ZONE = "America/LosAngeles"
+# How long after a send its user's unsubscribe can still stop it live: the sender checks the
+# stored subscriptions right before delivering (the send buffer's hold, the sender's fetch and its
+# retries), which the simulator, deciding at the send's time, cannot know.
+UNSUBSCRIBE_RACE = timedelta(seconds=10)
 LOCALES = ("en", "en-GB", "fr-FR", "fr", "de", "de_AT", "pt-BR", "es")
 CHANNELS = ("email", "push", "sms", "webhook")
 
@@ -146,6 +158,10 @@ def generate_events(
                 record["attributes"] = _attribute_update(rng, scale, at)
             if rng.random() < 0.15:
                 record["subscriptions"] = {rng.choice(CHANNELS): rng.random() < 0.3}
+            # Topic subscription changes, from a generator of their own so the rest stays.
+            topic_rng = random.Random(f"{record['event_id']}:topics")
+            if topic_rng.random() < 0.1:
+                record["topics"] = {topic_rng.choice(TOPICS): topic_rng.random() < 0.3}
             if rng.random() < 0.05:
                 # Now and then a zone no machine knows: the event applies, the zone is refused.
                 record["timezone"] = rng.choice((*ZONES, UNKNOWN_ZONE))
@@ -178,9 +194,10 @@ def space_from_timers(
     engine: JourneyEngine, stream: list[dict[str, Any]], margin: timedelta, rounds: int = 200
 ) -> list[dict[str, Any]]:
     """The stream with events moved later until no event comes within `margin` of a timer of the
-    same user that an earlier input set. A live pipeline cannot order an event and a timer that
-    close the way the simulator does (timers first at equal times; in the workers the two race),
-    so live cases keep them apart. A moved event moves the user's later events (in time, after it
+    same user that an earlier input set, and no unsubscribe within UNSUBSCRIBE_RACE after a send
+    of its user. A live pipeline cannot order an event and a timer that close the way the
+    simulator does (timers first at equal times; in the workers the two race), so live cases
+    keep them apart. A moved event moves the user's later events (in time, after it
     in the stream) with it, and its repeats."""
     stream = [dict(record) for record in stream]
     for _ in range(rounds):
@@ -214,6 +231,7 @@ def _first_clash(
         _note_timers(simulator, timers, 0, before, rank - 0.5)
         simulator.feed([event])
         _note_timers(simulator, timers, before, len(simulator.effects), rank)
+    sends = [e.effect for e in simulator.effects if isinstance(e.effect, Send)]
     seen: set[str] = set()
     for rank, index in enumerate(order):
         record = stream[index]
@@ -224,7 +242,17 @@ def _first_clash(
         for user_id, due, setter in timers.values():
             if user_id == record["user_id"] and setter < rank and abs(due - at) < margin:
                 return index, due + margin - at
+        if _unsubscribes(record):
+            for send in sends:
+                if send.user_id == record["user_id"] and at - UNSUBSCRIBE_RACE < send.send_at <= at:
+                    return index, send.send_at + UNSUBSCRIBE_RACE - at
     return None
+
+
+def _unsubscribes(record: dict[str, Any]) -> bool:
+    """Whether an event turns off a channel or a topic of its user."""
+    subscriptions, topics = record.get("subscriptions") or {}, record.get("topics") or {}
+    return False in [*subscriptions.values(), *topics.values()]
 
 
 def _note_timers(

@@ -36,6 +36,7 @@ TEMPLATES = tuple(
 )
 # The template that renders a message's `digest` (whose steps always get one).
 DIGEST_TEMPLATE = "weekly_summary"
+TOPICS = ("product_updates", "weekly_summary")
 # Event names the generated journeys and streams share, so one case's events can also enter
 # another case's journeys (the oracle covers that: it simulates every journey deployed).
 ENTRY_EVENTS = ("signed_up", "added_class", "purchased", "added_to_cart", "viewed_product")
@@ -109,6 +110,9 @@ class _Journey:
         self.base = base
         self.zones = zones
         self.id = journey_id
+        # Transactional now and then (its messages take no topic), from a generator of its own.
+        self.transactional = random.Random(f"{journey_id}:transactional").random() < 0.15
+        self.topic_conditions = 0  # how many subscribed conditions so far, to seed each
         self.steps: dict[str, dict[str, Any]] = {}
         # Steps whose successors are all built: a link to one of them cannot make a cycle.
         self.done: set[str] = set()
@@ -212,7 +216,14 @@ class _Journey:
                 received["within"] = self.scale.window(rng)
             return received
         if kind == "subscribed":
-            return {"subscribed": rng.choice(CHANNELS)}
+            channel = rng.choice(CHANNELS)
+            # Half the time a topic instead, from a generator of its own: the seed's other
+            # choices stay.
+            self.topic_conditions += 1
+            topic_rng = random.Random(f"{self.id}:subscribed:{self.topic_conditions}")
+            if topic_rng.random() < 0.5:
+                return {"subscribed_topic": topic_rng.choice(TOPICS)}
+            return {"subscribed": channel}
         if kind == "not":
             return {"not": self.condition(depth + 1, in_entry)}
         return {kind: [self.condition(depth + 1, in_entry) for _ in range(rng.randint(1, 3))]}
@@ -278,6 +289,9 @@ class _Journey:
         if step["channel"] == "webhook":
             step.update(self.webhook_request(step_id))
         step.update(self.digest(step_id, step["template"]))
+        topic_rng = random.Random(f"{self.id}:{step_id}:topic")
+        if not self.transactional and topic_rng.random() < 0.5:
+            step["topic"] = topic_rng.choice(TOPICS)
         if not end:
             self.link(step, "next", self.node(depth + 1))
         self.steps[step_id] = step
@@ -481,6 +495,8 @@ class _Journey:
         if rng.random() < 0.2:
             doc["lifetime"] = rng.choice(("30d", "90d", "1w"))
         doc.update(self.entry_period())
+        if self.transactional:
+            doc["transactional"] = True
         start = self.node(0)
         while start is None or start == "no_action":
             start = self.node(0)

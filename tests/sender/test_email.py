@@ -81,7 +81,8 @@ async def test_html_in_its_layout_with_its_text_from_and_reply_to(
         "4": "failed",
     }
     english = rig.stub.delivered[f"{1:032x}"]
-    assert english["text"] == "Hi <Ada>, here is the news."
+    # A journey's email (not transactional) ends its text with the unsubscribe link.
+    assert english["text"].startswith("Hi <Ada>, here is the news.\n\n--\nUnsubscribe: http")
     assert english["html"] == (
         '<html lang="en"><title>News for &lt;Ada&gt;</title>\n'
         '<span class="preheader">Three things this week</span>\n'
@@ -97,12 +98,13 @@ async def test_html_in_its_layout_with_its_text_from_and_reply_to(
     french = rig.stub.delivered[f"{2:032x}"]
     assert french["body"]["from"] == {"email": "nouvelles@acme.test", "name": "Acme Nouvelles"}
     assert french["body"]["reply_to"] == {"email": "help@acme.test"}  # the top-level one
-    assert french["text"] == "Bonjour <Ada>, voici les nouvelles."
+    assert french["text"].startswith("Bonjour <Ada>, voici les nouvelles.\n\n--\nUnsubscribe:")
     assert '<html lang="fr">' in french["html"]
     assert "<p>Bonjour &lt;Ada&gt;, voici les nouvelles.</p>" in french["html"]
     # Without html: text only, from the configured sender.
     plain = rig.stub.delivered[f"{3:032x}"]
-    assert plain["body"]["content"] == [{"type": "text/plain", "value": "Just text, 1"}]
+    ((part,),) = [plain["body"]["content"]]
+    assert part["type"] == "text/plain" and part["value"].startswith("Just text, 1\n\n--\n")
     assert plain["body"]["from"] == {"email": "journeys@example.com"}
     assert "html" not in plain and "reply_to" not in plain["body"]
     # The provider refuses an email without a subject, as SendGrid does: dead-lettered.
@@ -120,7 +122,7 @@ async def test_the_demo_welcome_email_has_html_in_the_shared_layout(rig: SenderR
         sender.stop()
         await asyncio.wait_for(task, 30)
     delivered = rig.stub.delivered[f"{1:032x}"]
-    assert delivered["text"] == "Hallo User 1, schön, dass du da bist."
+    assert delivered["text"].startswith("Hallo User 1, schön, dass du da bist.\n\n--\n")
     html = delivered["html"]
     assert html.startswith("<!DOCTYPE html>") and '<html lang="de">' in html
     assert "Deine erste Klasse ist in zwei Minuten eingerichtet." in html  # the preheader

@@ -5,12 +5,14 @@ send that reaches the provider stub in the provider's format, marked as a test."
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
 
 from app.cli import main
+from app.dispatch.unsubscribe import open_token
 from app.sender.stub import ProviderStub, serve
 from tests.sender.conftest import free_port
 
@@ -37,7 +39,8 @@ def data_file(tmp_path: Path, user: dict = USER) -> str:
 def test_preview_renders_every_locale_with_the_digest(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["preview", WEEKLY, "summary", "--data", data_file(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [
+    lines = [line.split("/unsubscribe/")[0] for line in result.output.splitlines()]
+    assert lines == [
         "# weekly-summary:1 summary: email 'weekly_summary' for ada, en",
         "subject: Your week: 2 activities since 2026-11-10",
         "preheader: What happened since your last summary.",
@@ -48,6 +51,9 @@ def test_preview_renders_every_locale_with_the_digest(tmp_path: Path) -> None:
         "Latest:",
         "- 2026-11-11 16:00 badge earned",
         "- 2026-11-10 17:00 lesson completed title=Sums",
+        "",
+        "--",
+        "Unsubscribe: http://127.0.0.1:8080",
         "html: (none: text only)",
         "# weekly-summary:1 summary: email 'weekly_summary' for ada, fr (the user's)",
         "subject: Votre semaine : 2 activités depuis le 2026-11-10",
@@ -59,6 +65,9 @@ def test_preview_renders_every_locale_with_the_digest(tmp_path: Path) -> None:
         "Dernières activités :",
         "- 2026-11-11 16:00 badge earned",
         "- 2026-11-10 17:00 lesson completed title=Sums",
+        "",
+        "--",
+        "Unsubscribe: http://127.0.0.1:8080",
         "html: (none: text only)",
     ]
 
@@ -71,6 +80,10 @@ def test_preview_of_one_part_in_one_locale_with_the_layout(tmp_path: Path) -> No
     html = CliRunner().invoke(main, [*args, "--part", "html"])
     assert html.exit_code == 0, html.output
     assert '<html lang="de">' in html.output and "Hallo Ada" in html.output
+    # A marketing email (topic product_updates): the footer's one-click link, as the sender's.
+    assert 'href="http://127.0.0.1:8080/unsubscribe/' in html.output
+    text = CliRunner().invoke(main, [*args, "--part", "text"])
+    assert "Unsubscribe: http://127.0.0.1:8080/unsubscribe/" in text.output
 
 
 def test_preview_refuses_what_it_cannot_show(tmp_path: Path) -> None:
@@ -112,3 +125,11 @@ async def test_test_send_reaches_the_provider_marked_as_a_test(tmp_path: Path) -
     assert body["subject"] == "[TEST] Votre semaine : 2 activités depuis le 2026-11-10"
     assert body["custom_args"]["dispatch_id"] == dispatch_id
     assert "lesson completed : 1" in body["content"][0]["value"]
+    # Its unsubscribe link opts the test recipient out of the topic, never the real user.
+    link = body["headers"]["List-Unsubscribe"].strip("<>")
+    token = open_token("change-me", link.rsplit("/", 1)[1], datetime.now(UTC))
+    assert (token.user_id, token.address, token.topic) == (
+        dispatch_id,
+        "qa@example.com",
+        "weekly_summary",
+    )
