@@ -122,6 +122,9 @@ class SenderSettings:
     sms_auth_token: str = env("SMS_AUTH_TOKEN", "change-me")
     sms_from: str = env("SMS_FROM", "+15005550006")
     sms_status_callback: str = env("SMS_STATUS_CALLBACK_URL", "")
+    # Expo's receipts endpoint (https://exp.host/--/api/v2/push/getReceipts); empty: not polled.
+    push_receipts_url: str = env("PUSH_RECEIPTS_URL", "")
+    push_receipts_interval: float = env("PUSH_RECEIPTS_INTERVAL", 60.0)
     # Sends per second per channel, shared by every sender instance (token bucket in Redis); a
     # channel's own rate, when above 0, takes the place of SENDER_RATE for it.
     rate_per_second: float = env("SENDER_RATE", 200.0)
@@ -153,3 +156,8 @@ class ApiSettings:
     token: str = env("API_TOKEN", "")
     port: int = env("API_PORT", 8080)
     max_body_bytes: int = env("API_MAX_BODY_BYTES", 256 * 1024)
+    # Provider callbacks: SendGrid's verification key (base64 DER), the generic format's secret,
+    # and how far a callback's signed time may be from the API's clock.
+    sendgrid_public_key: str = env("SENDGRID_WEBHOOK_PUBLIC_KEY", "")
+    callback_secret: str = env("CALLBACK_SECRET", "change-me")
+    callback_tolerance_seconds: float = env("CALLBACK_TOLERANCE_SECONDS", 600.0)

@@ -79,3 +79,7 @@ class Keyspace:
     def worker_metrics(self) -> str:
         """A hash: worker id -> its latest metrics snapshot."""
         return f"{self.prefix}:worker-metrics"
+
+    def callback_event(self, event_id: str) -> str:
+        """Set once a provider's report (by its user event id) is published on user-events."""
+        return f"{self.prefix}:callback:{hash_tag(event_id)}"

@@ -5,11 +5,15 @@ and readiness.
 Every mutating request needs the bearer token from API_TOKEN; with no token configured, mutating
 requests are refused rather than left open. Bodies are size-limited and validated; nothing in a
 journey file can run code (conditions are structured, templates sandboxed). Rules for every
-journey (quiet hours, frequency caps) are versioned, drafted and published like journeys."""
+journey (quiet hours, frequency caps) are versioned, drafted and published like journeys.
+
+Provider callbacks (`/callbacks/...`) carry no bearer token: each is verified by its provider's
+signature instead (app/callbacks/providers.py)."""
 
 from __future__ import annotations
 
 import hmac
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,6 +25,17 @@ import orjson
 from aiohttp import web
 
 from app.authoring.templates import raise_all, template_errors, template_store
+from app.callbacks.handler import DeliveryEvents
+from app.callbacks.providers import (
+    GENERIC_CHANNELS,
+    SENDGRID_SIGNATURE_HEADER,
+    SENDGRID_TIMESTAMP_HEADER,
+    CallbackError,
+    parse_generic,
+    parse_sendgrid,
+    sendgrid_public_key,
+    sendgrid_refusal,
+)
 from app.config import ApiSettings, SenderSettings, Settings
 from app.dispatch.transactional import SendRequest, SendRequestError
 from app.dispatch.unsubscribe import TokenError, Unsubscribe, UnsubscribeLinks, open_token
@@ -28,6 +43,7 @@ from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
+from app.sender import signing
 from app.sender.channels import channels_from
 from app.sender.preview import (
     PreviewError,
@@ -58,8 +74,9 @@ from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
-# Paths anyone may POST to: the token in the path is the authority (one-click unsubscribe).
-PUBLIC_PREFIXES = ("/unsubscribe/",)
+# Paths anyone may POST to: the token in the path (one-click unsubscribe) or the provider's
+# signature (callbacks) is the authority.
+PUBLIC_PREFIXES = ("/unsubscribe/", "/callbacks/")
 # How long an idempotency key's first request is remembered: the `send` topic's retention. The
 # ledger keeps a sent message from going twice after that too.
 SEND_KEY_SECONDS = 7 * 24 * 3600
@@ -113,6 +130,12 @@ class Api:
     def __init__(self, settings: Settings, api_settings: ApiSettings) -> None:
         self.settings = settings
         self.api_settings = api_settings
+        # A bad key stops the API at start rather than refusing every callback later.
+        self.sendgrid_key = (
+            sendgrid_public_key(api_settings.sendgrid_public_key)
+            if api_settings.sendgrid_public_key
+            else None
+        )
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -145,6 +168,8 @@ class Api:
                 web.get("/users/{user_id}/timeline", self.timeline),
                 web.get("/unsubscribe/{token}", self.unsubscribe_page),
                 web.post("/unsubscribe/{token}", self.unsubscribe),
+                web.post("/callbacks/sendgrid", self.sendgrid_callback),
+                web.post("/callbacks/{channel}", self.generic_callback),
             ]
         )
         return app
@@ -177,6 +202,7 @@ class Api:
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=sender_settings.timeout_seconds)
         )
+        self.delivery_events = DeliveryEvents(self.settings, self.db, self.redis, self.producer)
         yield
         await self.session.close()
         await self.producer.stop()
@@ -544,6 +570,50 @@ class Api:
                 "subject": sent.message.subject,
             }
         )
+
+    # --- provider callbacks ----------------------------------------------------------------
+
+    async def sendgrid_callback(self, request: web.Request) -> web.Response:
+        """SendGrid's Signed Event Webhook: 403 unless signed with the configured key within the
+        tolerance; each event Journeys sent is published once (200, with counts)."""
+        body = await request.read()
+        refusal = sendgrid_refusal(
+            self.sendgrid_key,
+            request.headers.get(SENDGRID_SIGNATURE_HEADER, ""),
+            request.headers.get(SENDGRID_TIMESTAMP_HEADER, ""),
+            body,
+            time.time(),
+            self.api_settings.callback_tolerance_seconds,
+        )
+        if refusal is not None:
+            return _error(403, refusal)
+        try:
+            parsed = parse_sendgrid(body)
+        except CallbackError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
+        results = Counter([await self.delivery_events.handle(e) for e in parsed.events])
+        return _json({**results, "skipped": parsed.skipped})
+
+    async def generic_callback(self, request: web.Request) -> web.Response:
+        """One report of an SMS or webhook provider in the generic format, signed as outgoing
+        webhooks are with CALLBACK_SECRET: 202 with what became of it."""
+        channel = request.match_info["channel"]
+        if channel not in GENERIC_CHANNELS:
+            return _error(404, f"no callbacks for '{channel}': sendgrid, sms or webhook")
+        body = await request.read()
+        if not signing.verify(
+            self.api_settings.callback_secret,
+            request.headers.get(signing.SIGNATURE_HEADER, ""),
+            body,
+            time.time(),
+            self.api_settings.callback_tolerance_seconds,
+        ):
+            return _error(403, f"a valid {signing.SIGNATURE_HEADER} is required")
+        try:
+            event = parse_generic(channel, body)
+        except CallbackError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
+        return _json({"result": await self.delivery_events.handle(event)}, 202)
 
     async def timeline(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]

@@ -154,6 +154,9 @@ class WaitForStep:
     timeout: timedelta
     performed: str | None
     timed_out: str | None
+    # A message step of this journey: only an event about what that step sent in this same entry
+    # (its `dispatch_id` property) counts, e.g. message_opened of the welcome email.
+    message: str | None = None
 
 
 @dataclass(frozen=True)

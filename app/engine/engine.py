@@ -132,6 +132,17 @@ def _matches(properties: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return not wanted or property_filter(wanted).test({"properties": properties}, EPOCH)
 
 
+def _about_message(
+    event: UserEvent, journey: Journey, user_id: str, entry: EntryState, message: str | None
+) -> bool:
+    """Whether the event is about what `message` (a step id) sent in this entry: its
+    `dispatch_id` property is that send's dispatch id. No message asked: any event is."""
+    if message is None:
+        return True
+    expected = dispatch_id(journey.id, journey.version, user_id, entry.entry_id, message)
+    return event.properties.get("dispatch_id") == expected
+
+
 def _split_variants(journey: Journey, entry: EntryState) -> tuple[tuple[str, str], ...]:
     """(split step, branch) for each split the entry went through."""
     return tuple(
@@ -285,6 +296,7 @@ class JourneyEngine:
                     isinstance(step, WaitForStep)
                     and step.event == event.name
                     and _matches(event.properties, step.properties)
+                    and _about_message(event, journey, state.user_id, entry, step.message)
                 ):
                     self._cancel_timers(run, entry, purpose="wait_timeout")
                     entry.waiting_for = None

@@ -526,6 +526,9 @@ class _Reader:
                 timeout=self.duration(self.field(spec, where, "timeout"), (*where, "timeout")),
                 performed=target("performed"),
                 timed_out=target("timed_out"),
+                message=self.name(spec["message"], (*where, "message"))
+                if "message" in spec
+                else None,
             )
         if kind == "paths":
             paths = self.field(spec, where, "paths")
@@ -837,6 +840,16 @@ class _Reader:
                         f"a link '{label or 'next'}' to '{target}'",
                         "the id of a step or no_action",
                     )
+            if (
+                isinstance(step, WaitForStep)
+                and step.message is not None
+                and not isinstance(steps.get(step.message), MessageStep)
+            ):
+                raise self.doc.error(
+                    ("steps", step_id, "message"),
+                    step.message,
+                    f"the id of a message step: {', '.join(_message_steps(steps)) or 'none'}",
+                )
         state: dict[str, int] = {}
 
         def visit(step_id: str, trail: list[str]) -> None:
@@ -907,3 +920,7 @@ def load_simulation_rules_text(text: str, source: str = "<rules>") -> Rules:
     rules = reader.rules(root, ())
     reader.check_keys()
     return rules
+
+
+def _message_steps(steps: dict[str, Step]) -> list[str]:
+    return [step_id for step_id, step in steps.items() if isinstance(step, MessageStep)]

@@ -14,6 +14,7 @@ import orjson
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from app.callbacks.providers import expo_ticket_id
 from app.config import SenderSettings
 from app.dispatch.record import Recipient
 from app.engine.definitions import WebhookRequest
@@ -53,9 +54,12 @@ class Delivery:
 
 
 class Channel(Protocol):
+    """`deliver` returns the provider's own id of the message when it gives one that a later
+    report names (an Expo push ticket id), else None."""
+
     name: str
 
-    async def deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None: ...
+    async def deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> str | None: ...
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -68,22 +72,24 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
 
 async def post_json(
     session: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
-) -> None:
-    """POST JSON and sort the outcome into success, TransientError or PermanentError."""
+) -> bytes:
+    """POST JSON and sort the outcome into success (the answer's body), TransientError or
+    PermanentError."""
     headers = {"Content-Type": "application/json", **headers}
-    await send_request(session, "POST", url, orjson.dumps(body), headers)
+    return await send_request(session, "POST", url, orjson.dumps(body), headers)
 
 
 async def send_request(
     session: aiohttp.ClientSession, method: str, url: str, payload: bytes, headers: dict[str, str]
-) -> None:
-    """Send and sort the outcome: 2xx is success; 408, 429, 5xx, a timeout or a dropped
-    connection is a TransientError (retried); any other status is a PermanentError."""
+) -> bytes:
+    """Send and sort the outcome: 2xx is success (the answer's body is returned); 408, 429, 5xx,
+    a timeout or a dropped connection is a TransientError (retried); any other status is a
+    PermanentError."""
     try:
         async with session.request(method, url, data=payload, headers=headers) as response:
-            await response.read()
+            answer = await response.read()
             if response.status < 300:
-                return
+                return answer
             if response.status in (408, 429) or response.status >= 500:
                 raise TransientError(f"{url} answered {response.status}", _retry_after(response))
             raise PermanentError(f"{url} answered {response.status}")
@@ -218,13 +224,14 @@ class EmailChannel:
 
 @dataclass(frozen=True)
 class PushChannel:
-    """A push gateway's HTTP API in Expo's push format."""
+    """A push gateway's HTTP API in Expo's push format; its answer's ticket id is returned, for
+    the receipt poller (app/sender/receipts.py)."""
 
     url: str
     token: str
     name: str = "push"
 
-    async def deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+    async def deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> str | None:
         if not delivery.recipient.address:
             raise SuppressedError(f"user {delivery.recipient.user_id} has no push token")
         body = {
@@ -238,7 +245,7 @@ class PushChannel:
             },
         }
         headers = {"Idempotency-Key": delivery.dispatch_id, "Authorization": f"Bearer {self.token}"}
-        await post_json(session, self.url, body, headers)
+        return expo_ticket_id(await post_json(session, self.url, body, headers))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import aiohttp
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from app.callbacks.handler import DeliveryEvents
 from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.dispatch.unsubscribe import UnsubscribeLinks
@@ -35,8 +36,9 @@ from app.sender.channels import (
 )
 from app.sender.ledger import DeliveryLedger
 from app.sender.limits import CircuitBreaker, RateLimiter
+from app.sender.receipts import ReceiptPoller
 from app.sender.templates import RenderError, TemplateStore
-from app.store.deliveries import Outcome
+from app.store.deliveries import Outcome, PushTickets
 from app.store.mongo import close_client, new_client
 from app.store.suppressions import SuppressionList
 from app.store.users import UserStore
@@ -69,6 +71,7 @@ class Settled:
     attempts: int
     locale: str | None
     error: Exception | None = None
+    provider_id: str | None = None  # the provider's id of the message (an Expo ticket id)
 
 
 class Sender:
@@ -127,13 +130,26 @@ class Sender:
         self.users = UserStore(mongo[s.mongo_db], s.mongo_bulk_ops)
         self.limiter = RateLimiter(redis, s.redis_prefix, ss.channel_rates())
         self.dead_letters = DeadLetterWriter(producer, s, "sender")
+        database = mongo[s.mongo_db]
+        self.tickets = PushTickets(database)
         timeout = aiohttp.ClientTimeout(total=ss.timeout_seconds)
         connector = aiohttp.TCPConnector(limit=ss.concurrency * len(self.channels))
+        poller: asyncio.Task[None] | None = None
         try:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
                 self.session = session
+                if ss.push_receipts_url:
+                    receipts = ReceiptPoller(
+                        ss.push_receipts_url,
+                        ss.push_token,
+                        self.tickets,
+                        DeliveryEvents(s, database, redis, producer),
+                    )
+                    poller = asyncio.create_task(receipts.run(session, ss.push_receipts_interval))
                 await self._consume(consumer)
         finally:
+            if poller is not None:
+                poller.cancel()
             await consumer.stop()
             await producer.stop()
             await redis.aclose()
@@ -322,7 +338,7 @@ class Sender:
                 if (reason := blocked.get(delivery.dispatch_id)) is not None:
                     return Settled("suppressed", attempts - 1, locale, SuppressedError(reason))
             try:
-                await channel.deliver(self.session, delivery)
+                provider_id = await channel.deliver(self.session, delivery)
             except SuppressedError as error:
                 return Settled("suppressed", attempts=attempts, locale=locale, error=error)
             except PermanentError as error:
@@ -335,7 +351,7 @@ class Sender:
                 await asyncio.sleep(max(error.retry_after or 0.0, self._backoff.delay(attempts)))
                 continue
             breaker.succeeded()
-            return Settled("sent", attempts=attempts, locale=locale)
+            return Settled("sent", attempts=attempts, locale=locale, provider_id=provider_id)
 
     async def _record(self, step: DispatchStep, recipient: Recipient, settled: Settled) -> None:
         outcome = Outcome(
@@ -343,13 +359,22 @@ class Sender:
             outcome=settled.outcome,
             user_id=recipient.user_id,
             journey_id=step.journey_id,
+            journey_version=step.journey_version,
             step_id=step.step_id,
             channel=step.channel,
             template_id=step.template_id,
             locale=settled.locale or recipient.locale,
             attempts=settled.attempts,
             reason=None if settled.error is None else str(settled.error),
+            provider_id=settled.provider_id,
         )
+        if step.channel == "push" and settled.provider_id is not None:
+            # Before the outcome: a crash between the two leaves a ticket, never a lost one.
+            ticket_id = settled.provider_id
+            await retry_transient(
+                lambda: self.tickets.add(ticket_id, recipient.dispatch_id, datetime.now(UTC)),
+                what="keeping a push ticket",
+            )
         await retry_transient(lambda: self.ledger.record(outcome), what="recording a delivery")
         self.metrics.count(settled.outcome)
 

@@ -3,7 +3,14 @@ requests (SMS as Twilio's Messages API takes them, checking basic auth; webhooks
 `X-Journeys-Signature`, on `/webhook` and any path below it, with any method), honours
 `Idempotency-Key` like a real provider (a repeated key is answered as before and not delivered
 again), counts requests per key, prints deliveries as they land, and can be told to misbehave:
-answer 429 with Retry-After, 500 or 400, hang, or drop the connection."""
+answer 429 with Retry-After, 500 or 400, hang, or drop the connection.
+
+It also reports back as each provider does (see "Delivery callbacks" in the README): push is
+answered with an Expo ticket and `/push/getReceipts` serves Expo receipts for its tickets
+(`DeviceNotRegistered` for tokens in `unregistered_tokens`); with a `callback_url`, each email
+accepted is followed by SendGrid's Signed Event Webhook (`sendgrid_events`, signed with
+`sendgrid_key`) and each SMS by a `delivered` report in the generic format (signed with
+`callback_secret`), POSTed a moment later and retried until answered 2xx, as providers do."""
 
 from __future__ import annotations
 
@@ -13,18 +20,43 @@ import binascii
 import re
 import time
 import urllib.parse
+import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from app.callbacks.providers import SENDGRID_SIGNATURE_HEADER, SENDGRID_TIMESTAMP_HEADER
+from app.engine.effects import utc_text
 from app.sender import signing
 
 MODES = ("ok", "429", "500", "400", "hang", "drop")
 ONE_CLICK = "List-Unsubscribe=One-Click"
 LIST_UNSUBSCRIBE = re.compile(r"^<[^<>\s]+>(\s*,\s*<[^<>\s]+>)*$")
+CALLBACK_DELAY_SECONDS = 0.2
+CALLBACK_ATTEMPTS = 20
+
+
+def sendgrid_signature(key: ec.EllipticCurvePrivateKey, body: bytes, now: float) -> tuple[str, str]:
+    """SendGrid's signature and timestamp headers for `body` sent at `now`: ECDSA P-256 over
+    SHA-256 of the timestamp followed by the body, base64 DER."""
+    timestamp = str(int(now))
+    signature = key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return base64.b64encode(signature).decode(), timestamp
+
+
+def sendgrid_verification_key(key: ec.EllipticCurvePrivateKey) -> str:
+    """The public key as SendGrid's settings show it (SENDGRID_WEBHOOK_PUBLIC_KEY)."""
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
 
 
 @dataclass
@@ -38,11 +70,24 @@ class ProviderStub:
     sms_account_sid: str = "AC-local"
     sms_auth_token: str = "change-me"
     webhook_secret: str = "change-me"
+    # Callbacks: where the API is (empty: none are sent), SendGrid's signing key, the events
+    # reported for each email, and the generic format's secret.
+    callback_url: str = ""
+    sendgrid_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    sendgrid_events: tuple[str, ...] = ("processed", "delivered", "open")
+    callback_secret: str = "change-me"
+    unregistered_tokens: set[str] = field(default_factory=set)
+    tickets: dict[str, str] = field(default_factory=dict)  # Expo ticket id -> push token
+    callbacks: Counter[str] = field(default_factory=Counter)  # answered 2xx, per route
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/_script", self._set_script)
         app.router.add_get("/_stats", self._stats)
+        app.router.add_post("/push/getReceipts", self._receipts)
         app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", self._receive)
         # A webhook step may PUT or PATCH its own path, or the bare /webhook.
         app.router.add_route("*", "/webhook", self._receive)
@@ -105,9 +150,95 @@ class ProviderStub:
                 print(f"delivered {channel:<8} {key} {_summary(body)}", flush=True)
                 if channel == "email":
                     print(_email_lines(body, parts), flush=True)
+        if channel == "email" and key and self.callback_url:
+            self._report(key, lambda: self._sendgrid_callback(key, body))
+        if channel == "sms" and key and self.callback_url:
+            self._report(key, lambda: self._generic_callback("sms", key))
         if channel == "sms":
             return web.json_response({"sid": f"SM{key}", "status": "queued"}, status=201)
+        if channel == "push":
+            ticket_id = f"ticket-{key}"
+            self.tickets[ticket_id] = str(body.get("to", "")) if isinstance(body, dict) else ""
+            return web.json_response({"data": {"status": "ok", "id": ticket_id}})
         return web.json_response({"id": key, "status": "accepted"})
+
+    async def _receipts(self, request: web.Request) -> web.Response:
+        """Expo's receipts for the tickets asked about that this stub gave."""
+        ids = (await request.json()).get("ids", [])
+        receipts: dict[str, Any] = {}
+        for ticket_id in ids:
+            if ticket_id not in self.tickets:
+                continue
+            if self.tickets[ticket_id] in self.unregistered_tokens:
+                receipts[ticket_id] = {
+                    "status": "error",
+                    "message": "The recipient device is not registered with FCM.",
+                    "details": {"error": "DeviceNotRegistered"},
+                }
+            else:
+                receipts[ticket_id] = {"status": "ok"}
+        return web.json_response({"data": receipts})
+
+    def _report(self, key: str, request: Any) -> None:
+        """Sends a callback a moment after answering (a provider reports after accepting),
+        once per accepted message."""
+        task = asyncio.create_task(self._post_until_taken(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post_until_taken(self, request: Any) -> None:
+        await asyncio.sleep(CALLBACK_DELAY_SECONDS)
+        async with aiohttp.ClientSession() as session:
+            for attempt in range(CALLBACK_ATTEMPTS):
+                url, body, headers = request()
+                try:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        if response.status < 300:
+                            self.callbacks[url.rsplit("/", 1)[1]] += 1
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+
+    def _sendgrid_callback(self, key: str, email: dict[str, Any]) -> tuple[str, bytes, dict]:
+        """SendGrid's event array for one email: its custom args flattened into each event."""
+        now = int(time.time())
+        to = email["personalizations"][0]["to"][0]["email"]
+        events = [
+            {
+                "email": to,
+                "timestamp": now,
+                "event": event,
+                "sg_event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{key}/{event}")),
+                "sg_message_id": f"sg-{key}",
+                **email.get("custom_args", {}),
+            }
+            for event in self.sendgrid_events
+        ]
+        body = orjson.dumps(events)
+        signature, timestamp = sendgrid_signature(self.sendgrid_key, body, now)
+        headers = {
+            "Content-Type": "application/json",
+            SENDGRID_SIGNATURE_HEADER: signature,
+            SENDGRID_TIMESTAMP_HEADER: timestamp,
+        }
+        return f"{self.callback_url.rstrip('/')}/callbacks/sendgrid", body, headers
+
+    def _generic_callback(self, channel: str, key: str) -> tuple[str, bytes, dict]:
+        """A `delivered` report in the generic format, signed with the callback secret."""
+        body = orjson.dumps(
+            {
+                "dispatch_id": key,
+                "event": "delivered",
+                "id": f"{channel}-{key}-delivered",
+                "at": utc_text(datetime.now(UTC)),
+            }
+        )
+        headers = {
+            "Content-Type": "application/json",
+            signing.SIGNATURE_HEADER: signing.sign(self.callback_secret, int(time.time()), body),
+        }
+        return f"{self.callback_url.rstrip('/')}/callbacks/{channel}", body, headers
 
     def _refusal(self, channel: str, request: web.Request, raw: bytes) -> web.Response | None:
         """The 401 a real provider answers a request without its credentials or signature."""

@@ -38,6 +38,10 @@ class Timeline:
         cursor = self.collection.find({"kind": "send", "recorded_at": {"$gte": since}})
         return await cursor.sort([("recorded_at", ASCENDING), ("send_at", ASCENDING)]).to_list(None)
 
+    async def send(self, dispatch_id: str, fields: dict[str, int]) -> dict[str, Any] | None:
+        """A send's `fields`, by its dispatch id (a send's effect id)."""
+        return await self.collection.find_one({"_id": dispatch_id, "kind": "send"}, fields)
+
     async def of_user(self, user_id: str) -> list[dict[str, Any]]:
         return await self.collection.find({"user_id": user_id}).to_list(None)
 

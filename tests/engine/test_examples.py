@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.authoring.files import load_journey
-from app.engine import JourneyEngine, Send, UserEvent
+from app.engine import JourneyEngine, JourneyError, Send, UserEvent, load_journey_text
 from app.engine.simulator import Simulator
 from app.topics import read_jsonl
 
@@ -73,7 +73,30 @@ def test_weekly_summary_in_each_time_zone() -> None:
     ]  # pete unsubscribed from email on 11-12; tom is a teacher
 
 
+def test_opened_the_welcome_email_within_2_days() -> None:
+    assert sends("welcome-opened") == [
+        ("11-02 09:00", "ada", "welcome", "email"),
+        ("11-02 09:00", "bo", "welcome", "email"),
+        ("11-02 09:00", "cy", "welcome", "email"),
+        ("11-03 08:00", "ada", "add_class", "email"),  # opened the welcome email the next day
+        ("11-04 09:00", "cy", "nudge", "push"),  # opened it after the 2 days (timer-id order)
+        ("11-04 09:00", "bo", "nudge", "push"),  # opened another email, not this one
+    ]
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_example_has_events_that_validate(path: Path) -> None:
     assert load_journey(path).id
     assert read_jsonl("user-events", path.with_suffix(".events.jsonl"))
+
+
+def test_a_wait_for_message_names_a_message_step() -> None:
+    text = (
+        (EXAMPLES / "welcome-opened.yaml")
+        .read_text()
+        .replace("message: welcome", "message: opened")
+    )
+    with pytest.raises(JourneyError) as caught:
+        load_journey_text(text, "welcome-opened.yaml")
+    assert "steps.opened.message" in str(caught.value) or "message" in str(caught.value.where)
+    assert "the id of a message step: welcome, add_class, nudge" in str(caught.value)

@@ -14,7 +14,7 @@ from app.engine import (
     load_journey_text,
     load_simulation_rules_text,
 )
-from tests.generated.events import generate_events, users
+from tests.generated.events import add_message_events, generate_events, users
 from tests.generated.journeys import generate_journeys, generate_rules
 from tests.generated.scale import TimeScale
 
@@ -79,4 +79,8 @@ def generate_case(
     rules_text = generate_rules(rng, scale, base, zones) if rules else None
     loaded = [load_journey_text(text) for text in journeys]
     events = generate_events(rng, scale, base, loaded, people)
+    simulated = JourneyEngine(
+        loaded, load_simulation_rules_text(rules_text) if rules_text is not None else None
+    )
+    events = add_message_events(random.Random(f"{seed}:message-events"), scale, simulated, events)
     return Case(seed, scale.name, base, tuple(journeys), rules_text, tuple(events))

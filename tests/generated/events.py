@@ -3,7 +3,8 @@ in different time zones (some with DST changes near the events, now and then one
 locales: profile and attribute updates, subscription changes, the events the case's journeys
 enter on, wait for, exit on and convert on (with matching properties some of the time), an
 event delivered twice, and events out of order (a record published after a later one of the
-same user)."""
+same user); and delivery events about the messages sent, for journeys that wait or branch on
+them."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.callbacks.events import BOUNCE_TYPES
 from app.dispatch.record import utc_text
 from app.engine import Journey, JourneyEngine, ScheduleTimer, Send, UserEvent
-from app.engine.definitions import EventEntry, WaitForStep
+from app.engine.definitions import BranchStep, EventEntry, WaitForStep
 from app.engine.simulator import Simulator
 from tests.generated.journeys import (
     EVENTS,
+    MESSAGE_EVENTS,
     PLANS,
     PLATFORMS,
     ROLES,
@@ -68,7 +71,8 @@ def users(rng: random.Random, prefix: str) -> list[User]:
 
 
 def _targets(journeys: list[Journey]) -> list[tuple[str, dict[str, Any]]]:
-    """(event, properties) the journeys react to: entries, wait_for steps, exits, goals."""
+    """(event, properties) the journeys react to: entries, wait_for steps, exits, goals
+    (delivery events come from `add_message_events`)."""
     targets = []
     for journey in journeys:
         if isinstance(journey.entry, EventEntry):
@@ -76,7 +80,7 @@ def _targets(journeys: list[Journey]) -> list[tuple[str, dict[str, Any]]]:
             if journey.entry.of_event:
                 targets.append((journey.entry.of_event, {}))
         for step in journey.steps.values():
-            if isinstance(step, WaitForStep):
+            if isinstance(step, WaitForStep) and step.event not in MESSAGE_EVENTS:
                 targets.append((step.event, step.properties))
         targets += [(x.event, x.properties) for x in journey.exit_events]
         if journey.goal is not None:
@@ -270,3 +274,67 @@ def _note_timers(
 
 def _time(record: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(record["at"])
+
+
+def add_message_events(
+    rng: random.Random,
+    scale: TimeScale,
+    engine: JourneyEngine,
+    stream: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The stream with delivery events (`message_opened` and the others) about some of the
+    messages the simulator sends for it (up to a gap after its last event), soon after each
+    send (within a sixth of the largest gap: a wait for one is often still on), carrying the
+    properties the API publishes them with. Only for journeys that react to them: the
+    streams of other cases stay."""
+    wanted = sorted(
+        {name for journey in engine.versions.values() for name in _message_events_of(journey)}
+    )
+    if not wanted:
+        return stream
+    # Sends up to one gap after the last event: the stream's span stays about what it was.
+    simulator = Simulator(engine)
+    simulator.feed(UserEvent.from_record(record) for record in stream)
+    simulator.finish(timedelta(seconds=scale.gap_seconds[1]))
+    added = []
+    for n, item in enumerate(e for e in simulator.effects if isinstance(e.effect, Send)):
+        send = item.effect
+        if rng.random() < 0.5:
+            continue
+        soon = timedelta(seconds=rng.randint(0, max(2, scale.gap_seconds[1] // 6)))
+        event = rng.choice(wanted) if rng.random() < 0.7 else rng.choice(MESSAGE_EVENTS)
+        properties: dict[str, Any] = {
+            "dispatch_id": send.dispatch_id,
+            "journey_id": send.journey_id,
+            "journey_version": send.journey_version,
+            "step_id": send.step_id,
+            "channel": send.channel,
+            "provider": "generated",
+        }
+        if event == "message_bounced":
+            properties["bounce_type"] = rng.choice(BOUNCE_TYPES)
+        added.append(
+            {
+                "event_id": f"{send.user_id}-m{n}",
+                "user_id": send.user_id,
+                "name": event,
+                "at": utc_text(item.at + soon),
+                "properties": properties,
+            }
+        )
+    merged = list(stream)
+    for record in sorted(added, key=_time):
+        later = [i for i, r in enumerate(merged) if _time(r) > _time(record)]
+        merged.insert(later[0] if later else len(merged), record)
+    return merged
+
+
+def _message_events_of(journey: Journey) -> set[str]:
+    """The delivery events the journey's wait_for and branch steps name."""
+    names: set[str] = set()
+    for step in journey.steps.values():
+        if isinstance(step, WaitForStep) and step.event in MESSAGE_EVENTS:
+            names.add(step.event)
+        if isinstance(step, BranchStep):
+            names |= {name for name in MESSAGE_EVENTS if name in step.condition.describe()}
+    return names

@@ -42,6 +42,15 @@ TOPICS = ("product_updates", "weekly_summary")
 ENTRY_EVENTS = ("signed_up", "added_class", "purchased", "added_to_cart", "viewed_product")
 OTHER_EVENTS = ("added_student", "invited_parents", "opened_app", "account_deleted")
 EVENTS = ENTRY_EVENTS + OTHER_EVENTS
+# Delivery events (see "Delivery callbacks" in the README), about a message a journey sent.
+MESSAGE_EVENTS = (
+    "message_delivered",
+    "message_opened",
+    "message_clicked",
+    "message_bounced",
+    "message_complained",
+    "message_unsubscribed",
+)
 PROPERTY_VALUES: dict[str, tuple[Any, ...]] = {
     "plan": ("free", "pro"),
     "source": ("ios", "web"),
@@ -316,6 +325,7 @@ class _Journey:
     def branch(self, depth: int) -> str:
         step_id = self.new_id("branch")
         step = {"type": "branch", "if": self.condition()}
+        step["if"] = self.message_condition(step_id) or step["if"]
         step["yes"] = self.node(depth + 1, decision=True) or "no_action"
         step["no"] = self.node(depth + 1, decision=True) or "no_action"
         self.steps[step_id] = step
@@ -331,6 +341,7 @@ class _Journey:
         }
         if self.rng.random() < 0.3:
             step["properties"] = property_filter(self.rng)
+        step.update(self.message_wait(step_id))
         self.link(step, "performed", self.node(depth + 1))
         self.link(step, "timed_out", self.node(depth + 1))
         self.steps[step_id] = step
@@ -398,6 +409,37 @@ class _Journey:
             else:
                 entry["of_attribute"] = "trial_started_at"
         return entry
+
+    def message_wait(self, step_id: str) -> dict[str, Any]:
+        """Now and then a wait for a delivery event instead: of the message a step before it
+        sent (`message:`), or of any message of a step (`properties: {step_id: ...}`), or any.
+        Drawn from a generator of its own, so the rest of a seed's case is what it was before."""
+        rng = random.Random(f"{self.id}:{step_id}:message-event")
+        if rng.random() < 0.7:
+            return {}
+        wait: dict[str, Any] = {"event": rng.choice(MESSAGE_EVENTS)}
+        sent = sorted(step for step in self.done if step.startswith("message"))
+        how = rng.choice(("message", "message", "properties", "any")) if sent else "any"
+        if how == "message":
+            wait["message"] = rng.choice(sent)
+        elif how == "properties":
+            wait["properties"] = {"step_id": rng.choice(sent)}
+        return wait
+
+    def message_condition(self, step_id: str) -> dict[str, Any] | None:
+        """Now and then a decision on a delivery event (or None: the condition drawn stays).
+        Drawn from a generator of its own, as `message_wait`."""
+        rng = random.Random(f"{self.id}:{step_id}:message-event")
+        if rng.random() < 0.8:
+            return None
+        event = rng.choice(MESSAGE_EVENTS)
+        return rng.choice(
+            (
+                {"event": event, "performed_at_least": 1},
+                {"event": event, "since_entry": True},
+                {"event": event, "never": True},
+            )
+        )
 
     def webhook_request(self, step_id: str) -> dict[str, Any]:
         """Now and then a webhook step's own method, header and body template (a JSON body that

@@ -69,14 +69,15 @@ def example_names() -> list[str]:
 
 
 def in_the_past(name: str, now: datetime) -> list[dict]:
-    """The example's events moved so that the last thing they set off comes due HEADROOM
-    before `now`."""
+    """The example's events moved so that the last thing they set off (or the last event, when
+    it sets nothing off, such as an open after its wait timed out) comes due HEADROOM before
+    `now`."""
     events = read_jsonl("user-events", EXAMPLES / f"{name}.events.jsonl")
     simulator = Simulator(JourneyEngine([load_journey(EXAMPLES / f"{name}.yaml")]))
     simulator.feed([UserEvent.from_record(e) for e in events])
     simulator.finish()
     last_event = max(datetime.fromisoformat(e["at"]) for e in events)
-    last_effect = max(item.at for item in simulator.effects)
+    last_effect = max([item.at for item in simulator.effects] + [last_event])
     return rebased(events, now - HEADROOM - (last_effect - last_event))
 
 
