@@ -177,8 +177,9 @@ class WorkerRuntime:
             log.info("journeys and rules loaded (fingerprint %s)", fingerprint[:12])
 
     async def publish_metrics(self) -> None:
-        """Each worker's counters go to one Redis hash, which the API's /metrics reads."""
-        key = Keyspace(self.settings.redis_prefix).worker_metrics()
+        """Each worker's counters go to its shard of the metrics hashes, which the API's /metrics
+        reads."""
+        key = Keyspace(self.settings.redis_prefix).worker_metrics(self.worker_id)
         await self.redis.hset(key, self.worker_id, orjson.dumps(self.metrics.snapshot()))
         await self.redis.expire(key, 3600)
 
