@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from app.config import Settings
+from app.retry import retry_transient
 
 RedisClient = aioredis.Redis | RedisCluster
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -26,6 +27,15 @@ def is_cluster_url(url: str) -> bool:
 def cluster_nodes(url: str) -> list[tuple[str, int]]:
     """The (host, port) startup nodes a cluster URL names."""
     return [(node.host, node.port) for node in _cluster_url(url)[0]]
+
+
+async def open_redis(settings: Settings) -> RedisClient:
+    """A client ready for concurrent use: a cluster client learns the slot map here, once. Left
+    to its first commands, concurrent ones each start that and tear down each other's fresh
+    connections (redis-py 8.1: AttributeError on `_writer`)."""
+    client = new_redis(settings)
+    await retry_transient(client.initialize, what="connecting to Redis")
+    return client
 
 
 def new_redis(settings: Settings) -> RedisClient:

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from app.config import Settings
-from app.redis_client import RedisClient, new_redis
+from app.redis_client import RedisClient, open_redis
 from app.store.mongo import close_client, new_client
 from tests.pipeline import Pipeline, live_pipeline
 
@@ -105,7 +105,7 @@ def redis_settings(request: pytest.FixtureRequest, redis_kind: str, servers: Set
 
 @pytest.fixture
 async def redis_client(redis_settings: Settings) -> AsyncIterator[RedisClient]:
-    client = new_redis(redis_settings)
+    client = await open_redis(redis_settings)
     yield client
     await client.aclose()
 

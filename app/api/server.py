@@ -24,7 +24,7 @@ from app.dispatch.transactional import SendRequest, SendRequestError
 from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
 from app.keyspace import Keyspace
-from app.redis_client import new_redis
+from app.redis_client import open_redis
 from app.sender.templates import RenderError
 from app.store.analytics import conversions, step_figures, user_timeline
 from app.store.deliveries import Deliveries
@@ -131,7 +131,7 @@ class Api:
         stores = (self.registry, self.rules, Timeline(self.db), self.deliveries, self.users)
         for store in stores:
             await store.ensure_indexes()
-        self.redis = new_redis(self.settings)
+        self.redis = await open_redis(self.settings)
         self.keys = Keyspace(self.settings.redis_prefix)
         self.templates = template_store()
         self.producer = new_producer(self.settings)
