@@ -2,18 +2,30 @@
 
 A part in braces is a Redis Cluster hash tag: only it is hashed, so keys with the same tag share a
 slot. A user's keys are tagged by user id, a send buffer's by its message step, a due index by its
-partition; keys of different users never need to meet in one command."""
+partition; keys of different users never need to meet in one command. The index of every send
+buffer and the workers' metrics are split in shards, each tagged, so no one slot (no one master of
+a cluster) carries them all: writers pick a shard by a hash, readers read every shard."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from app.dispatch.record import DispatchStep
 
+# Changing a count strands what older processes wrote under the old shards: fixed, not settings.
+SEND_BUFFER_INDEX_SHARDS = 16
+WORKER_METRICS_SHARDS = 4
+
 
 def hash_tag(*parts: object) -> str:
     return "{" + ":".join(map(str, parts)) + "}"
+
+
+def shard_of(text: str, shards: int) -> int:
+    """A stable shard number (CRC32, the same in every process and release)."""
+    return zlib.crc32(text.encode()) % shards
 
 
 @dataclass(frozen=True)
@@ -28,9 +40,16 @@ class Keyspace:
         """The digest of a user's last emitted outbox."""
         return f"{self.prefix}:emitted:{hash_tag(user_id)}"
 
-    def send_buffer_index(self) -> str:
-        """Every send buffer's header, scored by its bucket time."""
-        return f"{self.prefix}:send-buffers"
+    def send_buffer_index(self, shard: int) -> str:
+        """The headers of the send buffers of the steps in one shard, scored by bucket time."""
+        return f"{self.prefix}:send-buffers:{hash_tag(f'sb{shard}')}"
+
+    def send_buffer_indexes(self) -> list[str]:
+        return [self.send_buffer_index(shard) for shard in range(SEND_BUFFER_INDEX_SHARDS)]
+
+    def send_buffer_index_of(self, step: DispatchStep) -> str:
+        """The index shard of a step's buffers: every bucket of a step in the same one."""
+        return self.send_buffer_index(shard_of(self._step(step), SEND_BUFFER_INDEX_SHARDS))
 
     def send_buffer(self, step: DispatchStep, bucket: datetime) -> str:
         """The recipients of one step due in one send-time bucket."""
@@ -51,6 +70,10 @@ class Keyspace:
     def epoch(self) -> str:
         """Set once per Redis lifetime: its absence says Redis lost its data."""
         return f"{self.prefix}:epoch"
+
+    def cluster_epoch(self, tag: str) -> str:
+        """The epoch key of one cluster master: `tag` is chosen to hash to one of its slots."""
+        return f"{self.prefix}:epoch:{hash_tag(tag)}"
 
     def delivery_claim(self, dispatch_id: str) -> str:
         """The sender delivering one dispatch id."""
@@ -76,9 +99,15 @@ class Keyspace:
         """Entries granted into a journey with entry limits, ever."""
         return f"{self.prefix}:entries:{hash_tag(journey_id)}:total"
 
-    def worker_metrics(self) -> str:
-        """A hash: worker id -> its latest metrics snapshot."""
-        return f"{self.prefix}:worker-metrics"
+    def worker_metrics(self, worker_id: str) -> str:
+        """A hash of one shard of the workers: worker id -> its latest metrics snapshot."""
+        return self._worker_metrics(shard_of(worker_id, WORKER_METRICS_SHARDS))
+
+    def worker_metrics_shards(self) -> list[str]:
+        return [self._worker_metrics(shard) for shard in range(WORKER_METRICS_SHARDS)]
+
+    def _worker_metrics(self, shard: int) -> str:
+        return f"{self.prefix}:worker-metrics:{hash_tag(f'wm{shard}')}"
 
     def callback_event(self, event_id: str) -> str:
         """Set once a provider's report (by its user event id) is published on user-events."""

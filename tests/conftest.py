@@ -11,16 +11,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from app.config import Settings
-from app.redis_client import new_redis
+from app.redis_client import RedisClient, open_redis
 from app.store.mongo import close_client, new_client
 from tests.pipeline import Pipeline, live_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
+# The three-master cluster `scripts/services up redis-cluster` starts.
+REDIS_CLUSTER_URL = "redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003/"
+# For a module whose Redis tests also run against the cluster: `pytestmark = BOTH_REDIS`.
+BOTH_REDIS = pytest.mark.both_redis
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_redis: Redis tests run on a single Redis and a cluster"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `both_redis` that uses Redis runs once on each."""
+    if (
+        metafunc.definition.get_closest_marker("both_redis")
+        and "redis_kind" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("redis_kind", ["redis", "redis-cluster"], indirect=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -67,9 +85,27 @@ async def store_db(request: pytest.FixtureRequest, servers: Settings) -> AsyncIt
     await close_client(client)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(servers: Settings) -> Settings:
+    """The settings with `REDIS_URL` naming the local Redis Cluster, started if it is not up."""
+    subprocess.run([str(ROOT / "scripts" / "services"), "up", "redis-cluster"], check=True)
+    return dataclasses.replace(servers, redis_url=REDIS_CLUSTER_URL)
+
+
 @pytest.fixture
-async def redis_client(servers: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = new_redis(servers)
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    """Which Redis `redis_client` talks to: the single one, unless a module asks for both."""
+    return getattr(request, "param", "redis")
+
+
+@pytest.fixture
+def redis_settings(request: pytest.FixtureRequest, redis_kind: str, servers: Settings) -> Settings:
+    return request.getfixturevalue("redis_cluster") if redis_kind == "redis-cluster" else servers
+
+
+@pytest.fixture
+async def redis_client(redis_settings: Settings) -> AsyncIterator[RedisClient]:
+    client = await open_redis(redis_settings)
     yield client
     await client.aclose()
 

@@ -192,6 +192,7 @@ async def live_pipeline(servers: Settings, tmp_path: Path) -> AsyncIterator[Pipe
         **os.environ,
         "TOPIC_PREFIX": settings.topic_prefix,
         "MONGO_DB": settings.mongo_db,
+        "REDIS_URL": settings.redis_url,
         "REDIS_PREFIX": settings.redis_prefix,
         "WORKER_APP_ID": f"test-worker-{run}",
         "SENDER_GROUP_ID": f"test-sender-{run}",

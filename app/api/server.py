@@ -42,7 +42,7 @@ from app.dispatch.unsubscribe import TokenError, Unsubscribe, UnsubscribeLinks, 
 from app.engine import JourneyError, VersionedRules, load_definition_text
 from app.engine.graph import html_page
 from app.keyspace import Keyspace
-from app.redis_client import new_redis
+from app.redis_client import open_redis
 from app.sender import signing
 from app.sender.channels import channels_from
 from app.sender.preview import (
@@ -192,7 +192,7 @@ class Api:
         )
         for store in stores:
             await store.ensure_indexes()
-        self.redis = new_redis(self.settings)
+        self.redis = await open_redis(self.settings)
         self.keys = Keyspace(self.settings.redis_prefix)
         self.templates = template_store()
         self.producer = new_producer(self.settings)
@@ -623,9 +623,12 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         lines: list[str] = []
-        workers = await self.redis.hgetall(Keyspace(self.settings.redis_prefix).worker_metrics())
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in Keyspace(self.settings.redis_prefix).worker_metrics_shards():
+            pipe.hgetall(shard)
+        workers = [snapshot for shard in await pipe.execute() for snapshot in shard.values()]
         totals: Counter[str] = Counter()
-        for snapshot in workers.values():
+        for snapshot in workers:
             for name, value in orjson.loads(snapshot).items():
                 if isinstance(value, int | float):
                     totals[name] += value
@@ -653,9 +656,7 @@ class Api:
             f"journeys_mongo_writes_per_input {writes_per_input}",
         ]
         for quantile in ("p50", "p99"):
-            values = [
-                orjson.loads(s).get(f"timer_lateness_{quantile}", 0.0) for s in workers.values()
-            ]
+            values = [orjson.loads(s).get(f"timer_lateness_{quantile}", 0.0) for s in workers]
             worst = max(values, default=0.0)
             lines.append(f'journeys_timer_lateness_seconds{{quantile="{quantile}"}} {worst}')
         lines.append("# TYPE journeys_deliveries_total counter")

@@ -7,9 +7,8 @@ the send and the record left a claim but no outcome: the next one sends again wi
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from app.keyspace import Keyspace
+from app.redis_client import RedisClient
 from app.store.deliveries import Deliveries, Outcome
 from app.store.mongo import Database
 
@@ -17,7 +16,7 @@ CLAIM_SECONDS = 3600
 
 
 class DeliveryLedger:
-    def __init__(self, client: aioredis.Redis, database: Database, prefix: str) -> None:
+    def __init__(self, client: RedisClient, database: Database, prefix: str) -> None:
         self._redis = client
         self.deliveries = Deliveries(database)
         self._keys = Keyspace(prefix)

@@ -7,9 +7,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from app.keyspace import Keyspace
+from app.redis_client import RedisClient
 
 # KEYS[1] bucket; ARGV rate/s, burst, now (s). Returns seconds to wait (0: a token was taken).
 TAKE_TOKEN = """
@@ -29,7 +28,7 @@ class RateLimiter:
     """Each channel's bucket fills at that channel's rate (sends per second) and holds up to one
     second of it (at least one token)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, rates: Mapping[str, float]) -> None:
+    def __init__(self, client: RedisClient, prefix: str, rates: Mapping[str, float]) -> None:
         for channel, rate in rates.items():
             if rate <= 0:
                 raise ValueError(f"the {channel} rate is {rate}: expected sends per second above 0")

@@ -24,7 +24,7 @@ from app.callbacks.handler import DeliveryEvents
 from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.dispatch.unsubscribe import UnsubscribeLinks
-from app.redis_client import new_redis
+from app.redis_client import open_redis
 from app.retry import Backoff, retry_transient
 from app.sender.channels import (
     Channel,
@@ -107,7 +107,7 @@ class Sender:
         """Consumes until `stop()`; the records in hand are finished and committed first."""
         s, ss = self.settings, self.sender_settings
         mongo = new_client(s)
-        redis = new_redis(s)
+        redis = await open_redis(s)
         producer = new_producer(s)
         consumer = AIOKafkaConsumer(
             s.topic("send"),

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from app.keyspace import Keyspace
+from app.redis_client import RedisClient
 
 
 @dataclass(frozen=True)
@@ -21,7 +20,7 @@ class BranchClaim:
 
 
 class BranchLock:
-    def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int) -> None:
+    def __init__(self, client: RedisClient, prefix: str, ttl_seconds: int) -> None:
         self._redis = client
         self._keys = Keyspace(prefix)
         self._ttl = ttl_seconds

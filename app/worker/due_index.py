@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-import redis.asyncio as aioredis
-
 from app.keyspace import Keyspace
+from app.redis_client import RedisClient
 from app.store.users import UserStore
 
 # Takes up to ARGV[3] entries due by ARGV[1], re-scored to the lease end ARGV[2].
@@ -39,11 +38,9 @@ return redis.call('zadd', KEYS[1], ARGV[3], ARGV[1])
 
 
 class DueIndex:
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self._redis = client
         self._keys = Keyspace(prefix)
-        self._claim = client.register_script(CLAIM)
-        self._correct = client.register_script(CORRECT)
 
     async def record(self, entries: Iterable[tuple[str, int, datetime | None]]) -> None:
         """(user id, partition, next due time or None when the user has no timer)."""
@@ -66,10 +63,9 @@ class DueIndex:
         pipe = self._redis.pipeline(transaction=False)
         each = max(1, limit // len(owned))
         for partition in owned:
-            await self._claim(  # queued on the pipeline
-                keys=[self._keys.due_index(partition)],
-                args=[now.timestamp(), until.timestamp(), each],
-                client=pipe,
+            # EVAL, not a registered script: a cluster pipeline refuses EVALSHA.
+            pipe.eval(
+                CLAIM, 1, self._keys.due_index(partition), now.timestamp(), until.timestamp(), each
             )
         return [
             (member.decode(), partition)
@@ -85,11 +81,8 @@ class DueIndex:
         pipe = self._redis.pipeline(transaction=False)
         for user_id, partition, due_at in entries:
             score = "" if due_at is None else due_at.timestamp()
-            await self._correct(  # queued on the pipeline
-                keys=[self._keys.due_index(partition)],
-                args=[user_id, claimed_until.timestamp(), score],
-                client=pipe,
-            )
+            key = self._keys.due_index(partition)
+            pipe.eval(CORRECT, 1, key, user_id, claimed_until.timestamp(), score)
         await pipe.execute()
 
     async def refill(self, store: UserStore, chunk: int = 1_000) -> int:

@@ -17,9 +17,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from app.keyspace import Keyspace
+from app.redis_client import RedisClient
 from app.worker.emitter import effect_id
 
 MARK_SECONDS = 7 * 24 * 3600
@@ -31,9 +30,7 @@ def outbox_digest(outbox: list[dict[str, Any]]) -> str:
 
 
 class EmittedMarks:
-    def __init__(
-        self, client: aioredis.Redis, prefix: str, ttl_seconds: int = MARK_SECONDS
-    ) -> None:
+    def __init__(self, client: RedisClient, prefix: str, ttl_seconds: int = MARK_SECONDS) -> None:
         self._redis = client
         self._keys = Keyspace(prefix)
         self._ttl = ttl_seconds

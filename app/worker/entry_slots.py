@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-import redis.asyncio as aioredis
-
 from app.engine import EngineInput, JourneyEngine, Transition, UserState
 from app.engine.entry_limits import EntrySlot
 from app.keyspace import Keyspace
+from app.redis_client import RedisClient
 from app.store.mongo import Database
 
 ANSWER_TTL_SECONDS = 2 * 86400
@@ -48,7 +47,7 @@ return granted
 
 class EntrySlots:
     def __init__(
-        self, client: aioredis.Redis, prefix: str, database: Database, minute_ttl_seconds: int
+        self, client: RedisClient, prefix: str, database: Database, minute_ttl_seconds: int
     ) -> None:
         self._redis = client
         self._keys = Keyspace(prefix)

@@ -4,7 +4,14 @@ Redis's epoch key gone (a new, empty Redis), it puts back every recent send that
 outcome yet, and refills the due index from the user documents. Putting back too much is
 harmless: the sender drops dispatch ids it has already delivered. The branch locks went with
 Redis too, so the replay claims them again through the emitter's own path, oldest send first
-(delivered ones included): a branch a lock refused before is refused again."""
+(delivered ones included): a branch a lock refused before is refused again.
+
+A Redis Cluster can lose one master's slots while the others keep theirs (a master restarts; no
+replica took over), so it has one epoch key per master, each with a hash tag chosen to land in
+that master's slots (from CLUSTER SLOTS), and the loss of any one runs the whole recovery: it
+puts back more than the lost slots held, which is harmless, and needs no map of what lived where.
+Slots that move to another master (resharding) can take an epoch key with them: the master left
+without one gets a new one and runs a recovery it did not need, once."""
 
 from __future__ import annotations
 
@@ -12,9 +19,11 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from app.keyspace import Keyspace
+from app.redis_client import RedisClient
 from app.store.deliveries import Deliveries
 from app.store.mongo import Database
 from app.store.timeline import Timeline
@@ -33,7 +42,7 @@ REPLAY_WINDOW = timedelta(hours=1)
 class RedisRecovery:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         prefix: str,
         branch_lock: BranchLock,
         buffer: SendBuffer,
@@ -42,7 +51,7 @@ class RedisRecovery:
         store: UserStore,
     ) -> None:
         self._redis = client
-        self._key = Keyspace(prefix).epoch()
+        self._keys = Keyspace(prefix)
         self._lock = branch_lock
         self._buffer = buffer
         self._timeline = Timeline(database)
@@ -52,17 +61,39 @@ class RedisRecovery:
         self.replayed = 0
 
     async def check(self, now: datetime) -> int:
-        """Re-buffers recent undelivered sends if Redis lost its data; returns how many. The
-        worker that finds the epoch key gone and sets a new one does it, once."""
-        if await self._redis.exists(self._key):
+        """Re-buffers recent undelivered sends if Redis (or one master of a cluster) lost its
+        data; returns how many. The worker that finds an epoch key gone and sets a new one does
+        it, once."""
+        keys = await self._epoch_keys()
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        missing = [key for key, found in zip(keys, await pipe.execute(), strict=True) if not found]
+        if not missing:
             return 0
-        if not await self._redis.set(self._key, uuid.uuid4().hex, nx=True):
+        epoch = uuid.uuid4().hex
+        pipe = self._redis.pipeline(transaction=False)
+        for key in missing:
+            pipe.set(key, epoch, nx=True)
+        if not any(await pipe.execute()):
             return 0  # another worker noticed first and replays
+        log.warning(
+            "Redis lost its data (%d of %d epoch keys gone): recovering", len(missing), len(keys)
+        )
         replayed = await self._replay(now)
         refilled = await self._due_index.refill(self._store)
         if refilled:
             log.warning("Redis was empty: put back %d users with timers", refilled)
         return replayed
+
+    async def _epoch_keys(self) -> list[str]:
+        """One key on a single Redis; one in the slots of each master of a cluster."""
+        if not isinstance(self._redis, RedisCluster):
+            return [self._keys.epoch()]
+        ranges: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for slots, node in (await self._redis.cluster_slots()).items():
+            ranges.setdefault(tuple(node["primary"]), []).append(slots)
+        return [self._keys.cluster_epoch(tag_in(owned)) for _, owned in sorted(ranges.items())]
 
     async def _replay(self, now: datetime) -> int:
         sends = await self._timeline.sends_since(now - REPLAY_WINDOW)
@@ -76,3 +107,11 @@ class RedisRecovery:
             log.warning("Redis was empty: put back %d undelivered sends", len(pending))
         self.replayed += len(pending)
         return len(pending)
+
+
+def tag_in(ranges: list[tuple[int, int]]) -> str:
+    """The first hash tag `epoch-N` whose slot lies in one of `ranges` (a master's slots)."""
+    n = 0
+    while not any(low <= key_slot(f"epoch-{n}".encode()) <= high for low, high in ranges):
+        n += 1
+    return f"epoch-{n}"

@@ -15,7 +15,7 @@ import orjson
 from app.config import Settings, WorkerSettings
 from app.engine import EventTimePolicy, JourneyEngine
 from app.keyspace import Keyspace
-from app.redis_client import new_redis
+from app.redis_client import open_redis
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
 from app.store.deliveries import Deliveries
 from app.store.journeys import JourneyRegistry
@@ -76,7 +76,7 @@ class WorkerRuntime:
         s, ws = self.settings, self.worker_settings
         self.mongo = new_client(s)
         database = self.mongo[s.mongo_db]
-        self.redis = new_redis(s)
+        self.redis = await open_redis(s)
         self.producer = new_producer(s)
         await retry_transient(self.producer.start, what="starting the Kafka producer")
         await retry_transient(self.check_partitions, what="checking the topics' partitions")
@@ -177,8 +177,9 @@ class WorkerRuntime:
             log.info("journeys and rules loaded (fingerprint %s)", fingerprint[:12])
 
     async def publish_metrics(self) -> None:
-        """Each worker's counters go to one Redis hash, which the API's /metrics reads."""
-        key = Keyspace(self.settings.redis_prefix).worker_metrics()
+        """Each worker's counters go to its shard of the metrics hashes, which the API's /metrics
+        reads."""
+        key = Keyspace(self.settings.redis_prefix).worker_metrics(self.worker_id)
         await self.redis.hset(key, self.worker_id, orjson.dumps(self.metrics.snapshot()))
         await self.redis.expire(key, 3600)
 

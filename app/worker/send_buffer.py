@@ -1,8 +1,9 @@
 """Redis as buffer, after the write-up: one job per step and send time instead of one per user.
 
 A send adds its recipient to a Redis set keyed by message step and send-time bucket, and the set's
-header to an index ordered by bucket time. The batcher drains a step's due sets `batch_size`
-recipients at a time, across buckets: read, produce one dispatch record, then remove. A worker
+header to an index ordered by bucket time (split in shards by step: app/keyspace.py). The batcher
+drains a step's due sets `batch_size` recipients at a time, across buckets: read, produce one
+dispatch record, then remove. A worker
 that dies between producing and removing leaves the recipients in the set; they are produced
 again and the sender drops the repeats by dispatch id. Nothing is removed before it is on the
 `send` topic.
@@ -16,11 +17,11 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.keyspace import Keyspace
+from app.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _header(step: DispatchStep, bucket: datetime) -> bytes:
 
 
 class SendBuffer:
-    def __init__(self, client: aioredis.Redis, prefix: str, bucket_seconds: int = 1) -> None:
+    def __init__(self, client: RedisClient, prefix: str, bucket_seconds: int = 1) -> None:
         self._redis = client
         self._keys = Keyspace(prefix)
         self.bucket_seconds = bucket_seconds
@@ -57,12 +58,16 @@ class SendBuffer:
         for step, send_at, recipient in sends:
             bucket = send_bucket(send_at, self.bucket_seconds)
             pipe.sadd(self._keys.send_buffer(step, bucket), recipient.to_json())
-            pipe.zadd(self._keys.send_buffer_index(), {_header(step, bucket): bucket.timestamp()})
+            index = self._keys.send_buffer_index_of(step)
+            pipe.zadd(index, {_header(step, bucket): bucket.timestamp()})
         await pipe.execute()
 
     async def pending(self) -> int:
         """Recipients waiting in every buffer (for metrics and tests)."""
-        headers = await self._redis.zrange(self._keys.send_buffer_index(), 0, -1)
+        pipe = self._redis.pipeline(transaction=False)
+        for index in self._keys.send_buffer_indexes():
+            pipe.zrange(index, 0, -1)
+        headers = [header for shard in await pipe.execute() for header in shard]
         if not headers:
             return 0
         pipe = self._redis.pipeline(transaction=False)
@@ -90,7 +95,7 @@ class Batcher:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         producer: AIOKafkaProducer,
         send_topic: str,
         prefix: str,
@@ -116,10 +121,12 @@ class Batcher:
         self.recipients_produced = 0
 
     async def drain_due(self, now: datetime, max_buffers: int = 1000) -> int:
-        """Produces dispatch records for the buffers due by `now`; returns how many."""
-        headers = await self._redis.zrangebyscore(
-            self._keys.send_buffer_index(), "-inf", now.timestamp(), start=0, num=max_buffers
-        )
+        """Produces dispatch records for the buffers due by `now`; returns how many. Reads
+        `max_buffers` headers at most from each index shard."""
+        pipe = self._redis.pipeline(transaction=False)
+        for index in self._keys.send_buffer_indexes():
+            pipe.zrangebyscore(index, "-inf", now.timestamp(), start=0, num=max_buffers)
+        headers = [header for shard in await pipe.execute() for header in shard]
         buckets: dict[DispatchStep, list[datetime]] = {}
         for header in headers:
             step, bucket = _parse_header(header)
@@ -209,7 +216,7 @@ class Batcher:
 
     async def _forget_empty(self, step: DispatchStep, buckets: list[datetime]) -> None:
         """Drops the index entries of empty sets; a send added meanwhile re-adds its entry."""
-        index = self._keys.send_buffer_index()
+        index = self._keys.send_buffer_index_of(step)
         for bucket in buckets:
             header = _header(step, bucket)
             key = self._keys.send_buffer(step, bucket)

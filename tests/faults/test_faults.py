@@ -9,7 +9,8 @@ the cases' journeys and a generated global rules file are deployed at the start,
 events are published at their own times, and its timers come due across the faults that follow.
 The oracle is the simulator over every deployed journey and every event (tests/differential.py).
 `FAULT_SEED` overrides the first case's seed; `JOURNEYS_SERVICES` the script that restarts the
-servers."""
+servers. With `REDIS_URL` naming the local Redis Cluster (`redis+cluster://127.0.0.1:7001,...`),
+the Redis fault restarts one of its three masters: that master's slots come back empty."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from app.config import Settings
+from app.redis_client import cluster_nodes, is_cluster_url
 from app.store.mongo import close_client, new_client
 from app.store.users import UserStore
 from tests.differential import (
@@ -56,6 +59,17 @@ FAULTS = (
 # A wave that comes later plays its case later.
 FIRST_CASE = timedelta(seconds=15)
 CASE_SPACING = timedelta(seconds=35)
+
+
+def restart_redis() -> None:
+    """The single Redis, or the second master of the local cluster (nothing kept on disk)."""
+    url = Settings().redis_url
+    if not is_cluster_url(url):
+        restart_redis()
+        return
+    _, port = sorted(cluster_nodes(url))[1]
+    services("down", f"redis-cluster-{port - 7000}")
+    services("up", "redis-cluster")
 
 
 def services(*args: str) -> None:
@@ -129,8 +143,7 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
 
         await wave(3)
         await asyncio.sleep(2)
-        services("down", "redis")
-        services("up", "redis")
+        restart_redis()
         await consuming(pipeline, 3)
 
         await wave(4)

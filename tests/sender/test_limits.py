@@ -6,6 +6,9 @@ import pytest
 
 from app.config import SenderSettings
 from app.sender.limits import CircuitBreaker, RateLimiter
+from tests.conftest import BOTH_REDIS
+
+pytestmark = BOTH_REDIS
 
 
 async def test_token_bucket_is_shared_by_every_sender(redis_client, unique) -> None:

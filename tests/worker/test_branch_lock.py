@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from app.worker.branch_lock import BranchClaim, BranchLock
+from tests.conftest import BOTH_REDIS
+
+pytestmark = BOTH_REDIS
 
 
 async def test_first_branch_wins_retries_pass_others_are_refused(redis_client, unique) -> None:

@@ -20,6 +20,9 @@ from app.worker.emitter import Emitter, timeline_entry
 from app.worker.metrics import WorkerMetrics
 from app.worker.redis_recovery import RedisRecovery
 from app.worker.send_buffer import SendBuffer
+from tests.conftest import BOTH_REDIS
+
+pytestmark = BOTH_REDIS
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 SPLIT_THEN_SPLIT = """

@@ -9,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 from app.engine import Analytics, JourneyEngine, UserEvent, load_journey_text
 from app.engine.simulator import Simulator
 from app.keyspace import Keyspace
+from tests.conftest import BOTH_REDIS
 from tests.worker.conftest import event, records
+
+pytestmark = BOTH_REDIS
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 JOURNEY = """

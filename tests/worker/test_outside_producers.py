@@ -124,7 +124,8 @@ async def test_kcat_partitioning_and_bad_keys_give_the_simulators_deliveries(
     assert letter["source_topic"] == "user-events"
     assert "'event_id' is a required property" in letter["reason"]
     await asyncio.sleep(5)  # the worker publishes its metrics every 5 seconds
-    snapshots = await redis_client.hgetall(Keyspace(settings.redis_prefix).worker_metrics())
-    (snapshot,) = [orjson.loads(s) for s in snapshots.values()]
+    shards = Keyspace(settings.redis_prefix).worker_metrics_shards()
+    snapshots = [await redis_client.hgetall(shard) for shard in shards]
+    (snapshot,) = [orjson.loads(s) for shard in snapshots for s in shard.values()]
     assert snapshot["miskeyed_records"] == 1 + len(purchases)  # the warm-up had no key either
     assert snapshot["repartitioned"] == len(events)

@@ -12,10 +12,14 @@ from aiokafka.errors import MessageSizeTooLargeError
 from app.config import Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.engine.definitions import WebhookRequest
+from app.keyspace import Keyspace
 from app.streams.producer import new_producer
 from app.topics import load_contract
 from app.worker.send_buffer import Batcher, SendBuffer, send_bucket
+from tests.conftest import BOTH_REDIS
 from tests.kafka_reader import read_records
+
+pytestmark = BOTH_REDIS
 
 WELCOME = DispatchStep("onboarding", 1, "welcome", "email", "welcome")
 REMINDER = DispatchStep("onboarding", 1, "reminder", "push", "reminder")
@@ -136,7 +140,8 @@ async def test_a_steps_buckets_fill_one_record_oldest_first(
     assert {f"{i:032x}" for i in range(150)} <= {r["dispatch_id"] for r in first["recipients"]}
     assert second["send_at"] == "2026-11-02T09:15:01Z" and len(second["recipients"]) == 150
     assert await buffer.pending() == 0
-    assert await redis_client.zcard(f"{unique}:send-buffers") == 0
+    for index in Keyspace(unique).send_buffer_indexes():
+        assert await redis_client.zcard(index) == 0
 
 
 @pytest.fixture

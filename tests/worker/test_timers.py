@@ -17,8 +17,11 @@ from app.worker.due_index import DueIndex
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
 from app.worker.timer_pump import TimerPump
+from tests.conftest import BOTH_REDIS
 from tests.kafka_reader import read_messages, read_records
 from tests.worker.conftest import event, records
+
+pytestmark = BOTH_REDIS
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
