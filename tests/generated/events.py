@@ -222,20 +222,22 @@ def space_from_timers(
 def _first_clash(
     engine: JourneyEngine, stream: list[dict[str, Any]], margin: timedelta
 ) -> tuple[int, timedelta] | None:
-    """(stream index of the first event too close to a timer set before it, how far to move
-    it), or None. Inputs are ranked in the simulator's order: event k has rank k, a timer fired
-    just before it rank k - 0.5. Only the first copy of a redelivered event counts."""
+    """(stream index of the first event too close to a timer set before it, or of an unsubscribe
+    too soon after a send made before it, and how far to move it), or None. Inputs are ranked
+    in the simulator's order: event k has rank k, a timer fired just before it rank k - 0.5.
+    Only the first copy of a redelivered event counts."""
     order = sorted(range(len(stream)), key=lambda i: _time(stream[i]))
     simulator = Simulator(engine)
     timers: dict[str, tuple[str, datetime, float]] = {}  # id -> (user, due, setter's rank)
+    effects_before: list[int] = []  # per rank: how many effects inputs ranked before it made
     for rank, index in enumerate(order):
         event = UserEvent.from_record(stream[index])
         simulator.run_until(event.at)
         before = len(simulator.effects)
+        effects_before.append(before)
         _note_timers(simulator, timers, 0, before, rank - 0.5)
         simulator.feed([event])
         _note_timers(simulator, timers, before, len(simulator.effects), rank)
-    sends = [e.effect for e in simulator.effects if isinstance(e.effect, Send)]
     seen: set[str] = set()
     for rank, index in enumerate(order):
         record = stream[index]
@@ -247,8 +249,13 @@ def _first_clash(
             if user_id == record["user_id"] and setter < rank and abs(due - at) < margin:
                 return index, due + margin - at
         if _unsubscribes(record):
-            for send in sends:
-                if send.user_id == record["user_id"] and at - UNSUBSCRIBE_RACE < send.send_at <= at:
+            for item in simulator.effects[: effects_before[rank]]:
+                send = item.effect
+                if (
+                    isinstance(send, Send)
+                    and send.user_id == record["user_id"]
+                    and at - UNSUBSCRIBE_RACE < send.send_at <= at
+                ):
                     return index, send.send_at + UNSUBSCRIBE_RACE - at
     return None
 
