@@ -65,7 +65,8 @@ def restart_redis() -> None:
     """The single Redis, or the second master of the local cluster (nothing kept on disk)."""
     url = Settings().redis_url
     if not is_cluster_url(url):
-        restart_redis()
+        services("down", "redis")
+        services("up", "redis")
         return
     _, port = sorted(cluster_nodes(url))[1]
     services("down", f"redis-cluster-{port - 7000}")
