@@ -172,10 +172,6 @@ class UserStore:
         self.bulk_ops = bulk_ops
         self.writes = 0
 
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([(NEXT_DUE_AT, ASCENDING)])
-        await self.collection.create_index([(PARTITION, ASCENDING), (NEXT_DUE_AT, ASCENDING)])
-
     async def load_many(self, user_ids: Iterable[str]) -> dict[str, StoredUser]:
         """Every requested user in one query; users without a document come back new."""
         ids = list(dict.fromkeys(user_ids))

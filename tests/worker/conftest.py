@@ -10,6 +10,7 @@ import pytest
 
 from app.authoring.files import load_journey
 from app.engine import JourneyEngine
+from app.store.schema import ensure_indexes
 from app.store.users import UserStore
 from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
@@ -41,7 +42,7 @@ async def make_processor(settings, store_db, redis_client, unique):
     async def make(engine: JourneyEngine) -> BatchProcessor:
         metrics = WorkerMetrics()
         store = UserStore(store_db, settings.mongo_bulk_ops)
-        await store.ensure_indexes()
+        await ensure_indexes(store_db)
         buffer = SendBuffer(redis_client, prefix=unique)
         emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
         due_index = DueIndex(redis_client, unique)
