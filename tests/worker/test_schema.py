@@ -34,8 +34,10 @@ class Commands(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         command, name = event.command, event.command_name
-        if name in ("find", "count", "distinct"):
+        if name in ("find", "count"):
             shapes = [command.get("query") or command.get("filter") or {}]
+        elif name == "distinct":  # the values of one field: read from its index
+            shapes = [{command["key"]: {"$exists": True}, **(command.get("query") or {})}]
         elif name == "aggregate":  # count_documents: a $match first
             shapes = [command["pipeline"][0].get("$match", {})]
         elif name in ("update", "delete"):
