@@ -8,8 +8,9 @@ The shard key is the user id wherever a hot-path query knows it (worker per batc
 record, API per user), so those queries go to one shard: `users` by `_id` (the user id) and
 `timeline` by `user_id`. Collections whose hot-path queries name their documents by `_id` only
 (a dispatch id, an address, a ticket id) are sharded by a hash of `_id`. The definitions
-(`journeys`, `rules`) and `schedule_runs` hold a few documents each and stay unsharded, on the
-database's primary shard. See the README's "Running at scale" for what each key costs."""
+(`journeys`, `rules`), `schedule_runs` and `time_zones` hold a few documents each and stay
+unsharded, on the database's primary shard. See the README's "Running at scale" for what each
+key costs."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ SCHEMA: tuple[CollectionSchema, ...] = (
     CollectionSchema("journeys", None, (_index("journey_id", "version"),)),
     CollectionSchema("rules", None, (_index("status", "version"),)),
     CollectionSchema("schedule_runs", None, ()),
+    CollectionSchema("time_zones", None, ()),
 )
 SHARD_KEYS: dict[str, tuple[str, str] | None] = {c.name: c.shard_key for c in SCHEMA}
 

@@ -5,17 +5,10 @@ their collection's shard key (one shard), and every other query's filter leads w
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import monitoring
-
-from app.config import Settings
 from app.store.deliveries import Deliveries, Outcome, PushTickets
 from app.store.schema import SCHEMA, SHARD_KEYS, ensure_indexes
 from app.store.suppressions import SuppressionList
@@ -24,47 +17,6 @@ from app.store.users import StoredUser, UserCommit, UserStore
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-class Commands(monitoring.CommandListener):
-    """The read and write commands sent, as (collection, command name, filters or documents)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, list[dict[str, Any]]]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        command, name = event.command, event.command_name
-        if name in ("find", "count"):
-            shapes = [command.get("query") or command.get("filter") or {}]
-        elif name == "distinct":  # the values of one field: read from its index
-            shapes = [{command["key"]: {"$exists": True}, **(command.get("query") or {})}]
-        elif name == "aggregate":  # count_documents: a $match first
-            shapes = [command["pipeline"][0].get("$match", {})]
-        elif name in ("update", "delete"):
-            shapes = [statement["q"] for statement in command[f"{name}s"]]
-        elif name == "insert":
-            shapes = list(command["documents"])
-        else:
-            return
-        self.seen.append((command[name], name, shapes))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
-
-@pytest.fixture
-async def watched(servers: Settings) -> AsyncIterator[tuple[Any, Commands]]:
-    commands = Commands()
-    client: AsyncIOMotorClient = AsyncIOMotorClient(
-        servers.mongo_url, tz_aware=True, event_listeners=[commands]
-    )
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    yield client[name], commands
-    await client.drop_database(name)
-    client.close()
 
 
 def test_the_readme_lists_every_collection_with_its_shard_key() -> None:
