@@ -30,6 +30,16 @@ def topics_apply() -> None:
         raise SystemExit(1)
 
 
+@main.command("shard-commands")
+@click.option("--db", "database", default=None, help="the database (default: MONGO_DB)")
+def shard_commands(database: str | None) -> None:
+    """Print the mongosh commands that shard the database by each collection's shard key."""
+    from app.config import Settings
+    from app.store.schema import shard_commands as commands
+
+    click.echo(commands(database or Settings().mongo_db), nl=False)
+
+
 def _register_commands() -> None:
     from app.api.commands import (
         api,

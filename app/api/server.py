@@ -67,8 +67,8 @@ from app.store.journeys import (
 )
 from app.store.mongo import close_client, new_client
 from app.store.rules import RulesRegistry
+from app.store.schema import ensure_indexes
 from app.store.suppressions import SuppressionList
-from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
@@ -182,16 +182,7 @@ class Api:
         self.deliveries = Deliveries(self.db)
         self.users = UserStore(self.db, self.settings.mongo_bulk_ops)
         self.suppressions = SuppressionList(self.db)
-        stores = (
-            self.registry,
-            self.rules,
-            Timeline(self.db),
-            self.deliveries,
-            self.users,
-            self.suppressions,
-        )
-        for store in stores:
-            await store.ensure_indexes()
+        await ensure_indexes(self.db)
         self.redis = await open_redis(self.settings)
         self.keys = Keyspace(self.settings.redis_prefix)
         self.templates = template_store()

@@ -40,6 +40,7 @@ from app.sender.receipts import ReceiptPoller
 from app.sender.templates import RenderError, TemplateStore
 from app.store.deliveries import Outcome, PushTickets
 from app.store.mongo import close_client, new_client
+from app.store.schema import ensure_indexes
 from app.store.suppressions import SuppressionList
 from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
@@ -123,10 +124,9 @@ class Sender:
         await retry_transient(consumer.start, what="starting the Kafka consumer")
         self.ledger = DeliveryLedger(redis, mongo[s.mongo_db], s.redis_prefix)
         await retry_transient(
-            self.ledger.deliveries.ensure_indexes, what="creating delivery indexes"
+            lambda: ensure_indexes(mongo[s.mongo_db]), what="creating the indexes"
         )
         self.suppressions = SuppressionList(mongo[s.mongo_db])
-        await retry_transient(self.suppressions.ensure_indexes, what="creating suppression indexes")
         self.users = UserStore(mongo[s.mongo_db], s.mongo_bulk_ops)
         self.limiter = RateLimiter(redis, s.redis_prefix, ss.channel_rates())
         self.dead_letters = DeadLetterWriter(producer, s, "sender")

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from app.store.mongo import Database
@@ -36,9 +35,6 @@ class Outcome:
 class Deliveries:
     def __init__(self, database: Database) -> None:
         self.collection = database["deliveries"]
-
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("user_id", ASCENDING)])
 
     async def record(self, outcome: Outcome) -> bool:
         """Stores the outcome; False if one was already stored (a concurrent or earlier sender)."""

@@ -90,9 +90,6 @@ class JourneyRegistry:
         self._versions = Versions(database, "journeys")
         self.collection = self._versions.collection
 
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("journey_id", ASCENDING), ("version", ASCENDING)])
-
     async def deploy(self, text: str, source_name: str, status: str = PUBLISHED) -> DeployedJourney:
         """Validates and stores a journey version, published unless `status` is a draft. The
         same text again is idempotent: a draft stays a draft unless published here, a published

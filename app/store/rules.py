@@ -36,9 +36,6 @@ class RulesRegistry:
         self._versions = Versions(database, "rules")
         self.collection = self._versions.collection
 
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("status", ASCENDING), ("version", ASCENDING)])
-
     async def deploy(self, text: str, source_name: str, status: str = PUBLISHED) -> DeployedRules:
         """Validates and stores a rules version, published unless `status` is a draft. The same
         text again is the stored version, idempotent as a journey's (an archived one is refused,

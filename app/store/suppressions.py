@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pymongo import ASCENDING
-
 from app.store.mongo import Database
 
 
@@ -25,9 +23,6 @@ class SuppressionList:
     def __init__(self, database: Database) -> None:
         self.addresses = database["suppressions"]
         self.opt_outs = database["topic_opt_outs"]
-
-    async def ensure_indexes(self) -> None:
-        await self.opt_outs.create_index([("topic", ASCENDING), ("user_id", ASCENDING)])
 
     async def add(self, channel: str, address: str, reason: str, at: datetime) -> None:
         """Suppresses the address on the channel; a later reason replaces an earlier one."""

@@ -17,12 +17,6 @@ class Timeline:
     def __init__(self, database: Database) -> None:
         self.collection = database["timeline"]
 
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("user_id", ASCENDING)])
-        await self.collection.create_index(
-            [("journey_id", ASCENDING), ("journey_version", ASCENDING)]
-        )
-
     async def record(self, entries: list[dict[str, Any]]) -> None:
         """Inserts the entries; ones already there (a replayed outbox) are left as they are."""
         if not entries:
@@ -41,6 +35,19 @@ class Timeline:
     async def send(self, dispatch_id: str, fields: dict[str, int]) -> dict[str, Any] | None:
         """A send's `fields`, by its dispatch id (a send's effect id)."""
         return await self.collection.find_one({"_id": dispatch_id, "kind": "send"}, fields)
+
+    async def entries_into(self, journey_id: str, versions: list[int]) -> int:
+        """How many entries into these versions of one journey the timeline holds."""
+        return int(
+            await self.collection.count_documents(
+                {
+                    "journey_id": journey_id,
+                    "journey_version": {"$in": versions},
+                    "kind": "analytics",
+                    "event": "entered",
+                }
+            )
+        )
 
     async def of_user(self, user_id: str) -> list[dict[str, Any]]:
         return await self.collection.find({"user_id": user_id}).to_list(None)

@@ -27,6 +27,7 @@ from pymongo.errors import BulkWriteError
 
 from app.engine import UserState
 from app.store.mongo import Database, duplicate_writes
+from app.store.time_zones import TimeZones
 
 # Fields the worker keeps beside the engine's own; the engine never sees them.
 OUTBOX = "outbox"
@@ -169,12 +170,9 @@ class UserCommit:
 class UserStore:
     def __init__(self, database: Database, bulk_ops: int, collection: str = "users") -> None:
         self.collection = database[collection]
+        self.zones = TimeZones(database)
         self.bulk_ops = bulk_ops
         self.writes = 0
-
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([(NEXT_DUE_AT, ASCENDING)])
-        await self.collection.create_index([(PARTITION, ASCENDING), (NEXT_DUE_AT, ASCENDING)])
 
     async def load_many(self, user_ids: Iterable[str]) -> dict[str, StoredUser]:
         """Every requested user in one query; users without a document come back new."""
@@ -204,7 +202,9 @@ class UserStore:
     async def commit_many(self, commits: list[UserCommit]) -> set[str]:
         """One conditional write per user; returns the users whose stored version had moved on
         (another writer got there first), who must be reloaded and recomputed. The writes go in
-        bulk commands of at most `bulk_ops`, several in flight at once."""
+        bulk commands of at most `bulk_ops`, several in flight at once. A time zone no user
+        written by this process had before is recorded first (the scheduler reads them)."""
+        await self.zones.record(commit.user.state.timezone for commit in commits)
         chunks = [
             commits[first : first + self.bulk_ops]
             for first in range(0, len(commits), self.bulk_ops)
@@ -292,8 +292,12 @@ class UserStore:
         return [document["_id"] async for document in cursor]
 
     async def time_zones(self) -> list[str]:
-        """Every time zone users live in (None for users without one)."""
-        return list(await self.collection.distinct("timezone"))
+        """Every time zone users live in, and UTC (where users without one live), as recorded
+        when they were written; the users stored before zones were recorded are read once."""
+        if not await self.zones.backfilled():
+            await self.zones.record(await self.collection.distinct("timezone"))
+            await self.zones.mark_backfilled()
+        return await self.zones.all()
 
     async def steps_waiting(self, journey_id: str) -> AsyncIterator[set[str]]:
         """For each user with a timer in this journey, the steps its timers wait at."""

@@ -38,18 +38,16 @@ def deploy(files: tuple[str, ...], draft: bool) -> None:
         PUBLISHED,
         DeployedJourney,
         DeployError,
-        JourneyRegistry,
     )
     from app.store.mongo import close_client, new_client
-    from app.store.rules import RulesRegistry
+    from app.store.schema import ensure_indexes
 
     async def run() -> None:
         settings = Settings()
         client = new_client(settings)
         try:
             database = client[settings.mongo_db]
-            await JourneyRegistry(database).ensure_indexes()
-            await RulesRegistry(database).ensure_indexes()
+            await ensure_indexes(database)
             status = DRAFT if draft else PUBLISHED
             for name in files:
                 deployed = await deploy_text(database, Path(name).read_text(), name, status)

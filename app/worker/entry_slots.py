@@ -20,6 +20,7 @@ from app.engine.entry_limits import EntrySlot
 from app.keyspace import Keyspace
 from app.redis_client import RedisClient
 from app.store.mongo import Database
+from app.store.timeline import Timeline
 
 ANSWER_TTL_SECONDS = 2 * 86400
 NO_LIMIT = -1
@@ -51,7 +52,7 @@ class EntrySlots:
     ) -> None:
         self._redis = client
         self._keys = Keyspace(prefix)
-        self._timeline = database["timeline"]
+        self._timeline = Timeline(database)
         self._minute_ttl = minute_ttl_seconds
         self._take = client.register_script(TAKE_SLOT)
 
@@ -105,12 +106,5 @@ class EntrySlots:
             for (other, version), journey in engine.versions.items()
             if other == journey_id and journey.entry_limits is not None
         ]
-        entered = await self._timeline.count_documents(
-            {
-                "journey_id": journey_id,
-                "journey_version": {"$in": limited},
-                "kind": "analytics",
-                "event": "entered",
-            }
-        )
+        entered = await self._timeline.entries_into(journey_id, limited)
         await self._redis.set(self._keys.entries_ever(journey_id), entered, nx=True)

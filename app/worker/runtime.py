@@ -17,11 +17,10 @@ from app.engine import EventTimePolicy, JourneyEngine
 from app.keyspace import Keyspace
 from app.redis_client import open_redis
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
-from app.store.deliveries import Deliveries
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
 from app.store.rules import RulesRegistry
-from app.store.timeline import Timeline
+from app.store.schema import ensure_indexes
 from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
@@ -83,11 +82,7 @@ class WorkerRuntime:
         self.store = UserStore(database, s.mongo_bulk_ops)
         self.registry = JourneyRegistry(database)
         self.rules = RulesRegistry(database)
-        await retry_transient(self.store.ensure_indexes, what="creating user indexes")
-        await retry_transient(self.registry.ensure_indexes, what="creating journey indexes")
-        await retry_transient(self.rules.ensure_indexes, what="creating rules indexes")
-        await retry_transient(Timeline(database).ensure_indexes, what="creating timeline indexes")
-        await retry_transient(Deliveries(database).ensure_indexes, what="creating delivery indexes")
+        await retry_transient(lambda: ensure_indexes(database), what="creating the indexes")
         await retry_transient(self.refresh_journeys, what="loading journeys")
         send_buffer = SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds)
         branch_lock = BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds)

@@ -46,14 +46,19 @@ class Scheduler:
         """Publishes the entries of every tick due by `now`; returns how many. `max_pages`
         bounds one round (the rest is resumed by the next round)."""
         published, pages = 0, [0]
-        zones = await self._zones()
-        for journey in engine.current.values():
-            if not isinstance(journey.entry, ScheduleEntry):
-                continue
+        scheduled = [
+            (journey, journey.entry)
+            for journey in engine.current.values()
+            if isinstance(journey.entry, ScheduleEntry)
+        ]
+        if not scheduled:
+            return 0  # nothing to read while no journey is scheduled
+        zones = await self._store.time_zones()
+        for journey, entry in scheduled:
             checked = await self._runs.checked_until(journey.id)
             since = checked.astimezone(UTC) if checked else now - LOOKBACK
             for zone in zones:
-                for tick in _ticks(journey.entry.cron, zone, since, now):
+                for tick in _ticks(entry.cron, zone, since, now):
                     count, finished = await self._enter_tick(
                         engine, journey.id, zone, tick, now, pages, max_pages
                     )
@@ -62,10 +67,6 @@ class Scheduler:
                         return published
             await self._runs.set_checked_until(journey.id, now)
         return published
-
-    async def _zones(self) -> list[str]:
-        values = await self._store.time_zones()
-        return sorted({value or "UTC" for value in values} | {"UTC"})
 
     async def _enter_tick(
         self,

@@ -1,6 +1,7 @@
 // Command compose-config loads a compose file the way `docker compose config` does (with the
 // compose-spec loader Docker Compose itself uses), validates it and prints the resolved project.
-// It checks docker/compose.yaml on machines without a Docker engine.
+// It checks docker/compose.yaml on machines without a Docker engine; COMPOSE_PROFILES enables
+// profiles as it does for `docker compose`.
 package main
 
 import (
@@ -20,6 +21,7 @@ func main() {
 	options, err := cli.NewProjectOptions(
 		[]string{os.Args[1]},
 		cli.WithOsEnv,
+		cli.WithDefaultProfiles(), // COMPOSE_PROFILES, as `docker compose` reads it
 		cli.WithResolvedPaths(true),
 	)
 	if err != nil {

@@ -17,6 +17,7 @@ from app.sender.stub import ProviderStub, serve
 from app.store.deliveries import Deliveries
 from app.store.journeys import PUBLISHED, JourneyRegistry
 from app.store.mongo import close_client, new_client
+from app.store.schema import ensure_indexes
 from app.store.users import StoredUser, UserCommit, UserStore
 from tests.api.test_api import AUTH, api_client
 from tests.sender.conftest import free_port
@@ -36,7 +37,7 @@ async def stack(servers, monkeypatch):
     client = new_client(settings)
     db = client[settings.mongo_db]
     registry = JourneyRegistry(db)
-    await registry.ensure_indexes()
+    await ensure_indexes(db)
     text = (EXAMPLES / "weekly-summary.yaml").read_text()
     await registry.deploy(text, "weekly-summary.yaml", PUBLISHED)
     yield settings, stub, db

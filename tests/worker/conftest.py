@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import monitoring
 
 from app.authoring.files import load_journey
+from app.config import Settings
 from app.engine import JourneyEngine
+from app.store.schema import ensure_indexes
 from app.store.users import UserStore
 from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
@@ -41,7 +48,7 @@ async def make_processor(settings, store_db, redis_client, unique):
     async def make(engine: JourneyEngine) -> BatchProcessor:
         metrics = WorkerMetrics()
         store = UserStore(store_db, settings.mongo_bulk_ops)
-        await store.ensure_indexes()
+        await ensure_indexes(store_db)
         buffer = SendBuffer(redis_client, prefix=unique)
         emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
         due_index = DueIndex(redis_client, unique)
@@ -62,3 +69,44 @@ async def processor(make_processor):
     return await make_processor(
         JourneyEngine([load_journey(EXAMPLES / "classdojo-activation.yaml")])
     )
+
+
+class Commands(monitoring.CommandListener):
+    """The read and write commands sent, as (collection, command name, filters or documents)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, list[dict[str, Any]]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command, name = event.command, event.command_name
+        if name in ("find", "count"):
+            shapes = [command.get("query") or command.get("filter") or {}]
+        elif name == "distinct":  # the values of one field: read from its index
+            shapes = [{command["key"]: {"$exists": True}, **(command.get("query") or {})}]
+        elif name == "aggregate":  # count_documents: a $match first
+            shapes = [command["pipeline"][0].get("$match", {})]
+        elif name in ("update", "delete"):
+            shapes = [statement["q"] for statement in command[f"{name}s"]]
+        elif name == "insert":
+            shapes = list(command["documents"])
+        else:
+            return
+        self.seen.append((command[name], name, shapes))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+
+@pytest.fixture
+async def watched(servers: Settings) -> AsyncIterator[tuple[Any, Commands]]:
+    commands = Commands()
+    client: AsyncIOMotorClient = AsyncIOMotorClient(
+        servers.mongo_url, tz_aware=True, event_listeners=[commands]
+    )
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield client[name], commands
+    await client.drop_database(name)
+    client.close()

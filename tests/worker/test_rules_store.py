@@ -15,6 +15,7 @@ from app.engine.definitions import FrequencyCap
 from app.store.deploy import deploy_text
 from app.store.journeys import DeployedJourney, JourneyRegistry
 from app.store.rules import DeployedRules, RulesRegistry
+from app.store.schema import ensure_indexes
 from app.store.versions import ARCHIVED, DRAFT, PUBLISHED, DeployError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -29,7 +30,7 @@ def rules_text(version: int, limit: int) -> str:
 
 async def test_deploy_list_and_an_idempotent_redeploy(store_db) -> None:
     registry = RulesRegistry(store_db)
-    await registry.ensure_indexes()
+    await ensure_indexes(store_db)
     deployed = await registry.deploy(rules_text(1, 2), "rules.yaml")
     assert (deployed.rules.version, deployed.status) == (1, PUBLISHED)
     assert deployed.rules.rules.frequency_caps == (FrequencyCap("email", 2, timedelta(days=1)),)

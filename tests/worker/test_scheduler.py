@@ -69,3 +69,38 @@ async def test_ticks_per_time_zone_resume_and_never_enter_twice(
         ("utc-1", "2026-11-09T08:00:00Z"),
         ("utc-2", "2026-11-09T08:00:00Z"),
     ]
+
+
+async def test_no_scheduled_journey_reads_nothing(servers, watched) -> None:
+    database, commands = watched
+    store = UserStore(database, servers.mongo_bulk_ops)
+    await add_user(store, "ada", "parent", "Europe/Paris")
+    commands.seen.clear()
+    engine = JourneyEngine([load_journey(EXAMPLES / "demo-onboarding.yaml")])
+    producer = new_producer(servers)
+    await producer.start()
+    try:
+        assert await Scheduler(database, store, producer, "unused", 8).run(engine, NOW) == 0
+    finally:
+        await producer.stop()
+    assert commands.seen == []
+
+
+async def test_time_zones_are_kept_as_users_are_written_not_scanned(servers, watched) -> None:
+    database, commands = watched
+    store = UserStore(database, servers.mongo_bulk_ops)
+    # A user stored before zones were recorded (an earlier version of Journeys wrote it).
+    await store.collection.insert_one({"_id": "old", "timezone": "America/Denver", "version": 1})
+    await add_user(store, "ada", "parent", "Europe/Paris")
+    await add_user(store, "bo", "parent", None)
+    assert await store.time_zones() == ["America/Denver", "Europe/Paris", "UTC"]
+
+    commands.seen.clear()
+    await add_user(UserStore(database, servers.mongo_bulk_ops), "cy", "parent", "Asia/Tokyo")
+    await add_user(store, "di", "parent", "Europe/Paris")  # a zone this store recorded: no write
+    zones = await UserStore(database, servers.mongo_bulk_ops).time_zones()
+    assert zones == ["America/Denver", "Asia/Tokyo", "Europe/Paris", "UTC"]
+    assert [(c, name) for c, name, _ in commands.seen if c == "time_zones" and name != "find"] == [
+        ("time_zones", "update")
+    ]
+    assert not [name for c, name, _ in commands.seen if c == "users" and name != "insert"]
