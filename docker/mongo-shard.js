@@ -17,3 +17,4 @@ sh.shardCollection("journeys.topic_opt_outs", {"_id": "hashed"});
 // journeys: unsharded (a few documents, on the primary shard)
 // rules: unsharded (a few documents, on the primary shard)
 // schedule_runs: unsharded (a few documents, on the primary shard)
+// time_zones: unsharded (a few documents, on the primary shard)
