@@ -181,6 +181,43 @@ def differential_figure(results: Figures) -> str:
     )
 
 
+def scale_tables(results: Figures) -> str:
+    """`scripts/bench --scale`: a worker crash's takeover per session timeout, then the burst
+    through 1, 2 and 4 workers with the cores each process used."""
+    lines = [
+        "| session timeout | takeover | timer lateness p50 / p99 / max (target p99 < 5 s) |",
+        "| --- | --- | --- |",
+    ]
+    for crash in results["crash"]:
+        lateness = (
+            f"{_s(crash['timer_lateness_p50_s'])} / {_s(crash['timer_lateness_p99_s'])} / "
+            f"{_s(crash['timer_lateness_max_s'])}"
+        )
+        verdict = "met" if crash["lateness_target_met"] else "**not met**"
+        lines.append(
+            f"| {crash['session_timeout_s']:g} s | {_s(crash['takeover_s'])} | "
+            f"{lateness}, {verdict} ({_n(crash['timers'])} timers at "
+            f"{_n(crash['timer_rate_per_s'])} /s) |"
+        )
+    lines += [
+        "",
+        "| workers | events/s | store bulk-CAS ceiling | ratio | cores: workers / FerretDB / "
+        "Kafka / benchmark / all |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for run in results["scaling"]:
+        cores = run["cores"]
+        used = " / ".join(
+            f"{cores.get(name, 0.0):.2f}" for name in ("workers", "mongo", "kafka", "benchmark")
+        )
+        lines.append(
+            f"| {run['workers']} | {_n(run['events_per_s'])} | "
+            f"{_n(run['store_bulk_cas_per_s'])} /s | {run['ratio_to_store']:.2f} | "
+            f"{used} / {cores['all']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     runs = {mode: results for mode in MODES if (results := load(mode))}
     print(figures_table(runs))
@@ -193,6 +230,9 @@ def main() -> None:
         print(
             f"\n`scripts/bench --differential N [--seed S]`: {differential_figure(differential)}."
         )
+    scale = load("scale")
+    if scale is not None:
+        print(f"\n`scripts/bench --scale` ({scale['mode']} size):\n\n{scale_tables(scale)}")
 
 
 if __name__ == "__main__":

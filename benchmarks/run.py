@@ -4,10 +4,12 @@ fault suite at a larger size than in CI.
 
     scripts/bench [--quick | --medium]
     scripts/bench --differential N [--seed S]
+    scripts/bench --scale [--quick]
 
 Prints a table and writes benchmarks/results/latest.json, and MODE.json, e2e-latency-MODE.png and
 timer-lateness-MODE.png for MODE quick, medium or full. `--differential` instead runs N generated
-cases through the live pipeline against the simulator (benchmarks/differential.py)."""
+cases through the live pipeline against the simulator (benchmarks/differential.py); `--scale`
+the takeover after a worker crash and the pipeline with 1, 2 and 4 workers (benchmarks/scale.py)."""
 
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ from benchmarks.ceilings import (
     redis_set_nx,
 )
 from benchmarks.plots import latency_plot, percentile_plot
-from benchmarks.report import differential_figure
+from benchmarks.report import differential_figure, scale_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -162,15 +164,20 @@ class Namespace:
         self.processes.append(process)
         return process
 
-    async def worker_metrics(self) -> dict[str, float]:
+    async def worker_snapshots(self) -> list[dict[str, Any]]:
+        """Each worker's latest metrics snapshot, from every shard of the metrics hashes."""
         client = new_redis(self.settings)
         try:
-            snapshots = await client.hgetall(Keyspace(self.settings.redis_prefix).worker_metrics())
+            shards = Keyspace(self.settings.redis_prefix).worker_metrics_shards()
+            hashes = [await client.hgetall(shard) for shard in shards]
         finally:
             await client.aclose()
+        return [orjson.loads(snapshot) for shard in hashes for snapshot in shard.values()]
+
+    async def worker_metrics(self) -> dict[str, float]:
         totals: dict[str, Any] = {}
-        for snapshot in snapshots.values():
-            for name, value in orjson.loads(snapshot).items():
+        for snapshot in await self.worker_snapshots():
+            for name, value in snapshot.items():
                 if isinstance(value, list):
                     totals[name] = value  # one worker here: its distribution as it is
                     continue
@@ -562,6 +569,14 @@ def run_differential(count: int, seed: int | None) -> None:
         sys.exit(1)
 
 
+def run_scale(mode: str) -> None:
+    from benchmarks import scale  # it builds on this module
+
+    results = asyncio.run(scale.run(mode))
+    scale.RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"\n{scale_tables(results)}\n\nwritten to {scale.RESULTS.relative_to(ROOT)}")
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sizes = parser.add_mutually_exclusive_group()
@@ -574,14 +589,24 @@ def cli() -> None:
         help="instead, N generated cases through the live pipeline against the simulator",
     )
     parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="instead, a worker crash's takeover and 1, 2 and 4 workers (with --quick: smaller)",
+    )
+    parser.add_argument(
         "--seed", type=int, help="the first case's seed for --differential (default: random)"
     )
     args = parser.parse_args()
     if args.seed is not None and args.differential is None:
         parser.error("--seed goes with --differential")
+    if args.scale and (args.medium or args.differential is not None):
+        parser.error("--scale goes with --quick only")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     if args.differential is not None:
         run_differential(args.differential, args.seed)
+        return
+    if args.scale:
+        run_scale("quick" if args.quick else "default")
         return
     results = asyncio.run(main("quick" if args.quick else "medium" if args.medium else "full"))
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n"

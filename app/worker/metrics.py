@@ -50,6 +50,7 @@ class WorkerMetrics:
             "miskeyed_records": self.miskeyed,
             "versions_missing": self.versions_missing,
             "inputs_parked": self.inputs_parked,
+            "timer_lateness_samples": len(lateness),  # so several workers' can be merged
             "timer_lateness_p50": quantile(0.5),
             "timer_lateness_p99": quantile(0.99),
             "timer_lateness_percentiles": [quantile(i / 100) for i in range(101)],
