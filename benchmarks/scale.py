@@ -50,7 +50,7 @@ from benchmarks.run import (
 
 RESULTS = RESULTS_DIR / "scale.json"
 SIZES = {
-    "default": {"timer_rate": 50, "crash_phase_s": 60, "session_timeouts": (10.0, 6.0),
+    "default": {"timer_rate": 50, "crash_phase_s": 60, "session_timeouts": (10.0, 3.0),
                 "users": 2_000, "events": 4_000, "cas": 1_000, "workers": (1, 2, 4)},
     "quick": {"timer_rate": 50, "crash_phase_s": 40, "session_timeouts": (10.0,),
               "users": 1_000, "events": 2_000, "cas": 500, "workers": (1, 2, 4)},

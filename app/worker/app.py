@@ -125,10 +125,25 @@ def _add_timer_pump(app: faust.App, settings: Settings, runtime: WorkerRuntime) 
     def owned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == timers_topic}
 
+    swept: set[int] = set()  # the partitions owned at the last round
+
     @app.timer(interval=ws.timer_pump_interval)
     async def pump_timers() -> None:
+        """Partitions this worker just gained (at start, or from a worker that died) are swept
+        once first: the due index entries a dead pump had claimed but not published would
+        otherwise wait for their claims to lapse (TIMER_LEASE_SECONDS)."""
+        partitions = owned()
+        gained = partitions - swept
+        swept.intersection_update(partitions)
+
+        async def sweep_gained() -> None:
+            await runtime.timer_pump.sweep(gained, runtime.clock())
+            swept.update(gained)  # not before: a failed sweep is tried again next round
+
+        if gained:
+            await runtime.guarded("sweeping gained partitions", sweep_gained)
         await runtime.guarded(
-            "pumping timers", lambda: runtime.timer_pump.pump(owned(), runtime.clock())
+            "pumping timers", lambda: runtime.timer_pump.pump(partitions, runtime.clock())
         )
 
     @app.timer(interval=ws.timer_sweep_interval)
