@@ -4,7 +4,8 @@ checked against the simulator: the oracle for the same events."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -13,9 +14,11 @@ from aiokafka import AIOKafkaProducer
 from app.authoring.files import load_journey, load_rules
 from app.engine import JourneyEngine, Send, UserEvent
 from app.engine.simulator import simulate
+from app.redis_client import open_redis
 from app.store.versions import DRAFT
 from app.streams.publish import rebased
-from app.topics import read_jsonl
+from app.topics import load_contract, read_jsonl
+from app.worker.due_index import DueIndex
 from tests.pipeline import ROOT, signups
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -71,6 +74,45 @@ async def test_kill_9_and_restart_loses_and_adds_nothing(pipeline) -> None:
     await asyncio.sleep(3)  # anything extra would arrive now
     sent = await pipeline.dispatched(timeout=1)
     assert {r["dispatch_id"] for r in sent} == expected
+
+
+async def test_timers_a_dead_pump_claimed_fire_without_waiting_out_its_claims(
+    pipeline, tmp_path
+) -> None:
+    """A worker killed after its pump claimed due entries but before it published them: the
+    worker that gains the partitions fires those timers at once, not when the claims lapse."""
+    journey = tmp_path / "two-emails.yaml"
+    journey.write_text(TWO_EMAILS.replace("duration: 2s", "duration: 15s"))
+    await pipeline.deploy(journey)
+    pipeline.start_worker()
+    await asyncio.sleep(3)
+    signed_up = datetime.now(UTC)
+    events = [
+        {"event_id": f"c-{i}", "user_id": f"c-{i}", "name": "signed_up",
+         "at": signed_up.isoformat(), "attributes": {"email": f"c{i}@x.test"}}
+        for i in range(10)
+    ]  # fmt: skip
+    await pipeline.publish(events)
+    firsts = await pipeline.dispatched(timeout=60, until=10)
+    assert len(firsts) == 10
+    pipeline.kill_worker()
+    # The timers come due; the dead pump had claimed them all for ten minutes, and died.
+    await asyncio.sleep((signed_up + timedelta(seconds=16) - datetime.now(UTC)).total_seconds())
+    now = datetime.now(UTC)
+    redis = await open_redis(pipeline.settings)
+    try:
+        claims = await DueIndex(redis, pipeline.settings.redis_prefix).claim(
+            range(load_contract("timers").partitions), now, now + timedelta(minutes=10), 1000
+        )
+    finally:
+        await redis.aclose()
+    assert len(claims) == 10
+    pipeline.start_worker()
+    # Within a minute, not ten: the claims did not hold them. (A worker killed early may also
+    # put its sends back on the topic once more: the sender drops repeats by dispatch id.)
+    sent = await pipeline.dispatched(timeout=60, until=20)
+    steps = Counter({r["dispatch_id"]: r["step_id"] for r in sent}.values())
+    assert steps == {"first": 10, "second": 10}
 
 
 async def test_bad_record_goes_to_dead_letter_and_the_next_is_processed(pipeline) -> None:
