@@ -138,7 +138,8 @@ async def new_topic(
 
 
 @pytest.fixture
-async def pipeline(servers: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]:
-    """A live pipeline of its own (see tests/pipeline.py)."""
-    async with live_pipeline(servers, tmp_path) as running:
+async def pipeline(redis_settings: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]:
+    """A live pipeline of its own (see tests/pipeline.py), on the single Redis unless its module
+    asks for both."""
+    async with live_pipeline(redis_settings, tmp_path) as running:
         yield running

@@ -136,6 +136,12 @@ class WorkerRuntime:
         self.scheduler = Scheduler(
             database, self.store, self.producer, s.topic("timers"), self.partitions
         )
+        # Before any input: a Redis that lost its data is recovered first, and a new namespace
+        # has its epoch before a send is buffered (a first check racing the first sends put
+        # them on the send topic a second time).
+        await retry_transient(
+            lambda: self.redis_recovery.check(self.clock()), what="checking Redis"
+        )
         self.ready.set()
 
     async def stop(self) -> None:

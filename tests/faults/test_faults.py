@@ -9,8 +9,8 @@ the cases' journeys and a generated global rules file are deployed at the start,
 events are published at their own times, and its timers come due across the faults that follow.
 The oracle is the simulator over every deployed journey and every event (tests/differential.py).
 `FAULT_SEED` overrides the first case's seed; `JOURNEYS_SERVICES` the script that restarts the
-servers. With `REDIS_URL` naming the local Redis Cluster (`redis+cluster://127.0.0.1:7001,...`),
-the Redis fault restarts one of its three masters: that master's slots come back empty."""
+servers. It runs on the single Redis and on the local Redis Cluster, where the Redis fault
+restarts one of its three masters: that master's slots come back empty."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from app.config import Settings
 from app.redis_client import cluster_nodes, is_cluster_url
 from app.store.mongo import close_client, new_client
 from app.store.users import UserStore
+from tests.conftest import BOTH_REDIS
 from tests.differential import (
     deploy_cases,
     deployable_cases,
@@ -45,6 +45,7 @@ SERVICES = os.environ.get("JOURNEYS_SERVICES", str(ROOT / "scripts" / "services"
 # Users signing up before each fault; the benchmark command runs a larger size.
 WAVE_USERS = int(os.environ.get("FAULT_WAVE_USERS", "12"))
 SEED = int(os.environ.get("FAULT_SEED", "5000"))
+pytestmark = BOTH_REDIS
 FAULTS = (
     "kill -9 worker",
     "kill -9 sender",
@@ -61,9 +62,8 @@ FIRST_CASE = timedelta(seconds=15)
 CASE_SPACING = timedelta(seconds=35)
 
 
-def restart_redis() -> None:
+def restart_redis(url: str) -> None:
     """The single Redis, or the second master of the local cluster (nothing kept on disk)."""
-    url = Settings().redis_url
     if not is_cluster_url(url):
         services("down", "redis")
         services("up", "redis")
@@ -144,7 +144,7 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
 
         await wave(3)
         await asyncio.sleep(2)
-        restart_redis()
+        restart_redis(pipeline.settings.redis_url)
         await consuming(pipeline, 3)
 
         await wave(4)
