@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.redis_client import cluster_nodes, is_cluster_url
+from app.store.deliveries import Deliveries
 from app.store.mongo import close_client, new_client
 from app.store.users import UserStore
 from tests.conftest import BOTH_REDIS
@@ -76,6 +77,20 @@ def restart_redis(url: str) -> None:
 def services(*args: str) -> None:
     result = subprocess.run([SERVICES, *args], capture_output=True, text=True)
     assert result.returncode == 0, f"services {' '.join(args)}: {result.stderr}"
+
+
+async def ledger_of(pipeline: Pipeline, dispatch_ids: set[str]) -> dict[str, str]:
+    """What the sender recorded of each dispatch id (outcome and reason), for the report."""
+    client = new_client(pipeline.settings)
+    try:
+        deliveries = Deliveries(client[pipeline.settings.mongo_db])
+        found = {i: await deliveries.find(i) for i in sorted(dispatch_ids)}
+    finally:
+        await close_client(client)
+    return {
+        i: "nothing" if d is None else f"{d.get('outcome')} ({d.get('reason')})"
+        for i, d in found.items()
+    }
 
 
 async def consuming(pipeline: Pipeline, n: int) -> None:
@@ -182,6 +197,7 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
         deadline = max(datetime.now(UTC) + timedelta(seconds=240 + WAVE_USERS), latest)
         got = await settle(stub, len(expected), deadline)
         requests = stub.requests
+        ledger = await ledger_of(pipeline, {d[0] for d in expected - got})
 
     by_id = {send.dispatch_id: send for send in sends}
     got_by_id = {delivery[0]: delivery for delivery in got}
@@ -205,4 +221,5 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
         f"{len(expected)} deliveries expected, {len(got)} received"
     )
     print(title)
-    assert got == expected, report(title, expected, got, set(), set(), sends)
+    ledger_lines = "".join(f"\n  ledger of {i}: {outcome}" for i, outcome in ledger.items())
+    assert got == expected, report(title, expected, got, set(), set(), sends) + ledger_lines

@@ -47,7 +47,7 @@ UNKNOWN_ZONE = "America/LosAngeles"
 # How long after a send its user's unsubscribe can still stop it live: the sender checks the
 # stored subscriptions right before delivering (the send buffer's hold, the sender's fetch and its
 # retries), which the simulator, deciding at the send's time, cannot know.
-UNSUBSCRIBE_RACE = timedelta(seconds=10)
+UNSUBSCRIBE_RACE = timedelta(seconds=30)
 LOCALES = ("en", "en-GB", "fr-FR", "fr", "de", "de_AT", "pt-BR", "es")
 CHANNELS = ("email", "push", "sms", "webhook")
 
