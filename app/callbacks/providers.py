@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from app.callbacks.events import BOUNCE_TYPES, EVENT_NAMES, DeliveryEvent
+from app.field_error import FieldError
 
 SENDGRID_SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -32,14 +33,8 @@ GENERIC_CHANNELS = ("sms", "webhook")
 SENDGRID_IGNORED = ("processed", "deferred", "group_resubscribe")
 
 
-class CallbackError(ValueError):
-    """A callback body that is not the provider's format: `where` is the field, `expected` what
-    it should be."""
-
-    def __init__(self, where: str, expected: str) -> None:
-        super().__init__(f"{where}: expected {expected}")
-        self.where = where
-        self.expected = expected
+class CallbackError(FieldError):
+    """A callback body that is not the provider's format."""
 
 
 @dataclass(frozen=True)
@@ -90,17 +85,24 @@ def sendgrid_refusal(
     return None
 
 
+def _json_body(body: bytes, kind: type, expected: str) -> Any:
+    """The body's JSON, of `kind` (a list or a dict), or a CallbackError saying what was
+    expected."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise CallbackError("body", expected) from None
+    if not isinstance(data, kind):
+        raise CallbackError("body", expected)
+    return data
+
+
 def parse_sendgrid(body: bytes) -> Parsed:
     """SendGrid's event array. `dropped` is a hard bounce: SendGrid drops mail to addresses it
     has suppressed (bounced, reported as spam, invalid), so the address will not get mail from
     it. An event without Journeys' `dispatch_id` custom arg, or of a type journeys do not react
     to (`processed`, `deferred`), is skipped."""
-    try:
-        items = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise CallbackError("body", "a JSON array of SendGrid events") from None
-    if not isinstance(items, list):
-        raise CallbackError("body", "a JSON array of SendGrid events")
+    items = _json_body(body, list, "a JSON array of SendGrid events")
     events: list[DeliveryEvent] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -152,12 +154,7 @@ def parse_generic(channel: str, body: bytes) -> DeliveryEvent:
     bounced, complained, unsubscribed), `id` (the provider's id of the report, unique per report),
     `at` (RFC 3339 with an offset), and for bounces an optional `bounce_type` (hard, the default,
     or soft)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise CallbackError("body", "a JSON object") from None
-    if not isinstance(data, dict):
-        raise CallbackError("body", "a JSON object")
+    data = _json_body(body, dict, "a JSON object")
     for name in ("dispatch_id", "id"):
         if not isinstance(data.get(name), str) or not data[name] or len(data[name]) > 256:
             raise CallbackError(name, "a string of 1 to 256 characters")

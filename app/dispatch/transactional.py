@@ -15,6 +15,7 @@ import orjson
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.engine.engine import ADDRESS_ATTRIBUTE
 from app.engine.loader import NAME
+from app.field_error import FieldError
 
 # Not a journey name (those are letters, digits, _ and -), so no journey's sends mix with these.
 TRANSACTIONAL_JOURNEY = "(transactional)"
@@ -23,13 +24,8 @@ FIELDS = ("user_id", "template", "channel", "idempotency_key", "data", "address"
 TEXT_LIMITS = {"user_id": 128, "template": 64, "idempotency_key": 256, "locale": 35}
 
 
-class SendRequestError(ValueError):
-    """A request that cannot be sent: `where` is the field, `expected` what it should be."""
-
-    def __init__(self, where: str, expected: str) -> None:
-        super().__init__(f"{where}: expected {expected}")
-        self.where = where
-        self.expected = expected
+class SendRequestError(FieldError):
+    """A request that cannot be sent."""
 
 
 @dataclass(frozen=True)
