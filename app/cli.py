@@ -44,6 +44,7 @@ def _register_commands() -> None:
     from app.api.commands import (
         api,
         archive,
+        audience,
         list_journeys,
         list_rules,
         pause,
@@ -66,6 +67,7 @@ def _register_commands() -> None:
     main.add_command(test_send)
     for command in (
         api,
+        audience,
         list_journeys,
         list_rules,
         show,

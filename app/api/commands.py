@@ -86,6 +86,43 @@ def timeline(user_id: str) -> None:
         click.echo(orjson.dumps(item, default=str).decode())
 
 
+@click.command()
+@click.argument("journey_id")
+@click.option("--version", type=int, help="A deployed version (default: the published one).")
+def audience(journey_id: str, version: int | None) -> None:
+    """For each leaf of each yes/no decision tree of a journey: the MongoDB query that selects
+    its users now (the journey's audience and the leaf's paths) and how many users it selects."""
+    from datetime import UTC, datetime
+
+    from app.engine import load_journey_text
+    from app.store.analytics import audience_per_leaf
+    from app.store.journeys import PUBLISHED, JourneyRegistry
+    from app.store.users import UserStore
+
+    async def work(db: Any) -> list[dict[str, Any]]:
+        found = await JourneyRegistry(db).versions(journey_id)
+        chosen = [
+            d
+            for d in found
+            if d["version"] == version or (version is None and d["status"] == PUBLISHED)
+        ]
+        if not chosen:
+            which = f"version {version}" if version is not None else "published version"
+            raise click.ClickException(f"journey '{journey_id}' has no {which}")
+        journey = load_journey_text(chosen[-1]["source"], journey_id)
+        return await audience_per_leaf(UserStore(db, bulk_ops=1), journey, datetime.now(UTC))
+
+    leaves = _with_database(work)
+    if not leaves:
+        click.echo(f"{journey_id} has no yes/no decision (branch step)")
+    for leaf in leaves:
+        users = "depends on the entry time" if leaf["users"] is None else f"{leaf['users']} users"
+        click.echo(f"{leaf['decision']} -> {leaf['leaf']}: {users}")
+        click.echo(f"  when {leaf['condition']}")
+        if leaf["query"] is not None:
+            click.echo(f"  db.users.find({leaf['query']})")
+
+
 def _lifecycle(operation: Callable[[Any], Awaitable[Any]]) -> None:
     """Runs one lifecycle operation on the registry and prints what it did."""
     from app.store.journeys import DeployError, JourneyRegistry, UnknownVersion

@@ -4,9 +4,14 @@ became of each send): a user's timeline and the per-step figures of a journey's 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from datetime import datetime
 from typing import Any
 
+from bson import json_util
+
 from app.engine.conversions import conversion_figures
+from app.engine.decision_tree import leaf_audiences
+from app.engine.definitions import Journey
 from app.store.deliveries import Deliveries
 from app.store.mongo import Database
 from app.store.timeline import Timeline
@@ -63,3 +68,21 @@ async def conversions(db: Database, journey_id: str) -> dict[str, Any]:
         str(version): figures.to_json()
         for version, figures in sorted(conversion_figures(records).items())
     }
+
+
+async def audience_per_leaf(
+    users: UserStore, journey: Journey, now: datetime
+) -> list[dict[str, Any]]:
+    """For each leaf of each decision tree: the one MongoDB query that selects its users among
+    all stored users (as the ClassDojo write-up's generated WHERE per leaf), in MongoDB Extended
+    JSON so it pastes into mongosh, and how many users it selects now."""
+    return [
+        {
+            "decision": leaf.root,
+            "leaf": leaf.leaf,
+            "condition": leaf.condition.describe(),
+            "query": json_util.dumps(leaf.query) if leaf.query is not None else None,
+            "users": await users.count_matching(leaf.query) if leaf.query is not None else None,
+        }
+        for leaf in leaf_audiences(journey, now)
+    ]

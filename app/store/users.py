@@ -291,6 +291,10 @@ class UserStore:
         cursor = self.collection.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)
         return [document["_id"] async for document in cursor]
 
+    async def count_matching(self, query: Mapping[str, Any]) -> int:
+        """How many stored users a filter selects (a decision tree leaf's audience)."""
+        return int(await self.collection.count_documents(dict(query)))
+
     async def time_zones(self) -> list[str]:
         """Every time zone users live in, and UTC (where users without one live), as recorded
         when they were written; the users stored before zones were recorded are read once."""
