@@ -71,6 +71,9 @@ from app.engine.state import (
 )
 
 MAX_STEPS_PER_INPUT = 1000
+# The kind of the last refusal recorded per journey in a user's journey record: a refusal of the
+# same kind is not recorded again until the user enters.
+NOT_ENTERED = "not_entered"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # property filters do not read the time
 ADDRESS_ATTRIBUTE = {"email": "email", "push": "push_token", "sms": "phone", "webhook": None}
 
@@ -385,10 +388,14 @@ class JourneyEngine:
             or path.condition.test(self._view(run.state), run.at, entry.entered_at)
         ):
             entry.winners[step.id] = path.id
+            dropped = [t.path_id for t in run.state.timers_of(entry) if t.purpose == "path"]
             self._cancel_timers(run, entry, purpose="path")
             self._analytics(
                 run, entry, step.id, "path_chosen", f"path {path.id}: first eligible when due"
             )
+            for other in dropped:
+                reason = f"path {other}: dropped, path {path.id} won first"
+                self._analytics(run, entry, step.id, "path_dropped", reason)
             self._advance(run, entry, path.next)
             return
         self._analytics(
@@ -450,23 +457,27 @@ class JourneyEngine:
             reference = state.attributes.get(trigger.of_attribute or "")
         return isinstance(reference, datetime) and reference <= at <= reference + trigger.within
 
-    def _admits(self, journey: Journey, at: datetime) -> bool:
-        """Whether the journey takes an entry at `at`: published, within its `starts_at` and
-        `ends_at` (end points included), and for an event or attribute entry, an input at or
-        after the journey was first published unless it says `enter_past_events`."""
+    def _refusal(self, journey: Journey, at: datetime) -> str | None:
+        """Why the journey takes no entry at `at`, or None when it does: it must be published,
+        `at` within its `starts_at` and `ends_at` (end points included), and for an event or
+        attribute entry, an input at or after the journey was first published unless it says
+        `enter_past_events`."""
         deployment = self.deployment(journey.id, journey.version)
         published_at = deployment.published_at
-        return (
-            deployment.status == PUBLISHED
-            and (journey.starts_at is None or at >= journey.starts_at)
-            and (journey.ends_at is None or at <= journey.ends_at)
-            and (
-                published_at is None
-                or journey.enter_past_events
-                or isinstance(journey.entry, ScheduleEntry)
-                or at >= published_at
-            )
-        )
+        if deployment.status != PUBLISHED:
+            return f"journey {deployment.status}"
+        if journey.starts_at is not None and at < journey.starts_at:
+            return f"before the journey starts ({journey.starts_at:%Y-%m-%d %H:%M} UTC)"
+        if journey.ends_at is not None and at > journey.ends_at:
+            return f"after the journey ended ({journey.ends_at:%Y-%m-%d %H:%M} UTC)"
+        if (
+            published_at is not None
+            and not journey.enter_past_events
+            and not isinstance(journey.entry, ScheduleEntry)
+            and at < published_at
+        ):
+            return "event from before the journey was published"
+        return None
 
     def _exit_asked(self, run: _Run) -> None:
         """Entries the operator asked to exit (`--exit-users` on archive, pause or resume)
@@ -488,29 +499,18 @@ class JourneyEngine:
 
     def _enter(self, run: _Run, journey: Journey, context: dict[str, Any]) -> None:
         state, at = run.state, run.at
-        if not self._admits(journey, at):
-            return
-        record = state.journeys.setdefault(journey.id, {"entries": {}, "entered": 0})
-        if journey.audience is not None and not journey.audience.test(self._view(state), at):
-            return
-        last = record.get("last_entered_at")
-        policy = journey.re_entry
-        if record["entered"] and policy.policy == "once":
-            return
-        if (
-            policy.policy == "cooldown"
-            and last is not None
-            and at < last + (policy.cooldown or timedelta())
-        ):
-            return
-        if policy.policy != "every_time" and record["entries"]:
-            return  # still inside: one active entry at a time unless re-entry is every_time
         # The entry time, made unique by the input that caused the entry: two entries at the same
         # millisecond (re-entry every time) must not share dispatch ids, and a replay must.
         stamp = at.strftime("%Y%m%dT%H%M%S") + f"{at.microsecond // 1000:03d}Z"
         entry_id = f"{stamp}-{hashlib.sha256(run.input_id.encode()).hexdigest()[:8]}"
+        record = state.journeys.setdefault(journey.id, {"entries": {}, "entered": 0})
+        refusal = self._refusal(journey, at) or self._blocked(state, journey, record, at)
+        if refusal is not None:
+            self._not_entered(run, journey, record, entry_id, refusal)
+            return
         if journey.entry_limits is not None and not self._entry_slot(run, journey, entry_id):
             return
+        record.pop(NOT_ENTERED, None)
         entry = EntryState(
             entry_id=entry_id,
             journey_id=journey.id,
@@ -540,6 +540,48 @@ class JourneyEngine:
             return
         open_digests(state, journey, at)
         self._advance(run, entry, journey.start)
+
+    def _blocked(
+        self, state: UserState, journey: Journey, record: dict[str, Any], at: datetime
+    ) -> str | None:
+        """Why this user may not enter now (audience, re-entry policy), or None."""
+        if journey.audience is not None and not journey.audience.test(self._view(state), at):
+            return f"not in the audience ({journey.audience.describe()})"
+        last = record.get("last_entered_at")
+        policy = journey.re_entry
+        if record["entered"] and policy.policy == "once":
+            return "re-entry blocked: entered once already (re_entry: once)"
+        if policy.policy == "cooldown" and last is not None:
+            until = last + (policy.cooldown or timedelta())
+            if at < until:
+                return f"re-entry blocked: cooldown until {until:%Y-%m-%d %H:%M} UTC"
+        if policy.policy != "every_time" and record["entries"]:
+            return "re-entry blocked: still inside the journey"
+        return None
+
+    @staticmethod
+    def _not_entered(
+        run: _Run, journey: Journey, record: dict[str, Any], entry_id: str, reason: str
+    ) -> None:
+        """Puts why on the timeline, so "why didn't Ana get it?" has an answer; a reason of the
+        same kind as the one recorded last for this journey is not recorded again (an event
+        every minute must not grow the timeline by one refusal a minute)."""
+        kind = reason.split(":")[0].split("(")[0].strip()
+        if record.get(NOT_ENTERED) == kind:
+            return
+        record[NOT_ENTERED] = kind
+        run.effects.append(
+            Analytics(
+                "not_entered",
+                journey.id,
+                journey.version,
+                run.state.user_id,
+                entry_id,
+                None,
+                run.at,
+                reason,
+            )
+        )
 
     @staticmethod
     def _entry_slot(run: _Run, journey: Journey, entry_id: str) -> bool:
@@ -703,6 +745,9 @@ class JourneyEngine:
                     return
                 case BranchStep():
                     answer = step.condition.test(self._view(run.state), run.at, entry.entered_at)
+                    said = "yes" if answer else "no"
+                    reason = f"{said}: {step.condition.describe()}"
+                    self._analytics(run, entry, step.id, "decided", reason)
                     step_id = step.yes if answer else step.no
                 case WaitForStep():
                     entry.waiting_for = step.id
