@@ -235,6 +235,7 @@ def _echo_conversions(effects: list[SimulatedEffect]) -> None:
             ]
             shown = "; ".join(f"{name} {r.converted}/{r.entered}" for name, r in groups)
             lines.append(f"  {journey_id} v{version}: converted/entered {shown}")
+            lines += [f"    {comparison.text()}" for comparison in figures.comparisons()]
     if lines:
         click.echo("\nconversions")
         click.echo("\n".join(lines))

@@ -4,9 +4,12 @@ the rest, and per split variant. Pure, so `journeys simulate` and the API count 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 @dataclass
@@ -16,9 +19,77 @@ class Rate:
     entered: int = 0
     converted: int = 0
 
+    @property
+    def share(self) -> float | None:
+        return self.converted / self.entered if self.entered else None
+
+    def interval(self) -> tuple[float, float] | None:
+        """The Wilson score 95% interval of the rate: honest at small counts and at 0 or 100%,
+        where the normal approximation gives an interval of width zero."""
+        if not self.entered:
+            return None
+        n, p, z2 = self.entered, self.converted / self.entered, Z_95 * Z_95
+        centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+        half = Z_95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+        return max(0.0, centre - half), min(1.0, centre + half)
+
     def to_json(self) -> dict[str, Any]:
-        share = round(self.converted / self.entered, 4) if self.entered else None
-        return {"entered": self.entered, "converted": self.converted, "rate": share}
+        share, interval = self.share, self.interval()
+        return {
+            "entered": self.entered,
+            "converted": self.converted,
+            "rate": round(share, 4) if share is not None else None,
+            "interval_95": [round(bound, 4) for bound in interval] if interval else None,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One group against a baseline: the lift of its rate and a two-proportion z-test (pooled),
+    enough to tell a real difference from noise at the sizes lifecycle messages reach."""
+
+    name: str
+    baseline_name: str
+    rate: Rate
+    baseline: Rate
+
+    def p_value(self) -> float | None:
+        a, b = self.rate, self.baseline
+        if not a.entered or not b.entered:
+            return None
+        pooled = (a.converted + b.converted) / (a.entered + b.entered)
+        spread = math.sqrt(pooled * (1 - pooled) * (1 / a.entered + 1 / b.entered))
+        if spread == 0:
+            return None  # no conversions at all, or only conversions: nothing to test
+        z = ((a.share or 0.0) - (b.share or 0.0)) / spread
+        return math.erfc(abs(z) / math.sqrt(2))
+
+    def lift(self) -> float | None:
+        a, b = self.rate.share, self.baseline.share
+        return (a - b) / b if a is not None and b else None
+
+    def text(self) -> str:
+        """In plain words: "B converts 3.1% vs 2.4% for A, lift +29%, p = 0.02"."""
+        a, b = self.rate.share, self.baseline.share
+        if a is None or b is None:
+            return f"{self.name} vs {self.baseline_name}: not enough entries to compare"
+        lift, p = self.lift(), self.p_value()
+        said = f"{self.name} converts {a:.1%} vs {b:.1%} for {self.baseline_name}"
+        said += f", lift {lift:+.0%}" if lift is not None else ""
+        said += f", p = {p:.2g}" if p is not None else ", no test (no conversions to compare)"
+        if p is not None:
+            said += " (significant at 5%)" if p < 0.05 else " (not significant at 5%)"
+        return said
+
+    def to_json(self) -> dict[str, Any]:
+        lift, p = self.lift(), self.p_value()
+        return {
+            "group": self.name,
+            "baseline": self.baseline_name,
+            "lift": round(lift, 4) if lift is not None else None,
+            "p_value": round(p, 4) if p is not None else None,
+            "text": self.text(),
+        }
 
 
 @dataclass
@@ -27,6 +98,20 @@ class VersionFigures:
     holdout: Rate
     # split step -> branch -> entries sent down that branch, and their conversions
     variants: dict[str, dict[str, Rate]]
+
+    def comparisons(self) -> list[Comparison]:
+        """The messaged users against the holdout (the treatment's lift), and each split variant
+        against its step's first variant by name."""
+        found = []
+        if self.holdout.entered:
+            found.append(Comparison("messaged", "holdout", self.messaged, self.holdout))
+        for step, branches in sorted(self.variants.items()):
+            (first, baseline), *others = sorted(branches.items())
+            found += [
+                Comparison(f"{step}={name}", f"{step}={first}", rate, baseline)
+                for name, rate in others
+            ]
+        return found
 
     def to_json(self) -> dict[str, Any]:
         total = Rate(
@@ -41,6 +126,7 @@ class VersionFigures:
                 step: {branch: rate.to_json() for branch, rate in sorted(branches.items())}
                 for step, branches in sorted(self.variants.items())
             },
+            "comparisons": [comparison.to_json() for comparison in self.comparisons()],
         }
 
 

@@ -103,7 +103,13 @@ async def test_conversions_per_version_holdout_and_variant(stack) -> None:  # no
         await client.close()
     figures = body["versions"]["1"]
     assert figures == predicted[1].to_json()
-    assert figures["all"] == {"entered": 12, "converted": 6, "rate": 0.5}
+    assert figures["all"] == {
+        "entered": 12,
+        "converted": 6,
+        "rate": 0.5,
+        "interval_95": [0.2538, 0.7462],
+    }
+    assert [c["group"] for c in figures["comparisons"]] == ["messaged", "variant=b"]
     assert figures["holdout"]["entered"] > 0 and set(figures["variants"]["variant"]) == {"a", "b"}
     assert (
         sum(v["converted"] for v in figures["variants"]["variant"].values())
