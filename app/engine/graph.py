@@ -4,7 +4,9 @@ script, nothing fetched) that draws every step, optionally with figures per step
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from app.engine.definitions import (
     NO_ACTION,
@@ -21,7 +23,7 @@ from app.engine.definitions import (
 )
 from app.engine.durations import format_duration
 
-NODE_WIDTH, NODE_HEIGHT, GAP_X, GAP_Y = 220, 64, 40, 70
+NODE_WIDTH, GAP_X, GAP_Y, LINE_HEIGHT = 240, 40, 70, 16
 
 
 def describe(step: Step) -> str:
@@ -77,13 +79,23 @@ def _entry_text(journey: Journey) -> str:
     return "entry"
 
 
+def _out(journey: Journey, step_id: str) -> list[tuple[str, str]]:
+    """(label, node) for each edge out of a step on the page: an edge to no_action ends at a
+    "no action" box of its own, below its step, rather than at one box shared by the whole
+    journey that every such edge would have to cross the page to reach."""
+    step = journey.steps.get(step_id)
+    return [
+        (label, f"{NO_ACTION}:{step_id}" if target == NO_ACTION else target)
+        for label, target in (successors(step) if step else [])
+    ]
+
+
 def _layers(journey: Journey) -> dict[str, int]:
     """Depth of each node: its longest distance from the start (the graph has no cycles)."""
     depth = {journey.start: 0}
     order = [journey.start]
     for step_id in order:
-        step = journey.steps.get(step_id)
-        for _, target in successors(step) if step else []:
+        for _, target in _out(journey, step_id):
             if depth.get(target, -1) < depth[step_id] + 1:
                 depth[target] = depth[step_id] + 1
                 order.append(target)
@@ -92,56 +104,149 @@ def _layers(journey: Journey) -> dict[str, int]:
     return depth
 
 
-def html_page(journey: Journey, figures: Mapping[str, Mapping[str, int]] | None = None) -> str:
-    """The whole flow on one page; `figures` (step id -> name -> count) are drawn on the steps."""
+@dataclass(frozen=True)
+class FlowView:
+    """What the flow page is showing, for its controls: the journey's versions (version,
+    status), the date range (ISO dates, empty for open), and the split variants it can be
+    narrowed to (`split=branch`) with the chosen one."""
+
+    versions: tuple[tuple[int, str], ...] = ()
+    since: str = ""
+    until: str = ""
+    variants: tuple[str, ...] = ()
+    variant: str = ""
+
+
+# Figures shown on a message step as its funnel, in order, each with its rate of the first.
+FUNNEL = ("sent", "delivered", "opened", "clicked")
+LINE_CHARS = 30  # characters per line of text in a box, at 12px in a NODE_WIDTH box
+MAX_TEXT_LINES = 3
+
+
+def edge_key(step: Step, label: str) -> str:
+    """The key of an edge's count: its label, or a split branch's id without its percentage."""
+    return label.split(" ")[0] if isinstance(step, SplitStep) else label
+
+
+def _wrap(text: str, lines: int = MAX_TEXT_LINES) -> list[str]:
+    """Word-wrapped to LINE_CHARS, at most `lines` lines, the last ending in an ellipsis when
+    the text is longer (the full text is the box's tooltip)."""
+    wrapped = textwrap.wrap(text, LINE_CHARS, break_long_words=True) or [""]
+    if len(wrapped) > lines:
+        wrapped = wrapped[:lines]
+        wrapped[-1] = wrapped[-1][: LINE_CHARS - 1].rstrip() + "\u2026"
+    return wrapped
+
+
+def _figure_lines(step: Step | None, counts: Mapping[str, int]) -> list[str]:
+    """A message step's funnel first (sent 16 -> delivered 15 (94%) ...), then the other
+    figures, wrapped to the box."""
+    shown = dict(counts)
+    lines = []
+    if isinstance(step, MessageStep) and any(name in shown for name in FUNNEL):
+        first = shown.get("sent", 0)
+        parts = []
+        for name in FUNNEL:
+            count = shown.pop(name, 0)
+            rate = f" ({count / first:.0%})" if first and name != "sent" else ""
+            parts.append(f"{name} {count}{rate}")
+        lines += textwrap.wrap(" \u2192 ".join(parts), LINE_CHARS)
+    rest = " \u00b7 ".join(f"{name} {count}" for name, count in shown.items())
+    return lines + (textwrap.wrap(rest, LINE_CHARS) if rest else [])
+
+
+def html_page(
+    journey: Journey,
+    figures: Mapping[str, Mapping[str, int]] | None = None,
+    edges: Mapping[str, Mapping[str, int]] | None = None,
+    view: FlowView | None = None,
+) -> str:
+    """The whole flow on one page. `figures` (step id -> name -> count) are drawn inside their
+    steps' boxes, which grow to hold them; `edges` (step id -> edge key -> count) label each edge
+    with its count and its share of the step's edges; `view` adds the controls (date range,
+    version, variant): plain forms and links, so the page needs no script."""
+    figures, edges = figures or {}, edges or {}
     depth = _layers(journey)
     rows: dict[int, list[str]] = {}
     for node in depth:
         rows.setdefault(depth[node], []).append(node)
+    boxes = {}
+    for node in depth:
+        step = journey.steps.get(node)
+        text = describe(step) if step else "no action"
+        boxes[node] = (text, _wrap(text), _figure_lines(step, figures.get(node, {})))
+    heights = {
+        node: 30 + LINE_HEIGHT * (len(text_lines) + len(figure_lines)) + 8
+        for node, (_, text_lines, figure_lines) in boxes.items()
+    }
+    row_height = {level: max(heights[n] for n in nodes) for level, nodes in rows.items()}
     width = max(len(r) for r in rows.values()) * (NODE_WIDTH + GAP_X) + GAP_X
-    height = (max(rows) + 1) * (NODE_HEIGHT + GAP_Y) + GAP_Y
+    tops, y = {}, float(GAP_Y)
+    for level in sorted(rows):
+        tops[level] = y
+        y += row_height[level] + GAP_Y
+    height = y
     position = {}
     for level, nodes in rows.items():
         offset = (width - len(nodes) * (NODE_WIDTH + GAP_X) + GAP_X) / 2
         for i, node in enumerate(nodes):
-            position[node] = (
-                offset + i * (NODE_WIDTH + GAP_X),
-                GAP_Y + level * (NODE_HEIGHT + GAP_Y),
-            )
+            position[node] = (offset + i * (NODE_WIDTH + GAP_X), tops[level])
     parts = []
     for step_id, step in journey.steps.items():
         x1, y1 = position[step_id]
-        for edge, target in successors(step):
+        out = _out(journey, step_id)
+        counts = edges.get(step_id, {})
+        total = sum(counts.get(edge_key(step, label), 0) for label, _ in out)
+        for label, target in out:
             x2, y2 = position[target]
-            sx, sy, tx, ty = x1 + NODE_WIDTH / 2, y1 + NODE_HEIGHT, x2 + NODE_WIDTH / 2, y2
+            sx, sy = x1 + NODE_WIDTH / 2, y1 + heights[step_id]
+            tx, ty = x2 + NODE_WIDTH / 2, y2
             parts.append(
                 f'<line x1="{sx}" y1="{sy}" x2="{tx}" y2="{ty}" class="edge" '
                 'marker-end="url(#arrow)"/>'
             )
-            if edge:
+            key = edge_key(step, label)
+            text = label
+            if key in counts:
+                count = counts[key]
+                text += f" \u00b7 {count}" + (f" ({count / total:.0%})" if total else "")
+            if text:
                 parts.append(
-                    f'<text x="{(sx + tx) / 2 + 4}" y="{(sy + ty) / 2}" class="edge-label">'
-                    f"{html.escape(edge)}</text>"
+                    f'<text x="{(sx + tx) / 2 + 4}" y="{(sy + ty) / 2}" class="edge-label" '
+                    f'data-edge="{html.escape(step_id)}:{html.escape(key)}">'
+                    f"{html.escape(text)}</text>"
                 )
     for node, (x, y) in position.items():
         step = journey.steps.get(node)
         kind = type(step).__name__.removesuffix("Step").lower() if step else "end"
-        text = describe(step) if step else "no action"
-        counts = figures.get(node, {}) if figures else {}
-        figure_text = "  ".join(f"{name} {count}" for name, count in counts.items())
+        full, text_lines, figure_lines = boxes[node]
+        name = node if step else "end"
+        lines = [f'<text x="{x + 10}" y="{y + 20}" class="title">{html.escape(name)}</text>']
+        line_y = y + 20
+        for line in text_lines:
+            line_y += LINE_HEIGHT
+            lines.append(f'<text x="{x + 10}" y="{line_y}">{html.escape(line)}</text>')
+        for line in figure_lines:
+            line_y += LINE_HEIGHT
+            lines.append(
+                f'<text x="{x + 10}" y="{line_y}" class="figures">{html.escape(line)}</text>'
+            )
         parts.append(
             f'<g class="node {kind}" data-step="{html.escape(node)}">'
-            f'<rect x="{x}" y="{y}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" rx="8"/>'
-            f'<text x="{x + 10}" y="{y + 20}" class="title">{html.escape(node)}</text>'
-            f'<text x="{x + 10}" y="{y + 38}">{html.escape(text[:34])}</text>'
-            f'<text x="{x + 10}" y="{y + 55}" class="figures">{html.escape(figure_text)}</text>'
-            "</g>"
+            f"<title>{html.escape(name)}: {html.escape(full)}</title>"
+            f'<rect x="{x}" y="{y}" width="{NODE_WIDTH}" height="{heights[node]}" rx="8"/>'
+            + "".join(lines)
+            + "</g>"
         )
     title = html.escape(f"{journey.name} (version {journey.version})")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #1d2433; }}
+form.controls {{ display: flex; gap: 16px; align-items: end; flex-wrap: wrap; margin: 8px 0; }}
+form.controls label {{ display: flex; flex-direction: column; font-size: 13px; }}
+nav.versions a {{ margin-right: 12px; }}
+nav.versions a.current {{ font-weight: 700; text-decoration: none; color: inherit; }}
 .node rect {{ fill: #f4f6fb; stroke: #4b5b8c; stroke-width: 1.5; }}
 .node.message rect {{ fill: #e5f4ea; stroke: #2f7d4a; }}
 .node.branch rect, .node.paths rect, .node.split rect {{ fill: #fff4df; stroke: #b7791f; }}
@@ -151,12 +256,58 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #1d2433; }}
 .node .figures {{ fill: #24408e; font-weight: 600; }}
 .edge {{ stroke: #7a869a; stroke-width: 1.5; }}
 .edge-label {{ font-size: 11px; fill: #4a5568; }}
+table.figures {{ border-collapse: collapse; margin-top: 16px; font-size: 13px; }}
+table.figures td, table.figures th {{ border: 1px solid #d0d5e0; padding: 2px 8px; }}
 </style></head><body>
 <h1>{title}</h1>
 <p>{html.escape(_entry_text(journey))}</p>
+{_controls(journey, view) if view else ""}
 <svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">
 <defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7"
 orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#7a869a"/></marker></defs>
 {chr(10).join(parts)}
-</svg></body></html>
+</svg>
+{_figures_table(figures)}
+</body></html>
 """
+
+
+def _controls(journey: Journey, view: FlowView) -> str:
+    """The version switcher (links) and a GET form for the date range and the variant."""
+    links = " ".join(
+        f'<a class="current" href="?version={v}">version {v} ({html.escape(status)})</a>'
+        if v == journey.version
+        else f'<a href="?version={v}">version {v} ({html.escape(status)})</a>'
+        for v, status in view.versions
+    )
+    options = '<option value="">all entries</option>' + "".join(
+        f'<option value="{html.escape(v)}"{" selected" if v == view.variant else ""}>'
+        f"{html.escape(v)}</option>"
+        for v in view.variants
+    )
+    variant = (
+        f'<label>variant<select name="variant">{options}</select></label>' if view.variants else ""
+    )
+    return f"""<nav class="versions">{links}</nav>
+<form class="controls" method="get">
+<input type="hidden" name="version" value="{journey.version}">
+<label>from<input type="date" name="since" value="{html.escape(view.since)}"></label>
+<label>to<input type="date" name="until" value="{html.escape(view.until)}"></label>
+{variant}<button type="submit">show</button>
+</form>"""
+
+
+def _figures_table(figures: Mapping[str, Mapping[str, int]]) -> str:
+    """Every figure of the picture again as a table: readable by screen readers and scripts."""
+    if not figures:
+        return ""
+    rows = "".join(
+        f'<tr data-step="{html.escape(step)}" data-figure="{html.escape(name)}">'
+        f"<td>{html.escape(step)}</td><td>{html.escape(name)}</td><td>{count}</td></tr>"
+        for step, counts in figures.items()
+        for name, count in counts.items()
+    )
+    return (
+        '<table class="figures"><thead><tr><th>step</th><th>figure</th><th>count</th></tr>'
+        f"</thead><tbody>{rows}</tbody></table>"
+    )
