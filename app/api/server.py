@@ -25,7 +25,15 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from app.api.auth import ADMIN, READ, WRITE, ApiToken, authenticate, parse_tokens
+from app.api.auth import (
+    ADMIN,
+    READ,
+    WRITE,
+    ApiToken,
+    authenticate,
+    credentials,
+    parse_tokens,
+)
 from app.api.redaction import redact
 from app.authoring.templates import raise_all, template_errors, template_store
 from app.callbacks.handler import DeliveryEvents
@@ -168,13 +176,13 @@ def bearer_auth(
         header = request.headers.get("Authorization")
         token = authenticate(tokens, header or "")
         if token is None:
-            refusal = _error(
-                401,
-                "expected Authorization: Bearer <token>"
-                if header is None
-                else "the token is not valid, or not given as Authorization: Bearer <token>",
-                required_scope=scope,
-            )
+            if header is None:
+                message = "expected Authorization: Bearer <token>"
+            elif credentials(header) is None:
+                message = "expected Authorization: Bearer <token>, not a bare token or other scheme"
+            else:
+                message = "the bearer token is not valid"
+            refusal = _error(401, message, required_scope=scope)
             refusal.headers["WWW-Authenticate"] = (
                 REALM if header is None else f'{REALM}, error="invalid_token"'
             )
