@@ -21,15 +21,16 @@ REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T", str, int, float, Path)
 
 
-def env(name: str, default: T) -> T:
+def env(name: str, default: T, secret: bool = False) -> T:
     """A dataclass field read from the variable `name`, parsed as the default's type (so a float
-    setting needs a float default); an unset variable gives the default."""
+    setting needs a float default); an unset variable gives the default. A `secret` is left out
+    of the section's repr, so printing settings never shows it."""
 
     def read() -> T:
         value = os.environ.get(name)
         return default if value is None else type(default)(value)
 
-    return field(default_factory=read)
+    return field(default_factory=read, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,10 @@ class SenderSettings:
 
 @dataclass(frozen=True)
 class ApiSettings:
-    token: str = env("API_TOKEN", "")
+    # Bearer tokens, `name:scopes:secret` separated by `;` (app/api/auth.py); API_TOKEN, the
+    # single token of before, is one more with admin and pii.
+    tokens: str = env("API_TOKENS", "", secret=True)
+    token: str = env("API_TOKEN", "", secret=True)
     port: int = env("API_PORT", 8080)
     max_body_bytes: int = env("API_MAX_BODY_BYTES", 256 * 1024)
     # Provider callbacks: SendGrid's verification key (base64 DER), the generic format's secret,

@@ -2,17 +2,18 @@
 Kafka, transactional sends, the flow picture with live figures, a user's timeline, metrics, health
 and readiness.
 
-Every mutating request needs the bearer token from API_TOKEN; with no token configured, mutating
-requests are refused rather than left open. Bodies are size-limited and validated; nothing in a
-journey file can run code (conditions are structured, templates sandboxed). Rules for every
-journey (quiet hours, frequency caps) are versioned, drafted and published like journeys.
+Every route but health, readiness, the one-click unsubscribe and the provider callbacks needs
+`Authorization: Bearer <token>` with the scope ROUTE_SCOPES names (app/api/auth.py); with no token
+configured they are refused rather than left open. Users' addresses are redacted unless the token
+has the `pii` scope. Bodies are size-limited and validated; nothing in a journey file can run code
+(conditions are structured, templates sandboxed). Rules for every journey (quiet hours, frequency
+caps) are versioned, drafted and published like journeys.
 
-Provider callbacks (`/callbacks/...`) carry no bearer token: each is verified by its provider's
-signature instead (app/callbacks/providers.py)."""
+Public routes: the unsubscribe link's sealed token is its authority, and each provider callback
+(`/callbacks/...`) is verified by its provider's signature (app/callbacks/providers.py)."""
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,16 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from app.api.auth import (
+    ADMIN,
+    READ,
+    WRITE,
+    ApiToken,
+    authenticate,
+    credentials,
+    parse_tokens,
+)
+from app.api.redaction import redact
 from app.authoring.templates import raise_all, template_errors, template_store
 from app.callbacks.handler import DeliveryEvents
 from app.callbacks.providers import (
@@ -73,10 +84,41 @@ from app.store.users import UserStore
 from app.streams.producer import new_producer
 from app.topics import RecordError, load_contract
 
-MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
-# Paths anyone may POST to: the token in the path (one-click unsubscribe) or the provider's
-# signature (callbacks) is the authority.
-PUBLIC_PREFIXES = ("/unsubscribe/", "/callbacks/")
+PUBLIC = "public"
+# The scope each route needs (a HEAD needs its GET's). Public: health and readiness, and the
+# routes whose authority is in the request: the unsubscribe link's sealed token, the provider's
+# signature on a callback. Reads need read; what sends or deploys needs write; what stops
+# journeys or users in them, or changes the rules of every journey, needs admin. A route
+# missing here needs admin.
+ROUTE_SCOPES: dict[tuple[str, str], str] = {
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/ready"): PUBLIC,
+    ("GET", "/metrics"): READ,
+    ("GET", "/journeys"): READ,
+    ("POST", "/journeys"): WRITE,
+    ("POST", "/journeys/validate"): READ,
+    ("GET", "/journeys/{journey_id}"): READ,
+    ("POST", "/journeys/{journey_id}/versions/{version}/publish"): WRITE,
+    ("POST", "/journeys/{journey_id}/versions/{version}/archive"): ADMIN,
+    ("POST", "/journeys/{journey_id}/pause"): ADMIN,
+    ("POST", "/journeys/{journey_id}/resume"): ADMIN,
+    ("GET", "/journeys/{journey_id}/flow"): READ,
+    ("GET", "/journeys/{journey_id}/conversions"): READ,
+    ("GET", "/rules"): READ,
+    ("POST", "/rules"): ADMIN,
+    ("POST", "/rules/versions/{version}/publish"): ADMIN,
+    ("POST", "/rules/versions/{version}/archive"): ADMIN,
+    ("POST", "/events"): WRITE,
+    ("POST", "/sends"): WRITE,
+    ("POST", "/journeys/{journey_id}/steps/{step_id}/test-send"): WRITE,
+    ("GET", "/users/{user_id}/timeline"): READ,
+    ("GET", "/unsubscribe/{token}"): PUBLIC,
+    ("POST", "/unsubscribe/{token}"): PUBLIC,
+    ("POST", "/callbacks/sendgrid"): PUBLIC,
+    ("POST", "/callbacks/{channel}"): PUBLIC,
+}
+TOKEN = web.RequestKey("token", ApiToken)
+REALM = 'Bearer realm="journeys"'
 # How long an idempotency key's first request is remembered: the `send` topic's retention. The
 # ledger keeps a sent message from going twice after that too.
 SEND_KEY_SECONDS = 7 * 24 * 3600
@@ -112,24 +154,66 @@ def _version_of(request: web.Request) -> int | None:
         return None
 
 
-def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def required_scope(request: web.Request) -> str:
+    """The route's scope; a path no route matches needs read (a valid token, then 404)."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return READ
+    method = "GET" if request.method == "HEAD" else request.method
+    return ROUTE_SCOPES.get((method, resource.canonical), ADMIN)
+
+
+def bearer_auth(
+    tokens: tuple[ApiToken, ...],
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method in MUTATING and not request.path.startswith(PUBLIC_PREFIXES):
-            if not token:
-                return _error(403, "mutating requests are refused: no API_TOKEN is configured")
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return _error(401, "a valid bearer token is required")
+        scope = required_scope(request)
+        if scope == PUBLIC:
+            return await handler(request)
+        if not tokens:
+            return _error(403, "refused: no API token is configured (API_TOKENS or API_TOKEN)")
+        header = request.headers.get("Authorization")
+        token = authenticate(tokens, header or "")
+        if token is None:
+            if header is None:
+                message = "expected Authorization: Bearer <token>"
+            elif credentials(header) is None:
+                message = "expected Authorization: Bearer <token>, not a bare token or other scheme"
+            else:
+                message = "the bearer token is not valid"
+            refusal = _error(401, message, required_scope=scope)
+            refusal.headers["WWW-Authenticate"] = (
+                REALM if header is None else f'{REALM}, error="invalid_token"'
+            )
+            return refusal
+        if not token.allows(scope):
+            refusal = _error(
+                403,
+                f"this route needs the {scope} scope; token '{token.name}' has {token.scopes()}",
+                required_scope=scope,
+            )
+            refusal.headers["WWW-Authenticate"] = (
+                f'{REALM}, error="insufficient_scope", scope="{scope}"'
+            )
+            return refusal
+        request[TOKEN] = token
         return await handler(request)
 
     return middleware
+
+
+def _shown(request: web.Request, data: Any) -> Any:
+    """`data` as the request's token may see it: addresses redacted unless it has pii."""
+    return data if request[TOKEN].pii else redact(data)
 
 
 class Api:
     def __init__(self, settings: Settings, api_settings: ApiSettings) -> None:
         self.settings = settings
         self.api_settings = api_settings
+        # A bad token entry stops the API at start rather than leaving its client refused.
+        self.tokens = parse_tokens(api_settings.tokens, api_settings.token)
         # A bad key stops the API at start rather than refusing every callback later.
         self.sendgrid_key = (
             sendgrid_public_key(api_settings.sendgrid_public_key)
@@ -139,7 +223,7 @@ class Api:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[bearer_auth(self.api_settings.token)],
+            middlewares=[bearer_auth(self.tokens)],
             client_max_size=self.api_settings.max_body_bytes,
         )
         app.cleanup_ctx.append(self._connections)
@@ -553,13 +637,16 @@ class Api:
         except PreviewError as error:
             return _error(502, str(error), where=error.where, expected=error.expected)
         return _json(
-            {
-                "dispatch_id": sent.dispatch_id,
-                "channel": sent.channel,
-                "to": sent.to,
-                "locale": sent.message.locale,
-                "subject": sent.message.subject,
-            }
+            _shown(
+                request,
+                {
+                    "dispatch_id": sent.dispatch_id,
+                    "channel": sent.channel,
+                    "to": sent.to,
+                    "locale": sent.message.locale,
+                    "subject": sent.message.subject,
+                },
+            )
         )
 
     # --- provider callbacks ----------------------------------------------------------------
@@ -608,7 +695,8 @@ class Api:
 
     async def timeline(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
-        return _json({"user_id": user_id, "timeline": await user_timeline(self.db, user_id)})
+        timeline = await user_timeline(self.db, user_id)
+        return _json({"user_id": user_id, "timeline": _shown(request, timeline)})
 
     # --- metrics ---------------------------------------------------------------------------
 

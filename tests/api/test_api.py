@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
@@ -55,19 +56,24 @@ async def stack(servers):
     await close_client(client)
 
 
-async def api_client(settings, token: str = TOKEN, max_body: int = 64 * 1024) -> TestClient:
-    app = Api(settings, ApiSettings(token=token, port=0, max_body_bytes=max_body)).app()
+async def api_client(
+    settings, token: str = TOKEN, max_body: int = 64 * 1024, tokens: str = ""
+) -> TestClient:
+    api_settings = ApiSettings(token=token, tokens=tokens, port=0, max_body_bytes=max_body)
+    app = Api(settings, api_settings).app()
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
 
 
-async def test_mutations_need_a_configured_token(stack) -> None:
+async def test_requests_need_a_configured_token(stack) -> None:
     open_api = await api_client(stack, token="")
     guarded = await api_client(stack)
     try:
-        refused = await open_api.post("/journeys", data="id: x")
-        assert refused.status == 403 and "no API_TOKEN" in (await refused.json())["error"]
+        for method, path in (("POST", "/journeys"), ("GET", "/journeys"), ("GET", "/metrics")):
+            refused = await open_api.request(method, path, data="id: x", headers=AUTH)
+            assert refused.status == 403 and "no API token" in (await refused.json())["error"]
+        assert (await open_api.get("/health")).status == 200
         assert (await guarded.post("/journeys", data="id: x")).status == 401
         wrong = {"Authorization": "Bearer nope"}
         assert (await guarded.post("/events", data="{}", headers=wrong)).status == 401
@@ -102,17 +108,17 @@ async def test_journeys_draft_validate_publish_archive_list_show(stack) -> None:
         assert changed.status == 409  # a deployed version never changes
         path = "/journeys/second-purchase/versions/1"
         assert (await client.post(f"{path}/publish", headers=AUTH)).status == 200
-        listed = await (await client.get("/journeys")).json()
+        listed = await (await client.get("/journeys", headers=AUTH)).json()
         assert [(j["id"], j["version"], j["status"]) for j in listed] == [
             ("second-purchase", 1, "published")
         ]
         assert (await client.post(f"{path}/archive", headers=AUTH)).status == 200
-        shown = await (await client.get("/journeys/second-purchase")).json()
+        shown = await (await client.get("/journeys/second-purchase", headers=AUTH)).json()
         assert (
             shown["versions"][0]["status"] == "archived"
             and "paths" in shown["versions"][0]["source"]
         )
-        assert (await client.get("/journeys/nope")).status == 404
+        assert (await client.get("/journeys/nope", headers=AUTH)).status == 404
     finally:
         await client.close()
 
@@ -148,12 +154,13 @@ async def test_rules_draft_validate_publish_archive_list(stack) -> None:
         assert (await client.post("/rules/versions/1/publish", headers=AUTH)).status == 200
         again = await client.post("/rules", data=RULES, headers=AUTH)  # keeps its status
         assert (await again.json())["status"] == "published"
-        listed = await (await client.get("/rules")).json()
+        listed = await (await client.get("/rules", headers=AUTH)).json()
         assert [(r["version"], r["status"], r["summary"], r["source"]) for r in listed] == [
             (1, "published", "no quiet hours; email at most 1 per 1d", RULES)
         ]
         assert (await client.post("/rules/versions/1/archive", headers=AUTH)).status == 200
-        assert [r["status"] for r in await (await client.get("/rules")).json()] == ["archived"]
+        listed = await (await client.get("/rules", headers=AUTH)).json()
+        assert [r["status"] for r in listed] == ["archived"]
         assert (await client.post("/rules/versions/7/publish", headers=AUTH)).status == 404
         assert (await client.post("/rules/versions/x/publish", headers=AUTH)).status == 400
     finally:
@@ -191,8 +198,9 @@ async def test_events_are_validated_then_published(stack) -> None:
     assert message.key == b"u-1" and orjson.loads(message.value) == event
 
 
-async def fill_timeline(settings) -> None:
-    """Runs the demo journey's sign-up for one user through the real processor."""
+async def fill_timeline(settings, outcome: str = "sent", reason: str | None = None) -> None:
+    """Runs the demo journey's sign-up for one user through the real processor, and records its
+    welcome email's delivery."""
     client = new_client(settings)
     redis = new_redis(settings)
     db = client[settings.mongo_db]
@@ -221,7 +229,7 @@ async def fill_timeline(settings) -> None:
     await DeliveryLedger(redis, db, settings.redis_prefix).record(
         Outcome(
             dispatch_id=sends[0]["dispatch_id"],
-            outcome="sent",
+            outcome=outcome,
             user_id="ada",
             journey_id="demo-onboarding",
             step_id="welcome",
@@ -229,6 +237,7 @@ async def fill_timeline(settings) -> None:
             template_id="welcome",
             locale="en",
             attempts=1,
+            reason=reason,
         )
     )
     await redis.aclose()
@@ -239,15 +248,16 @@ async def test_timeline_flow_page_and_metrics(stack) -> None:
     await fill_timeline(stack)
     client = await api_client(stack)
     try:
-        timeline = (await (await client.get("/users/ada/timeline")).json())["timeline"]
+        answer = await client.get("/users/ada/timeline", headers=AUTH)
+        timeline = (await answer.json())["timeline"]
         kinds = [(item["kind"], item.get("event"), item.get("step_id")) for item in timeline]
         assert kinds[0] == ("analytics", "entered", None)
         send = next(item for item in timeline if item["kind"] == "send")
         assert send["step_id"] == "welcome" and send["delivery"]["outcome"] == "sent"
-        page = await (await client.get("/journeys/demo-onboarding/flow")).text()
+        page = await (await client.get("/journeys/demo-onboarding/flow", headers=AUTH)).text()
         assert 'data-step="welcome"' in page and "entered 1" in page and "sent 1" in page
         assert "waiting 1" in page  # ada waits for added_class
-        metrics = await (await client.get("/metrics")).text()
+        metrics = await (await client.get("/metrics", headers=AUTH)).text()
         assert 'journeys_deliveries_total{channel="email",outcome="sent"} 1' in metrics
         ready = await client.get("/ready")
         assert ready.status == 200 and (await ready.json())["checks"] == {
@@ -258,13 +268,34 @@ async def test_timeline_flow_page_and_metrics(stack) -> None:
         await client.close()
 
 
+async def authorizing_proxy(api: TestClient) -> TestServer:
+    """What people's browsers reach the API through (the README's advice): a reverse proxy that
+    adds the bearer token, as one behind a single sign-on would."""
+
+    async def forward(request: web.Request) -> web.Response:
+        async with api.session.get(api.make_url(request.path_qs), headers=AUTH) as answer:
+            return web.Response(
+                body=await answer.read(), status=answer.status, content_type=answer.content_type
+            )
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", forward)
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
 async def test_flow_page_renders_in_chromium_with_its_figures(stack, tmp_path) -> None:
     browser = shutil.which("chromium")
     assert browser, "Debian's chromium is installed by scripts/test"
     await fill_timeline(stack)
     client = await api_client(stack)
+    proxy = await authorizing_proxy(client)
     try:
-        url = str(client.make_url("/journeys/demo-onboarding/flow"))
+        assert (await client.get("/journeys/demo-onboarding/flow")).status == 401
+        url = str(proxy.make_url("/journeys/demo-onboarding/flow"))
+        async with client.session.get(url) as through:
+            assert through.status == 200 and 'data-step="welcome"' in await through.text()
         shot = tmp_path / "flow.png"
         result = await asyncio.to_thread(
             subprocess.run,
@@ -292,4 +323,5 @@ async def test_flow_page_renders_in_chromium_with_its_figures(stack, tmp_path) -
         Path(__file__).resolve().parents[2].joinpath(".local").mkdir(exist_ok=True)
         shutil.copy(shot, Path(__file__).resolve().parents[2] / ".local" / "flow-page.png")
     finally:
+        await proxy.close()
         await client.close()

@@ -22,7 +22,7 @@ from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
-from tests.api.test_api import api_client, stack  # noqa: F401  (the fixture)
+from tests.api.test_api import AUTH, api_client, stack  # noqa: F401  (the fixture)
 
 JOURNEY = """
 id: upsell
@@ -94,10 +94,10 @@ async def test_conversions_per_version_holdout_and_variant(stack) -> None:  # no
     )
     client = await api_client(stack)
     try:
-        answer = await client.get("/journeys/upsell/conversions")
+        answer = await client.get("/journeys/upsell/conversions", headers=AUTH)
         assert answer.status == 200
         body = await answer.json()
-        missing = await client.get("/journeys/nothing/conversions")
+        missing = await client.get("/journeys/nothing/conversions", headers=AUTH)
         assert missing.status == 404
     finally:
         await client.close()

@@ -72,7 +72,7 @@ async def test_archive_stops_entries_and_publishing_an_older_version_rolls_back(
         assert await entered(stack) == [1]
         again = await client.post(f"{path}/2/publish", headers=AUTH)
         assert (await again.json())["archived"] == [1]  # one published version at a time
-        listed = await (await client.get("/journeys")).json()
+        listed = await (await client.get("/journeys", headers=AUTH)).json()
         assert [(j["version"], j["status"]) for j in listed] == [(1, "archived"), (2, "published")]
         assert await entered(stack) == [2]
         assert (await client.post(f"{path}/9/archive", headers=AUTH)).status == 404
@@ -137,7 +137,7 @@ async def test_reposting_the_text_of_a_published_version_changes_nothing(stack) 
         again = await client.post("/journeys", data=text(1), headers=AUTH)
         assert again.status == 200
         assert await again.json() == {"id": "life", "version": 1, "status": "published"}
-        shown = await (await client.get("/journeys/life")).json()
+        shown = await (await client.get("/journeys/life", headers=AUTH)).json()
         assert [v["status"] for v in shown["versions"]] == ["published"]
         assert await entered(stack) == [1]
         rules = "kind: rules\nversion: 1\n"

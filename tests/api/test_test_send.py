@@ -25,6 +25,7 @@ from tests.sender.conftest import free_port
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TICK = datetime(2026, 11, 9, 7, tzinfo=UTC)
 PATH = "/journeys/weekly-summary/steps/summary/test-send"
+CI_TOKEN = "ci-write-0123456789abcdef"
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ async def test_a_stored_users_message_reaches_the_provider_as_a_test(stack) -> N
     users = UserStore(db, settings.mongo_bulk_ops)
     state = paula()
     assert await users.commit_many([UserCommit(StoredUser("paula", state), 0, 0)]) == set()
-    api = await api_client(settings)
+    api = await api_client(settings, tokens=f"ci:write:{CI_TOKEN}")
     try:
         response = await api.post(PATH, json={"to": "qa@example.com", "user_id": "paula"})
         assert response.status == 401  # under the API token as every mutating route
@@ -75,9 +76,16 @@ async def test_a_stored_users_message_reaches_the_provider_as_a_test(stack) -> N
         )
         answer = await response.json()
         assert response.status == 200, answer
+        # A token without pii sees the recipient masked.
+        masked = await api.post(
+            PATH,
+            json={"to": "qa@example.com", "user_id": "paula"},
+            headers={"Authorization": f"Bearer {CI_TOKEN}"},
+        )
+        assert masked.status == 200 and (await masked.json())["to"] == "q***@example.com"
     finally:
         await api.close()
-    assert answer["dispatch_id"].startswith("test:")
+    assert answer["to"] == "qa@example.com" and answer["dispatch_id"].startswith("test:")
     assert answer["subject"] == "[TEST] Your week: 2 activities since 2026-11-09"
     body = stub.delivered[answer["dispatch_id"]]["body"]
     assert body["personalizations"] == [{"to": [{"email": "qa@example.com"}]}]
