@@ -51,7 +51,7 @@ from app.config import ApiSettings, SenderSettings, Settings
 from app.dispatch.transactional import SendRequest, SendRequestError
 from app.dispatch.unsubscribe import TokenError, Unsubscribe, UnsubscribeLinks, open_token
 from app.engine import JourneyError, VersionedRules, load_definition_text
-from app.engine.graph import html_page
+from app.engine.graph import FlowView, html_page
 from app.keyspace import Keyspace
 from app.redis_client import open_redis
 from app.sender import signing
@@ -65,13 +65,14 @@ from app.sender.preview import (
     stored_user,
 )
 from app.sender.templates import RenderError
-from app.store.analytics import conversions, step_figures, user_timeline
+from app.store.analytics import audience_per_leaf, conversions, step_figures, user_timeline
 from app.store.deliveries import Deliveries
 from app.store.journeys import (
     ARCHIVED,
     DRAFT,
     PUBLISHED,
     Change,
+    DeployedJourney,
     DeployError,
     JourneyRegistry,
     UnknownVersion,
@@ -104,6 +105,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/journeys/{journey_id}/resume"): ADMIN,
     ("GET", "/journeys/{journey_id}/flow"): READ,
     ("GET", "/journeys/{journey_id}/conversions"): READ,
+    ("GET", "/journeys/{journey_id}/audience"): READ,
     ("GET", "/rules"): READ,
     ("POST", "/rules"): ADMIN,
     ("POST", "/rules/versions/{version}/publish"): ADMIN,
@@ -242,6 +244,7 @@ class Api:
                 web.post("/journeys/{journey_id}/resume", self.resume),
                 web.get("/journeys/{journey_id}/flow", self.flow),
                 web.get("/journeys/{journey_id}/conversions", self.conversions),
+                web.get("/journeys/{journey_id}/audience", self.audience),
                 web.get("/rules", self.list_rules),
                 web.post("/rules", self.create_rules_draft),
                 web.post("/rules/versions/{version}/publish", self.publish_rules),
@@ -419,10 +422,39 @@ class Api:
         )
 
     async def flow(self, request: web.Request) -> web.Response:
+        chosen, versions = await self._version_asked(request)
+        if chosen is None:
+            return _error(404, versions)
+        journey = chosen.journey
+        figures = await step_figures(
+            self.db, self.users, journey.id, journey.version, journey.start
+        )
+        view = FlowView(
+            versions=versions,
+            since=request.query.get("since", ""),
+            until=request.query.get("until", ""),
+        )
+        return web.Response(text=html_page(journey, figures, view=view), content_type="text/html")
+
+    async def audience(self, request: web.Request) -> web.Response:
+        """For each leaf of each yes/no decision tree: the query selecting its users, and how
+        many it selects now (`journeys audience`)."""
+        chosen, versions = await self._version_asked(request)
+        if chosen is None:
+            return _error(404, versions)
+        journey = chosen.journey
+        leaves = await audience_per_leaf(self.users, journey, datetime.now(UTC))
+        return _json({"id": journey.id, "version": journey.version, "leaves": leaves})
+
+    async def _version_asked(
+        self, request: web.Request
+    ) -> tuple[DeployedJourney, tuple[tuple[int, str], ...]] | tuple[None, str]:
+        """The version `?version=` names, else the newest, with every version and its status;
+        or None and why not."""
         journey_id = request.match_info["journey_id"]
         deployed = [d for d in await self.registry.list() if d.journey.id == journey_id]
         if not deployed:
-            return _error(404, f"no journey '{journey_id}'")
+            return None, f"no journey '{journey_id}'"
         wanted = request.query.get("version")
         chosen = max(
             (d for d in deployed if wanted is None or str(d.journey.version) == wanted),
@@ -430,11 +462,9 @@ class Api:
             default=None,
         )
         if chosen is None:
-            return _error(404, f"no version {wanted} of journey '{journey_id}'")
-        figures = await step_figures(
-            self.db, self.users, journey_id, chosen.journey.version, chosen.journey.start
-        )
-        return web.Response(text=html_page(chosen.journey, figures), content_type="text/html")
+            return None, f"no version {wanted} of journey '{journey_id}'"
+        versions = tuple(sorted((d.journey.version, d.status) for d in deployed))
+        return chosen, versions
 
     async def conversions(self, request: web.Request) -> web.Response:
         """Entries and conversions per version, messaged and holdout, and per split variant."""

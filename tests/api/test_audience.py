@@ -4,6 +4,7 @@ selects now, against users the engine itself wrote."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from click.testing import CliRunner, Result
 
 from app.authoring.files import read_events
 from app.cli import main
+from app.config import Settings
 from app.engine import JourneyEngine, UserState, load_journey_text
 from app.store.journeys import JourneyRegistry
 from app.store.users import StoredUser, UserCommit, UserStore
+from tests.api.test_api import AUTH, api_client
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -47,6 +50,11 @@ async def test_each_leaf_shows_its_query_and_how_many_users_it_selects(mongo_db)
         "has_class -> no_action: 2 users",
     ]
     assert sum("->" in line for line in lines) == 8  # four decisions, two leaves each
+    over_api = await api_audience(mongo_db)
+    assert [(leaf["decision"], leaf["leaf"], leaf["users"]) for leaf in over_api[:2]] == [
+        ("has_class", "add_class", 1),
+        ("has_class", "no_action", 2),
+    ]
     query = next(line for line in lines if line.startswith("  db.users.find("))
     selected = (
         await mongo_db["users"]
@@ -68,6 +76,19 @@ async def test_a_journey_without_a_decision_or_not_deployed_says_so(mongo_db) ->
         and plain.output == "abandoned-cart has no yes/no decision (branch step)\n"
     )
     assert missing.exit_code == 1 and "journey 'nope' has no published version" in missing.output
+
+
+async def api_audience(mongo_db) -> list[dict]:
+    """GET /journeys/activation/audience with a read token."""
+    settings = dataclasses.replace(Settings(), mongo_db=mongo_db.name)
+    client = await api_client(settings)
+    try:
+        answer = await client.get("/journeys/activation/audience", headers=AUTH)
+        assert answer.status == 200, await answer.text()
+        assert (await client.get("/journeys/activation/audience")).status == 401
+        return (await answer.json())["leaves"]
+    finally:
+        await client.close()
 
 
 async def audience(mongo_db, journey_id: str) -> Result:
