@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from pytest import approx
 
+from app.api.metrics import Snapshots, exposition
 from app.api.readiness import readiness
 from app.engine import TimerFired
 from app.keyspace import Keyspace
@@ -22,6 +26,7 @@ from app.worker.metrics import WorkerMetrics
 from tests.api.test_api import AUTH, api_client, stack  # noqa: F401 (stack: a fixture)
 
 DUE = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+DASHBOARD = Path(__file__).resolve().parents[2] / "docker" / "grafana-dashboard.json"
 
 
 def worker_metrics(inputs: int, state_writes: int, lateness: list[float]) -> WorkerMetrics:
@@ -139,3 +144,25 @@ async def test_a_server_that_refuses_or_hangs_fails_readiness_in_its_timeout(sta
     assert "Connect" in str(checks["refusing"]["status"])
     assert checks["hanging"]["status"] == "no answer in 0.5 s"
     assert 0.5 <= checks["hanging"]["seconds"] < 1.5
+
+
+def test_the_grafana_dashboard_queries_only_series_the_api_exports() -> None:
+    snapshots = Snapshots(
+        workers={"w": worker_metrics(1, 1, [0.1]).snapshot()},
+        senders={"s": sender_metrics().snapshot()},
+    )
+    exported = {
+        sample.name
+        for family in text_string_to_metric_families(exposition(snapshots).decode())
+        for sample in family.samples
+    }
+    dashboard = orjson.loads(DASHBOARD.read_bytes())
+    titles = {panel["title"] for panel in dashboard["panels"]}
+    assert {"Input rate", "Timer lateness", "Deliveries by outcome", "Dead letters"} <= titles
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"journeys_\w+", target["expr"])
+    }
+    assert queried and queried <= exported, queried - exported
