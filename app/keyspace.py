@@ -109,6 +109,10 @@ class Keyspace:
     def _worker_metrics(self, shard: int) -> str:
         return f"{self.prefix}:worker-metrics:{hash_tag(f'wm{shard}')}"
 
+    def sender_metrics(self) -> str:
+        """A hash: sender id -> its latest metrics snapshot (senders are few: one hash)."""
+        return f"{self.prefix}:sender-metrics:{hash_tag('sm')}"
+
     def callback_event(self, event_id: str) -> str:
         """Set once a provider's report (by its user event id) is published on user-events."""
         return f"{self.prefix}:callback:{hash_tag(event_id)}"

@@ -33,6 +33,7 @@ def test_every_key_family_keeps_its_form() -> None:
     assert KEYS.rate_limiter("push") == "journeys:ratelimit:{push}"
     assert KEYS.transactional_send("0f2a") == "journeys:transactional:{0f2a}"
     assert KEYS.worker_metrics("w-1") == "journeys:worker-metrics:{wm2}"
+    assert KEYS.sender_metrics() == "journeys:sender-metrics:{sm}"
 
 
 def test_the_hot_indexes_spread_over_every_master_of_a_three_master_cluster() -> None:

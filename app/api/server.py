@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 from app.api.auth import (
     ADMIN,
@@ -34,6 +35,8 @@ from app.api.auth import (
     credentials,
     parse_tokens,
 )
+from app.api.metrics import exposition, read_snapshots
+from app.api.readiness import readiness
 from app.api.redaction import redact
 from app.authoring.templates import raise_all, template_errors, template_store
 from app.callbacks.handler import DeliveryEvents
@@ -66,7 +69,6 @@ from app.sender.preview import (
 )
 from app.sender.templates import RenderError
 from app.store.analytics import audience_per_leaf, conversions, step_figures, user_timeline
-from app.store.deliveries import Deliveries
 from app.store.journeys import (
     ARCHIVED,
     DRAFT,
@@ -266,7 +268,6 @@ class Api:
         self.db = self.mongo[self.settings.mongo_db]
         self.registry = JourneyRegistry(self.db)
         self.rules = RulesRegistry(self.db)
-        self.deliveries = Deliveries(self.db)
         self.users = UserStore(self.db, self.settings.mongo_bulk_ops)
         self.suppressions = SuppressionList(self.db)
         await ensure_indexes(self.db)
@@ -293,14 +294,13 @@ class Api:
         return _json({"status": "ok"})
 
     async def ready(self, request: web.Request) -> web.Response:
-        checks: dict[str, str] = {}
-        for name, probe in (("mongo", lambda: self.db.command("ping")), ("redis", self.redis.ping)):
-            try:
-                await probe()
-                checks[name] = "ok"
-            except Exception as error:  # readiness reports any failure, whatever it is
-                checks[name] = repr(error)
-        ready = all(value == "ok" for value in checks.values())
+        ready, checks = await readiness(
+            {
+                "kafka": self.producer.client.fetch_all_metadata,
+                "mongo": lambda: self.db.command("ping"),
+                "redis": self.redis.ping,
+            }
+        )
         return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
 
     # --- journeys --------------------------------------------------------------------------
@@ -731,46 +731,5 @@ class Api:
     # --- metrics ---------------------------------------------------------------------------
 
     async def metrics(self, request: web.Request) -> web.Response:
-        lines: list[str] = []
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in Keyspace(self.settings.redis_prefix).worker_metrics_shards():
-            pipe.hgetall(shard)
-        workers = [snapshot for shard in await pipe.execute() for snapshot in shard.values()]
-        totals: Counter[str] = Counter()
-        for snapshot in workers:
-            for name, value in orjson.loads(snapshot).items():
-                if isinstance(value, int | float):
-                    totals[name] += value
-        for name, help_text in (
-            ("inputs", "inputs the workers applied"),
-            ("transitions", "engine transitions"),
-            ("state_writes", "user state writes to MongoDB"),
-            ("dead_letters", "records sent to the dead-letter topic by workers"),
-            ("sends_buffered", "sends put in the Redis send buffer"),
-            ("timers_published", "due timers published by the timer pumps"),
-            ("branch_refused", "sends refused by the branch lock"),
-            ("repartitioned", "user-events records re-produced to user-events-by-user"),
-            ("miskeyed_records", "user-events records with no key or a key other than the user id"),
-            ("versions_missing", "users whose inputs wait for a journey version not loaded"),
-            ("inputs_parked", "inputs parked in user documents until their journey version loads"),
-        ):
-            lines += [
-                f"# HELP journeys_{name}_total {help_text}",
-                f"# TYPE journeys_{name}_total counter",
-                f"journeys_{name}_total {totals[name]}",
-            ]
-        writes_per_input = totals["state_writes"] / totals["inputs"] if totals["inputs"] else 0.0
-        lines += [
-            "# TYPE journeys_mongo_writes_per_input gauge",
-            f"journeys_mongo_writes_per_input {writes_per_input}",
-        ]
-        for quantile in ("p50", "p99"):
-            values = [orjson.loads(s).get(f"timer_lateness_{quantile}", 0.0) for s in workers]
-            worst = max(values, default=0.0)
-            lines.append(f'journeys_timer_lateness_seconds{{quantile="{quantile}"}} {worst}')
-        lines.append("# TYPE journeys_deliveries_total counter")
-        for (channel, outcome), count in sorted((await self.deliveries.counts()).items()):
-            lines.append(
-                f'journeys_deliveries_total{{channel="{channel}",outcome="{outcome}"}} {count}'
-            )
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        snapshots = await read_snapshots(self.redis, self.keys)
+        return web.Response(body=exposition(snapshots), headers={"Content-Type": CONTENT_TYPE})

@@ -24,8 +24,10 @@ from app.callbacks.handler import DeliveryEvents
 from app.config import SenderSettings, Settings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.dispatch.unsubscribe import UnsubscribeLinks
-from app.redis_client import open_redis
-from app.retry import Backoff, retry_transient
+from app.keyspace import Keyspace
+from app.metrics_snapshots import PUBLISH_INTERVAL_SECONDS, publish_snapshot
+from app.redis_client import RedisClient, open_redis
+from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
 from app.sender.channels import (
     Channel,
     Delivery,
@@ -55,12 +57,27 @@ InFlight = dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]]
 
 @dataclass
 class SenderMetrics:
+    """The sender's counters, published to Redis for the API's /metrics."""
+
     records: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, outcome)
     dead_letters: int = 0
 
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+    def count(self, channel: str, outcome: str) -> None:
+        self.outcomes[channel, outcome] = self.outcomes.get((channel, outcome), 0) + 1
+
+    def total(self, outcome: str) -> int:
+        return sum(n for (_, counted), n in self.outcomes.items() if counted == outcome)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "records": self.records,
+            "dead_letters": self.dead_letters,
+            "deliveries": [
+                {"channel": channel, "outcome": outcome, "count": count}
+                for (channel, outcome), count in sorted(self.outcomes.items())
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,7 @@ class Sender:
             sender_settings.templates_dir, sender_settings.default_locale
         )
         self.owner = uuid.uuid4().hex
+        self.sender_id = self.owner[:12]  # its metrics' `sender` label
         self.links = UnsubscribeLinks.of(settings)
         self._breakers = {
             name: CircuitBreaker(sender_settings.breaker_failures, sender_settings.breaker_cooldown)
@@ -135,6 +153,7 @@ class Sender:
         timeout = aiohttp.ClientTimeout(total=ss.timeout_seconds)
         connector = aiohttp.TCPConnector(limit=ss.concurrency * len(self.channels))
         poller: asyncio.Task[None] | None = None
+        publisher = asyncio.create_task(self._publish_metrics(redis))
         try:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
                 self.session = session
@@ -150,6 +169,8 @@ class Sender:
         finally:
             if poller is not None:
                 poller.cancel()
+            publisher.cancel()
+            await self._publish_metrics_once(redis)  # the last figures, for a clean stop
             await consumer.stop()
             await producer.stop()
             await redis.aclose()
@@ -157,6 +178,21 @@ class Sender:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _publish_metrics(self, redis: RedisClient) -> None:
+        while True:
+            await self._publish_metrics_once(redis)
+            await asyncio.sleep(PUBLISH_INTERVAL_SECONDS)
+
+    async def _publish_metrics_once(self, redis: RedisClient) -> None:
+        """Logs and goes on: the next round publishes the figures, nothing is lost by waiting."""
+        key = Keyspace(self.settings.redis_prefix).sender_metrics()
+        try:
+            await publish_snapshot(redis, key, self.sender_id, self.metrics.snapshot(), time.time())
+        except TRANSIENT_ERRORS as error:
+            log.warning("publishing metrics: transient failure %r; next round retries", error)
+        except Exception:
+            log.exception("publishing metrics failed; next round retries")
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         """Fetches while a record slot is free, handles each record in a task of its own, and
@@ -225,7 +261,7 @@ class Sender:
         self._settling.difference_update(done)
         todo = [r for r in mine if r.dispatch_id not in done]
         for _ in range(len(record.recipients) - len(todo)):
-            self.metrics.count("duplicate")
+            self.metrics.count(record.step.channel, "duplicate")
         lane = self._lanes[record.step.channel]
         try:
             blocked = await retry_transient(
@@ -376,7 +412,7 @@ class Sender:
                 what="keeping a push ticket",
             )
         await retry_transient(lambda: self.ledger.record(outcome), what="recording a delivery")
-        self.metrics.count(settled.outcome)
+        self.metrics.count(step.channel, settled.outcome)
 
     async def _wait_for_capacity(self, channel: str, breaker: CircuitBreaker) -> None:
         while not breaker.allows(time.monotonic()):

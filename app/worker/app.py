@@ -21,6 +21,7 @@ import faust
 import mode
 
 from app.config import Settings, WorkerSettings
+from app.metrics_snapshots import PUBLISH_INTERVAL_SECONDS
 from app.topics import load_contract
 from app.worker.processor import InputRecord
 from app.worker.runtime import WorkerRuntime
@@ -173,7 +174,7 @@ def _add_housekeeping_timers(app: faust.App, runtime: WorkerRuntime) -> None:
             "checking Redis", lambda: runtime.redis_recovery.check(runtime.clock())
         )
 
-    @app.timer(interval=5.0)
+    @app.timer(interval=PUBLISH_INTERVAL_SECONDS)
     async def publish_metrics() -> None:
         await runtime.guarded("publishing metrics", runtime.publish_metrics)
 

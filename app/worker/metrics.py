@@ -23,13 +23,18 @@ class WorkerMetrics:
     miskeyed: int = 0  # ... of which had no key or a key other than their user id
     versions_missing: int = 0  # users whose inputs were first held up by a version not loaded
     inputs_parked: int = 0  # inputs parked in user documents for such a version
+    timers_applied: int = 0
+    timer_lateness_sum: float = 0.0  # seconds, over every timer applied (the samples are recent)
     # Recent timer lateness samples in seconds (processed - due), bounded.
     timer_lateness: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
     def observe_input(self, item: object, now: datetime) -> None:
         self.transitions += 1
         if isinstance(item, TimerFired):
-            self.timer_lateness.append((now - item.due_at).total_seconds())
+            lateness = (now - item.due_at).total_seconds()
+            self.timers_applied += 1
+            self.timer_lateness_sum += lateness
+            self.timer_lateness.append(lateness)
 
     def snapshot(self) -> dict[str, float | list[float]]:
         lateness = sorted(self.timer_lateness)
@@ -50,6 +55,8 @@ class WorkerMetrics:
             "miskeyed_records": self.miskeyed,
             "versions_missing": self.versions_missing,
             "inputs_parked": self.inputs_parked,
+            "timers_applied": self.timers_applied,
+            "timer_lateness_sum": self.timer_lateness_sum,
             "timer_lateness_samples": len(lateness),  # so several workers' can be merged
             "timer_lateness_p50": quantile(0.5),
             "timer_lateness_p99": quantile(0.99),

@@ -10,11 +10,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-import orjson
-
 from app.config import Settings, WorkerSettings
 from app.engine import EventTimePolicy, JourneyEngine
 from app.keyspace import Keyspace
+from app.metrics_snapshots import publish_snapshot
 from app.redis_client import open_redis
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
 from app.store.journeys import JourneyRegistry
@@ -181,8 +180,9 @@ class WorkerRuntime:
         """Each worker's counters go to its shard of the metrics hashes, which the API's /metrics
         reads."""
         key = Keyspace(self.settings.redis_prefix).worker_metrics(self.worker_id)
-        await self.redis.hset(key, self.worker_id, orjson.dumps(self.metrics.snapshot()))
-        await self.redis.expire(key, 3600)
+        await publish_snapshot(
+            self.redis, key, self.worker_id, self.metrics.snapshot(), time.time()
+        )
 
     async def run_batch(self, records: list[InputRecord]) -> None:
         """Applies a micro-batch of user-events-by-user and timers through the engine."""

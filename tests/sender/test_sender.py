@@ -13,6 +13,8 @@ from pathlib import Path
 import orjson
 
 from app.engine.definitions import WebhookRequest
+from app.keyspace import Keyspace
+from app.redis_client import new_redis
 from app.sender import signing
 from tests.kafka_reader import read_records
 from tests.sender.conftest import SenderRig, recipient, record, running
@@ -98,6 +100,18 @@ async def test_permanent_400_and_missing_variable_are_dead_lettered(rig: SenderR
     assert "'first_name' is undefined" in reasons[f"{2:032x}"]
     assert "'journey_id' is a required property" in reasons[None]
     assert f"{2:032x}" not in rig.stub.requests  # never half-rendered, never sent
+    # Its counters, for the API's /metrics: the last snapshot is published as it stops.
+    redis = new_redis(rig.settings)
+    try:
+        published = await redis.hgetall(Keyspace(rig.settings.redis_prefix).sender_metrics())
+    finally:
+        await redis.aclose()
+    (snapshot,) = map(orjson.loads, published.values())
+    assert (snapshot["records"], snapshot["dead_letters"]) == (3, 3)
+    assert snapshot["deliveries"] == [
+        {"channel": "email", "outcome": "failed", "count": 2},
+        {"channel": "email", "outcome": "sent", "count": 1},
+    ]
 
 
 async def test_sms_goes_out_in_twilios_format_with_basic_auth_and_a_status_callback(
@@ -174,7 +188,7 @@ async def test_a_redelivered_record_sends_nothing_twice(rig: SenderRig) -> None:
     await rig.publish(batch)  # the same record again, as after a crash before the commit
     async with running(rig) as sender:
         async with asyncio.timeout(30):
-            while sender.metrics.outcomes.get("duplicate", 0) < 2:
+            while sender.metrics.total("duplicate") < 2:
                 await asyncio.sleep(0.1)
     assert rig.stub.requests == {f"{1:032x}": 1, f"{2:032x}": 1}
 
@@ -185,7 +199,7 @@ async def test_the_same_record_twice_in_hand_makes_one_request_per_key(rig: Send
     async with running(rig) as sender:
         await rig.outcomes(2)
         async with asyncio.timeout(30):
-            while sender.metrics.outcomes.get("duplicate", 0) < 2:
+            while sender.metrics.total("duplicate") < 2:
                 await asyncio.sleep(0.05)
     assert rig.stub.requests == {f"{1:032x}": 1, f"{2:032x}": 1}
 

@@ -45,7 +45,7 @@ async def store_user(rig: SenderRig, user_id: str, locale: str, **attributes: ob
 async def duplicates(sender: Sender, count: int) -> None:
     """Waits until the sender counted `count` duplicates (dispatch ids it had settled)."""
     async with asyncio.timeout(30):
-        while sender.metrics.outcomes.get("duplicate", 0) < count:
+        while sender.metrics.total("duplicate") < count:
             await asyncio.sleep(0.05)
 
 
