@@ -1,0 +1,65 @@
+"""The timeline projector: the `timeline` topic into the `timeline` collection, a whole batch in
+one unordered insert, so the emitter's hot path writes only sends to MongoDB.
+
+It runs as an agent of the worker app, with its own lock and the worker's rules for a batch
+(transient failures retried with backoff, bad records dead-lettered with the reason, the batch's
+offsets committed only once its documents are written). A record written twice (a replayed
+outbox, a batch redelivered after a crash) leaves one document: the effect id is its `_id`.
+
+The decoded batch goes to each projection in turn; the `timeline` collection is the first.
+Counters kept as the records go by (issue 17) are another projection of the same batch, and
+must be as idempotent as the collection is."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from app.streams.dead_letters import DeadLetter
+from app.topics import load_contract
+from app.worker.processor import DECODE_ERRORS, InputRecord, dead_letter
+
+SOURCE = "timeline"
+
+
+class Projection(Protocol):
+    async def record(self, entries: list[dict[str, Any]]) -> None:
+        """Takes in a batch of timeline documents; a document it already has is left alone."""
+        ...
+
+
+def timeline_document(record: dict[str, Any]) -> dict[str, Any]:
+    """A `timeline` topic record as the collection keeps it (the emitter's `timeline_entry`)."""
+    return {
+        "_id": record["effect_id"],
+        "user_id": record["user_id"],
+        "recorded_at": datetime.fromisoformat(record["recorded_at"]),
+        **record["effect"],
+    }
+
+
+class TimelineProjector:
+    def __init__(self, projections: Sequence[Projection], max_record_bytes: int) -> None:
+        self._projections = projections
+        self._max_record_bytes = max_record_bytes
+        self._contract = load_contract(SOURCE)
+
+    async def process(self, records: list[InputRecord], now: datetime) -> list[DeadLetter]:
+        """Projects the batch; returns the records that must go to the dead-letter topic.
+        Transient failures propagate, and the whole batch can then be retried safely."""
+        letters: list[DeadLetter] = []
+        documents: dict[str, dict[str, Any]] = {}
+        for record in records:
+            try:
+                document = timeline_document(
+                    self._contract.decode(record.value, self._max_record_bytes)
+                )
+            except DECODE_ERRORS as error:
+                letters.append(dead_letter(record, error))
+                continue
+            documents.setdefault(document["_id"], document)  # one per effect id
+        if documents:
+            for projection in self._projections:
+                await projection.record(list(documents.values()))
+        return letters

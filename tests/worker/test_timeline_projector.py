@@ -1,0 +1,225 @@
+"""The timeline's analytics leave the worker's hot path through the `timeline` topic: a record
+becomes the document the emitter used to write, the projector writes a batch once per effect id
+(a replay leaves one document each), each of its projections gets the batch, bad records come back
+as dead letters without costing the good ones, and every analytics effect the engine gives fits
+the topic's contract. Live: a worker's analytics reach the collection through the topic, and a
+bad record on it goes to the dead-letter topic while the next good one is written."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from app.authoring.files import load_journey
+from app.engine import Analytics, JourneyEngine, UserEvent, load_journey_text
+from app.engine.simulator import Simulator
+from app.store.mongo import close_client, new_client
+from app.store.timeline import Timeline
+from app.topics import DEFAULT_MAX_RECORD_BYTES, load_contract, read_jsonl
+from app.worker.emitter import timeline_entry, timeline_record
+from app.worker.processor import InputRecord
+from app.worker.timeline_projector import SOURCE, TimelineProjector, timeline_document
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+NOW = datetime(2026, 11, 2, 9, 0, 0, 412000, tzinfo=UTC)
+# Every field an analytics record can carry: a holdout, split variants, reasons.
+UPSELL = """
+id: upsell
+version: 1
+entry: {event: signed_up}
+holdout: 25
+goal: {event: purchased, within: 3d, exit_on_conversion: true}
+steps:
+  variant:
+    type: split
+    branches:
+      - {id: a, percent: 50, next: hello}
+      - {id: b, percent: 50, next: hello}
+  hello: {type: message, channel: webhook, template: hello, next: wait}
+  wait: {type: delay, duration: 1d}
+"""
+ONE_EMAIL = """
+id: one-email
+version: 1
+entry: {event: signed_up}
+steps:
+  hello: {type: message, channel: email, template: hello}
+"""
+
+
+def analytics_of(engine: JourneyEngine, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    simulator = Simulator(engine)
+    simulator.feed(UserEvent.from_record(e) for e in events)
+    simulator.finish(timedelta(days=30))
+    return [i.effect.to_record() for i in simulator.effects if isinstance(i.effect, Analytics)]
+
+
+def upsell_analytics() -> list[dict[str, Any]]:
+    users = [f"u{i}" for i in range(12)]
+    events = [
+        {"event_id": f"s-{u}", "user_id": u, "name": "signed_up", "at": "2026-11-02T09:00:00Z"}
+        for u in users
+    ] + [
+        {"event_id": f"p-{u}", "user_id": u, "name": "purchased", "at": "2026-11-02T10:00:00Z"}
+        for u in users[:6]
+    ]
+    return analytics_of(JourneyEngine([load_journey_text(UPSELL)]), events)
+
+
+def on_the_wire(records: list[dict[str, Any]], first_offset: int = 0) -> list[InputRecord]:
+    """Records as the projector's agent hands them over, encoded as the publisher encodes them."""
+    return [
+        InputRecord(SOURCE, 0, first_offset + i, r["user_id"].encode(), orjson.dumps(r))
+        for i, r in enumerate(records)
+    ]
+
+
+class Collected:
+    """A projection that keeps what it is given (a second projection beside the collection)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+
+    async def record(self, entries: list[dict[str, Any]]) -> None:
+        self.batches.append(entries)
+
+
+def test_a_record_becomes_the_document_the_emitter_wrote_before() -> None:
+    for effect in upsell_analytics():
+        wire = orjson.loads(orjson.dumps(timeline_record(effect["user_id"], effect, NOW)))
+        load_contract(SOURCE).validate(wire)
+        assert timeline_document(wire) == timeline_entry(effect["user_id"], effect, NOW)
+
+
+def test_the_upsell_journey_gives_every_optional_field() -> None:
+    records = upsell_analytics()
+    assert any(r.get("holdout") for r in records)
+    assert any(r.get("variants") for r in records)
+    assert any(r["reason"] for r in records)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_analytics_effect_of_the_examples_fits_the_contract(path: Path) -> None:
+    events = read_jsonl("user-events", path.with_suffix(".events.jsonl"))
+    records = analytics_of(JourneyEngine([load_journey(path)]), events)
+    assert records
+    for effect in records:
+        load_contract(SOURCE).validate(timeline_record(effect["user_id"], effect, NOW))
+
+
+async def test_one_batch_one_write_per_projection_once_per_effect_id() -> None:
+    first, second = Collected(), Collected()
+    projector = TimelineProjector([first, second], DEFAULT_MAX_RECORD_BYTES)
+    effects = upsell_analytics()[:3]
+    records = [timeline_record(e["user_id"], e, NOW) for e in effects]
+    letters = await projector.process(on_the_wire([*records, records[0], records[2]]), NOW)
+    assert letters == []
+    expected = [timeline_entry(e["user_id"], e, NOW) for e in effects]
+    assert first.batches == second.batches == [expected]
+
+
+async def test_bad_records_come_back_as_dead_letters_and_the_good_ones_are_projected() -> None:
+    collected = Collected()
+    projector = TimelineProjector([collected], DEFAULT_MAX_RECORD_BYTES)
+    effect = upsell_analytics()[0]
+    good = timeline_record(effect["user_id"], effect, NOW)
+    wrong_kind = {**good, "effect": {**effect, "kind": "send"}}
+    dotted = {**good, "effect": {**effect, "a.b": 1}}
+    bad = [b"not json", orjson.dumps({**good, "effect_id": "x"}), orjson.dumps(wrong_kind)]
+    bad.append(orjson.dumps(dotted))
+    inputs = [InputRecord(SOURCE, 1, i, b"k", value) for i, value in enumerate(bad)]
+    inputs += on_the_wire([good], first_offset=len(bad))
+    letters = await projector.process(inputs, NOW)
+    assert [(letter.source_topic, letter.offset) for letter in letters] == [
+        (SOURCE, i) for i in range(len(bad))
+    ]
+    assert "not JSON" in letters[0].reason
+    assert letters[1].where == "/effect_id"
+    assert letters[2].where == "/effect/kind"
+    assert "a key containing '.'" in letters[3].reason
+    assert collected.batches == [[timeline_entry(effect["user_id"], effect, NOW)]]
+
+
+async def test_nothing_to_project_writes_nothing() -> None:
+    collected = Collected()
+    projector = TimelineProjector([collected], DEFAULT_MAX_RECORD_BYTES)
+    assert len(await projector.process([InputRecord(SOURCE, 0, 0, None, None)], NOW)) == 1
+    assert collected.batches == []
+
+
+@pytest.mark.servers
+async def test_projecting_the_same_records_again_leaves_one_document_each(store_db) -> None:
+    projector = TimelineProjector([Timeline(store_db)], DEFAULT_MAX_RECORD_BYTES)
+    effects = upsell_analytics()
+    records = [timeline_record(e["user_id"], e, NOW) for e in effects]
+    assert await projector.process(on_the_wire(records), NOW) == []
+    assert await projector.process(on_the_wire(records[::-1], len(records)), NOW) == []
+    stored = await store_db["timeline"].find().to_list(None)
+    assert len(stored) == len({r["effect_id"] for r in records}) == len(records)
+    by_id = {doc["_id"]: doc for doc in stored}
+    for effect in effects:
+        entry = timeline_entry(effect["user_id"], effect, NOW)
+        assert by_id[entry["_id"]]["event"] == effect["event"]
+        assert by_id[entry["_id"]]["recorded_at"].replace(tzinfo=UTC) == NOW
+
+
+# --- live -------------------------------------------------------------------------------------
+
+
+async def timeline_of(pipeline, user: str) -> list[dict[str, Any]]:
+    client = new_client(pipeline.settings)
+    try:
+        cursor = client[pipeline.settings.mongo_db]["timeline"].find({"user_id": user})
+        return await cursor.to_list(None)
+    finally:
+        await close_client(client)
+
+
+async def until_on_the_timeline(pipeline, user: str, count: int) -> list[dict[str, Any]]:
+    async with asyncio.timeout(90):
+        while len(entries := await timeline_of(pipeline, user)) < count:
+            await asyncio.sleep(0.3)
+    return entries
+
+
+async def test_analytics_reach_the_timeline_through_the_topic(pipeline, tmp_path: Path) -> None:
+    path = tmp_path / "one-email.yaml"
+    path.write_text(ONE_EMAIL)
+    await pipeline.deploy(path)
+    pipeline.start_worker()
+    at = datetime.now(UTC).isoformat()
+    await pipeline.publish([{"event_id": "e1", "user_id": "ana", "name": "signed_up", "at": at}])
+
+    entries = await until_on_the_timeline(pipeline, "ana", 3)
+    kinds = sorted((e["kind"], e.get("event")) for e in entries)
+    assert kinds == [("analytics", "completed"), ("analytics", "entered"), ("send", None)]
+    on_topic = await pipeline.read("timeline", timeout=10, until=2)
+    assert sorted(r["effect"]["event"] for r in on_topic) == ["completed", "entered"]
+    assert {r["effect_id"] for r in on_topic} == {e["_id"] for e in entries if e["kind"] != "send"}
+
+    # The same records again (a replayed outbox), a bad record, then one good new record.
+    effect = {**on_topic[0]["effect"], "event": "exited", "reason": "a test's replay"}
+    new = timeline_record("ana", effect, datetime.now(UTC))
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        topic = pipeline.settings.topic("timeline")
+        for value in [*map(orjson.dumps, on_topic), b'{"user_id": "ana"}', orjson.dumps(new)]:
+            await producer.send_and_wait(topic, value, key=b"ana")
+    finally:
+        await producer.stop()
+
+    entries = await until_on_the_timeline(pipeline, "ana", 4)  # the good record after the bad
+    replayed = [r["effect_id"] for r in on_topic]
+    assert sorted(e["_id"] for e in entries if e["kind"] != "send") == sorted(
+        [*replayed, new["effect_id"]]
+    )
+    (letter,) = await pipeline.read("dead-letter", timeout=3)  # the bad record alone
+    assert letter["source_topic"] == "timeline" and letter["service"] == "worker"
+    assert "'effect_id' is a required property" in letter["reason"]
