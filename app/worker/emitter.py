@@ -26,6 +26,9 @@ from app.worker.send_buffer import SendBuffer
 log = logging.getLogger(__name__)
 
 SEND = "send"
+# A `timeline` record carries one user's effects of a micro-batch (one record to produce and to
+# consume for several effects), at most this many: far below the record size limit.
+TIMELINE_RECORD_ENTRIES = 100
 
 
 def effect_id(effect: dict[str, Any]) -> str:
@@ -60,15 +63,17 @@ def timeline_entry(user_id: str, effect: dict[str, Any], now: datetime) -> dict[
     return entry
 
 
-def timeline_record(user_id: str, effect: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """An effect as the `timeline` topic carries it (topics/timeline.json): the projector makes
-    it the same document `timeline_entry` would."""
-    return {
-        "effect_id": effect_id(effect),
-        "user_id": user_id,
-        "recorded_at": utc_text(now),
-        "effect": effect,
-    }
+def timeline_records(
+    user_id: str, effects: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """A user's effects as the `timeline` topic carries them (topics/timeline.json): the
+    projector makes each the document `timeline_entry` would."""
+    entries = [{"effect_id": effect_id(effect), "effect": effect} for effect in effects]
+    size = TIMELINE_RECORD_ENTRIES
+    return [
+        {"user_id": user_id, "recorded_at": utc_text(now), "entries": entries[i : i + size]}
+        for i in range(0, len(entries), size)
+    ]
 
 
 class TimelineOut(Protocol):
@@ -120,10 +125,11 @@ class Emitter:
     async def emit(self, users: list[StoredUser], now: datetime) -> None:
         sends = [e for user in users for e in user.outbox if e["kind"] == SEND]
         others = [
-            timeline_record(user.user_id, e, now)
+            record
             for user in users
-            for e in user.outbox
-            if e["kind"] != SEND
+            for record in timeline_records(
+                user.user_id, [e for e in user.outbox if e["kind"] != SEND], now
+            )
         ]
         # Independent and idempotent: a failure of any fails the batch, which is redone. Sends
         # are on the timeline when this returns (the Redis recovery and the callbacks find them

@@ -29,14 +29,19 @@ class Projection(Protocol):
         ...
 
 
-def timeline_document(record: dict[str, Any]) -> dict[str, Any]:
-    """A `timeline` topic record as the collection keeps it (the emitter's `timeline_entry`)."""
-    return {
-        "_id": record["effect_id"],
-        "user_id": record["user_id"],
-        "recorded_at": datetime.fromisoformat(record["recorded_at"]),
-        **record["effect"],
-    }
+def timeline_documents(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A `timeline` topic record's entries as the collection keeps them (the emitter's
+    `timeline_entry`)."""
+    user_id, recorded_at = record["user_id"], datetime.fromisoformat(record["recorded_at"])
+    return [
+        {
+            "_id": entry["effect_id"],
+            "user_id": user_id,
+            "recorded_at": recorded_at,
+            **entry["effect"],
+        }
+        for entry in record["entries"]
+    ]
 
 
 class TimelineProjector:
@@ -52,13 +57,14 @@ class TimelineProjector:
         documents: dict[str, dict[str, Any]] = {}
         for record in records:
             try:
-                document = timeline_document(
+                decoded = timeline_documents(
                     self._contract.decode(record.value, self._max_record_bytes)
                 )
             except DECODE_ERRORS as error:
                 letters.append(dead_letter(record, error))
                 continue
-            documents.setdefault(document["_id"], document)  # one per effect id
+            for document in decoded:
+                documents.setdefault(document["_id"], document)  # one per effect id
         if documents:
             for projection in self._projections:
                 await projection.record(list(documents.values()))

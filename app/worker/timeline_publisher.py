@@ -1,7 +1,8 @@
 """The `timeline` topic's producer: the emitter's way to take every effect but sends off the
-state-write path. `publish` returns once Kafka has acknowledged every record (acks=all), so when
-the outbox is marked emitted its effects are durable: a crash before that emits the outbox again
-(the projector keeps one document per effect id), a crash after finds them in Kafka."""
+state-write path, a record per user and micro-batch. `publish` returns once Kafka has acknowledged
+every record (acks=all), so when the outbox is marked emitted its effects are durable: a crash
+before that emits the outbox again (the projector keeps one document per effect id), a crash
+after finds them in Kafka."""
 
 from __future__ import annotations
 

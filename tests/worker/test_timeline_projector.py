@@ -1,9 +1,10 @@
-"""The timeline's analytics leave the worker's hot path through the `timeline` topic: a record
-becomes the document the emitter used to write, the projector writes a batch once per effect id
-(a replay leaves one document each), each of its projections gets the batch, bad records come back
-as dead letters without costing the good ones, and every analytics effect the engine gives fits
-the topic's contract. Live: a worker's analytics reach the collection through the topic, and a
-bad record on it goes to the dead-letter topic while the next good one is written."""
+"""The timeline's analytics leave the worker's hot path through the `timeline` topic: a record's
+entries become the documents the emitter used to write, the projector writes a batch once per
+effect id (a replay leaves one document each), each of its projections gets the batch, bad
+records come back as dead letters without costing the good ones, and every analytics effect the
+engine gives fits the topic's contract. Live: a worker's analytics reach the collection through
+the topic, and a bad record on it goes to the dead-letter topic while the next good one is
+written."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from app.engine import Analytics, JourneyEngine, UserEvent, load_journey_text
 from app.engine.simulator import Simulator
 from app.store.mongo import close_client, new_client
 from app.store.timeline import Timeline
-from app.topics import DEFAULT_MAX_RECORD_BYTES, load_contract, read_jsonl
-from app.worker.emitter import timeline_entry, timeline_record
+from app.topics import DEFAULT_MAX_RECORD_BYTES, RecordError, load_contract, read_jsonl
+from app.worker.emitter import TIMELINE_RECORD_ENTRIES, timeline_entry, timeline_records
 from app.worker.processor import InputRecord
-from app.worker.timeline_projector import SOURCE, TimelineProjector, timeline_document
+from app.worker.timeline_projector import SOURCE, TimelineProjector, timeline_documents
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = datetime(2026, 11, 2, 9, 0, 0, 412000, tzinfo=UTC)
@@ -72,6 +73,18 @@ def upsell_analytics() -> list[dict[str, Any]]:
     return analytics_of(JourneyEngine([load_journey_text(UPSELL)]), events)
 
 
+def by_user(effects: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    users: dict[str, list[dict[str, Any]]] = {}
+    for effect in effects:
+        users.setdefault(effect["user_id"], []).append(effect)
+    return users
+
+
+def records_of(effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `timeline` records the emitter makes of these effects, emitted in one micro-batch."""
+    return [r for user, own in by_user(effects).items() for r in timeline_records(user, own, NOW)]
+
+
 def on_the_wire(records: list[dict[str, Any]], first_offset: int = 0) -> list[InputRecord]:
     """Records as the projector's agent hands them over, encoded as the publisher encodes them."""
     return [
@@ -90,11 +103,12 @@ class Collected:
         self.batches.append(entries)
 
 
-def test_a_record_becomes_the_document_the_emitter_wrote_before() -> None:
-    for effect in upsell_analytics():
-        wire = orjson.loads(orjson.dumps(timeline_record(effect["user_id"], effect, NOW)))
+def test_a_users_effects_become_the_documents_the_emitter_wrote_before() -> None:
+    for user, effects in by_user(upsell_analytics()).items():
+        (record,) = timeline_records(user, effects, NOW)
+        wire = orjson.loads(orjson.dumps(record))
         load_contract(SOURCE).validate(wire)
-        assert timeline_document(wire) == timeline_entry(effect["user_id"], effect, NOW)
+        assert timeline_documents(wire) == [timeline_entry(user, e, NOW) for e in effects]
 
 
 def test_the_upsell_journey_gives_every_optional_field() -> None:
@@ -104,23 +118,37 @@ def test_the_upsell_journey_gives_every_optional_field() -> None:
     assert any(r["reason"] for r in records)
 
 
+def test_a_long_outbox_is_split_into_records_the_contract_takes() -> None:
+    effect = upsell_analytics()[0]
+    effects = [{**effect, "reason": f"r{i}"} for i in range(2 * TIMELINE_RECORD_ENTRIES + 1)]
+    records = timeline_records(effect["user_id"], effects, NOW)
+    assert [len(r["entries"]) for r in records] == [TIMELINE_RECORD_ENTRIES] * 2 + [1]
+    for record in records:
+        load_contract(SOURCE).validate(record)
+    too_long = {**records[0], "entries": records[0]["entries"] + records[2]["entries"]}
+    with pytest.raises(RecordError, match="/entries"):
+        load_contract(SOURCE).validate(too_long)
+    assert timeline_records(effect["user_id"], [], NOW) == []
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_analytics_effect_of_the_examples_fits_the_contract(path: Path) -> None:
     events = read_jsonl("user-events", path.with_suffix(".events.jsonl"))
-    records = analytics_of(JourneyEngine([load_journey(path)]), events)
+    records = records_of(analytics_of(JourneyEngine([load_journey(path)]), events))
     assert records
-    for effect in records:
-        load_contract(SOURCE).validate(timeline_record(effect["user_id"], effect, NOW))
+    for record in records:
+        load_contract(SOURCE).validate(record)
 
 
 async def test_one_batch_one_write_per_projection_once_per_effect_id() -> None:
     first, second = Collected(), Collected()
     projector = TimelineProjector([first, second], DEFAULT_MAX_RECORD_BYTES)
-    effects = upsell_analytics()[:3]
-    records = [timeline_record(e["user_id"], e, NOW) for e in effects]
-    letters = await projector.process(on_the_wire([*records, records[0], records[2]]), NOW)
+    effects = upsell_analytics()
+    records = records_of(effects)
+    assert len(records) < len(effects)  # a user's effects travel together
+    letters = await projector.process(on_the_wire([*records, records[0], records[-1]]), NOW)
     assert letters == []
-    expected = [timeline_entry(e["user_id"], e, NOW) for e in effects]
+    expected = [timeline_entry(u, e, NOW) for u, own in by_user(effects).items() for e in own]
     assert first.batches == second.batches == [expected]
 
 
@@ -128,11 +156,19 @@ async def test_bad_records_come_back_as_dead_letters_and_the_good_ones_are_proje
     collected = Collected()
     projector = TimelineProjector([collected], DEFAULT_MAX_RECORD_BYTES)
     effect = upsell_analytics()[0]
-    good = timeline_record(effect["user_id"], effect, NOW)
-    wrong_kind = {**good, "effect": {**effect, "kind": "send"}}
-    dotted = {**good, "effect": {**effect, "a.b": 1}}
-    bad = [b"not json", orjson.dumps({**good, "effect_id": "x"}), orjson.dumps(wrong_kind)]
-    bad.append(orjson.dumps(dotted))
+    (good,) = timeline_records(effect["user_id"], [effect], NOW)
+    entry = good["entries"][0]
+
+    def with_entry(**changed: Any) -> bytes:
+        return orjson.dumps({**good, "entries": [{**entry, **changed}]})
+
+    bad = [
+        b"not json",
+        with_entry(effect_id="x"),
+        with_entry(effect={**effect, "kind": "send"}),
+        with_entry(effect={**effect, "a.b": 1}),
+        orjson.dumps({**good, "entries": []}),
+    ]
     inputs = [InputRecord(SOURCE, 1, i, b"k", value) for i, value in enumerate(bad)]
     inputs += on_the_wire([good], first_offset=len(bad))
     letters = await projector.process(inputs, NOW)
@@ -140,8 +176,12 @@ async def test_bad_records_come_back_as_dead_letters_and_the_good_ones_are_proje
         (SOURCE, i) for i in range(len(bad))
     ]
     assert "not JSON" in letters[0].reason
-    assert letters[1].where == "/effect_id"
-    assert letters[2].where == "/effect/kind"
+    assert [letter.where for letter in letters[1:]] == [
+        "/entries/0/effect_id",
+        "/entries/0/effect/kind",
+        "/entries/0/effect/a.b",
+        "/entries",
+    ]
     assert "a key containing '.'" in letters[3].reason
     assert collected.batches == [[timeline_entry(effect["user_id"], effect, NOW)]]
 
@@ -157,16 +197,16 @@ async def test_nothing_to_project_writes_nothing() -> None:
 async def test_projecting_the_same_records_again_leaves_one_document_each(store_db) -> None:
     projector = TimelineProjector([Timeline(store_db)], DEFAULT_MAX_RECORD_BYTES)
     effects = upsell_analytics()
-    records = [timeline_record(e["user_id"], e, NOW) for e in effects]
+    records = records_of(effects)
     assert await projector.process(on_the_wire(records), NOW) == []
     assert await projector.process(on_the_wire(records[::-1], len(records)), NOW) == []
-    stored = await store_db["timeline"].find().to_list(None)
-    assert len(stored) == len({r["effect_id"] for r in records}) == len(records)
-    by_id = {doc["_id"]: doc for doc in stored}
-    for effect in effects:
-        entry = timeline_entry(effect["user_id"], effect, NOW)
-        assert by_id[entry["_id"]]["event"] == effect["event"]
-        assert by_id[entry["_id"]]["recorded_at"].replace(tzinfo=UTC) == NOW
+    stored = {doc["_id"]: doc for doc in await store_db["timeline"].find().to_list(None)}
+    expected = [timeline_entry(e["user_id"], e, NOW) for e in effects]
+    assert sorted(stored) == sorted(entry["_id"] for entry in expected)
+    assert len(stored) == len(effects)
+    for entry in expected:
+        assert stored[entry["_id"]]["event"] == entry["event"]
+        assert stored[entry["_id"]]["recorded_at"].replace(tzinfo=UTC) == NOW
 
 
 # --- live -------------------------------------------------------------------------------------
@@ -199,27 +239,28 @@ async def test_analytics_reach_the_timeline_through_the_topic(pipeline, tmp_path
     entries = await until_on_the_timeline(pipeline, "ana", 3)
     kinds = sorted((e["kind"], e.get("event")) for e in entries)
     assert kinds == [("analytics", "completed"), ("analytics", "entered"), ("send", None)]
-    on_topic = await pipeline.read("timeline", timeout=10, until=2)
-    assert sorted(r["effect"]["event"] for r in on_topic) == ["completed", "entered"]
-    assert {r["effect_id"] for r in on_topic} == {e["_id"] for e in entries if e["kind"] != "send"}
+    (record,) = await pipeline.read("timeline", timeout=10, until=1)  # one per user and batch
+    assert [e["effect"]["event"] for e in record["entries"]] == ["entered", "completed"]
+    projected = sorted(e["_id"] for e in entries if e["kind"] != "send")
+    assert projected == sorted(e["effect_id"] for e in record["entries"])
 
-    # The same records again (a replayed outbox), a bad record, then one good new record.
-    effect = {**on_topic[0]["effect"], "event": "exited", "reason": "a test's replay"}
-    new = timeline_record("ana", effect, datetime.now(UTC))
+    # The same record again (a replayed outbox), a bad record, then a good new one.
+    effect = {**record["entries"][0]["effect"], "event": "exited", "reason": "a test's replay"}
+    (new,) = timeline_records("ana", [effect], datetime.now(UTC))
+    no_entries = {"user_id": "ana", "recorded_at": new["recorded_at"]}
     producer = AIOKafkaProducer(bootstrap_servers=pipeline.settings.kafka_bootstrap)
     await producer.start()
     try:
         topic = pipeline.settings.topic("timeline")
-        for value in [*map(orjson.dumps, on_topic), b'{"user_id": "ana"}', orjson.dumps(new)]:
+        for value in map(orjson.dumps, [record, no_entries, new]):
             await producer.send_and_wait(topic, value, key=b"ana")
     finally:
         await producer.stop()
 
     entries = await until_on_the_timeline(pipeline, "ana", 4)  # the good record after the bad
-    replayed = [r["effect_id"] for r in on_topic]
     assert sorted(e["_id"] for e in entries if e["kind"] != "send") == sorted(
-        [*replayed, new["effect_id"]]
+        [*projected, new["entries"][0]["effect_id"]]
     )
     (letter,) = await pipeline.read("dead-letter", timeout=3)  # the bad record alone
     assert letter["source_topic"] == "timeline" and letter["service"] == "worker"
-    assert "'effect_id' is a required property" in letter["reason"]
+    assert "'entries' is a required property" in letter["reason"]
