@@ -11,7 +11,6 @@ import orjson
 
 from app.store.mongo import Database
 from app.store.timeline import Timeline
-from app.topics import DEFAULT_MAX_RECORD_BYTES
 from app.worker.processor import InputRecord
 from app.worker.timeline_projector import SOURCE, TimelineProjector
 
@@ -20,7 +19,7 @@ class ProjectedAtOnce:
     """A `TimelineOut` whose records are in the timeline collection when `publish` returns."""
 
     def __init__(self, database: Database) -> None:
-        self._projector = TimelineProjector([Timeline(database)], DEFAULT_MAX_RECORD_BYTES)
+        self._projector = TimelineProjector([Timeline(database)])
         self._offset = 0
 
     async def publish(self, records: list[dict[str, Any]]) -> None:

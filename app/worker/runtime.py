@@ -124,7 +124,7 @@ class WorkerRuntime:
             self.metrics,
             max_record_bytes=ws.max_record_bytes,
         )
-        self.timeline_projector = TimelineProjector([Timeline(database)], ws.max_record_bytes)
+        self.timeline_projector = TimelineProjector([Timeline(database)])
         self.dead_letters = DeadLetterWriter(self.producer, s, "worker")
         self.batcher = Batcher(
             self.redis,

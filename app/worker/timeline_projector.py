@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from app.streams.dead_letters import DeadLetter
+from app.streams.producer import MAX_REQUEST_BYTES
 from app.topics import load_contract
 from app.worker.processor import DECODE_ERRORS, InputRecord, dead_letter
 
@@ -45,9 +46,8 @@ def timeline_documents(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class TimelineProjector:
-    def __init__(self, projections: Sequence[Projection], max_record_bytes: int) -> None:
+    def __init__(self, projections: Sequence[Projection]) -> None:
         self._projections = projections
-        self._max_record_bytes = max_record_bytes
         self._contract = load_contract(SOURCE)
 
     async def process(self, records: list[InputRecord], now: datetime) -> list[DeadLetter]:
@@ -58,7 +58,8 @@ class TimelineProjector:
         for record in records:
             try:
                 decoded = timeline_documents(
-                    self._contract.decode(record.value, self._max_record_bytes)
+                    # Any record the emitter could produce: MAX_RECORD_BYTES is for outside input.
+                    self._contract.decode(record.value, MAX_REQUEST_BYTES)
                 )
             except DECODE_ERRORS as error:
                 letters.append(dead_letter(record, error))

@@ -22,7 +22,7 @@ from app.engine import Analytics, JourneyEngine, UserEvent, load_journey_text
 from app.engine.simulator import Simulator
 from app.store.mongo import close_client, new_client
 from app.store.timeline import Timeline
-from app.topics import DEFAULT_MAX_RECORD_BYTES, RecordError, load_contract, read_jsonl
+from app.topics import RecordError, load_contract, read_jsonl
 from app.worker.emitter import TIMELINE_RECORD_ENTRIES, timeline_entry, timeline_records
 from app.worker.processor import InputRecord
 from app.worker.timeline_projector import SOURCE, TimelineProjector, timeline_documents
@@ -142,7 +142,7 @@ def test_every_analytics_effect_of_the_examples_fits_the_contract(path: Path) ->
 
 async def test_one_batch_one_write_per_projection_once_per_effect_id() -> None:
     first, second = Collected(), Collected()
-    projector = TimelineProjector([first, second], DEFAULT_MAX_RECORD_BYTES)
+    projector = TimelineProjector([first, second])
     effects = upsell_analytics()
     records = records_of(effects)
     assert len(records) < len(effects)  # a user's effects travel together
@@ -154,7 +154,7 @@ async def test_one_batch_one_write_per_projection_once_per_effect_id() -> None:
 
 async def test_bad_records_come_back_as_dead_letters_and_the_good_ones_are_projected() -> None:
     collected = Collected()
-    projector = TimelineProjector([collected], DEFAULT_MAX_RECORD_BYTES)
+    projector = TimelineProjector([collected])
     effect = upsell_analytics()[0]
     (good,) = timeline_records(effect["user_id"], [effect], NOW)
     entry = good["entries"][0]
@@ -188,14 +188,14 @@ async def test_bad_records_come_back_as_dead_letters_and_the_good_ones_are_proje
 
 async def test_nothing_to_project_writes_nothing() -> None:
     collected = Collected()
-    projector = TimelineProjector([collected], DEFAULT_MAX_RECORD_BYTES)
+    projector = TimelineProjector([collected])
     assert len(await projector.process([InputRecord(SOURCE, 0, 0, None, None)], NOW)) == 1
     assert collected.batches == []
 
 
 @pytest.mark.servers
 async def test_projecting_the_same_records_again_leaves_one_document_each(store_db) -> None:
-    projector = TimelineProjector([Timeline(store_db)], DEFAULT_MAX_RECORD_BYTES)
+    projector = TimelineProjector([Timeline(store_db)])
     effects = upsell_analytics()
     records = records_of(effects)
     assert await projector.process(on_the_wire(records), NOW) == []
