@@ -72,6 +72,9 @@ class WorkerSettings:
     batch_size: int = env("WORKER_BATCH_SIZE", 500)
     batch_within: float = env("WORKER_BATCH_WITHIN", 0.2)
     max_record_bytes: int = env("MAX_RECORD_BYTES", 256 * 1024)
+    # The timeline projector's batches: larger, as an insert's cost is mostly per command.
+    timeline_batch_size: int = env("TIMELINE_BATCH_SIZE", 2000)
+    timeline_batch_within: float = env("TIMELINE_BATCH_WITHIN", 0.5)
     send_batch_size: int = env("SEND_BATCH_SIZE", 200)
     send_bucket_seconds: int = env("SEND_BUCKET_SECONDS", 1)
     # A record of fewer than send_batch_size leaves once the flow paused this long, or at the

@@ -16,8 +16,9 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from app.config import Settings
 
-# user-events-by-user is internal: the worker re-produces user-events there by user id.
-TOPIC_NAMES = ("user-events", "user-events-by-user", "timers", "send", "dead-letter")
+# user-events-by-user and timeline are internal: the worker re-produces user-events to the first
+# by user id, and its emitter produces the effects its timeline projector writes to the second.
+TOPIC_NAMES = ("user-events", "user-events-by-user", "timers", "send", "timeline", "dead-letter")
 DEFAULT_MAX_RECORD_BYTES = 256 * 1024
 
 

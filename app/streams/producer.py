@@ -6,6 +6,8 @@ from aiokafka import AIOKafkaProducer
 
 from app.config import Settings
 
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
 
 def new_producer(settings: Settings) -> AIOKafkaProducer:
     """acks=all with idempotence: a retried produce never duplicates a record in the log."""
@@ -14,5 +16,5 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
-        max_request_size=4 * 1024 * 1024,
+        max_request_size=MAX_REQUEST_BYTES,
     )

@@ -4,11 +4,14 @@ message still in flight when an agent runs several at once: faust-streaming issu
 1. repartition: user-events, whatever partitioner or key its producers used, re-produced to
    user-events-by-user by user id (app/worker/repartition.py);
 2. journeys: user-events-by-user and timers, co-partitioned by user id, so one worker applies a
-   partition's inputs in order; scale comes from more partitions and more workers.
+   partition's inputs in order; scale comes from more partitions and more workers;
+3. timeline: the effects step 2 emitted that are not sends, written to the timeline collection
+   in large batches (app/worker/timeline_projector.py). In the worker, so it scales and fails
+   over with it through the same consumer group, and shares its connections and batch rules.
 
 Background timers drain the send buffers, pump due timers for the partitions this worker owns,
 pick up newly deployed journeys, and (on the leader) enter the audiences of recurring journeys
-at their ticks. An agent that raises stops consuming (faust issue 527): both hand their batches
+at their ticks. An agent that raises stops consuming (faust issue 527): each hands its batches
 to the runtime, which retries transient failures and dead-letters what no retry can fix, and the
 timers' jobs are guarded the same way."""
 
@@ -35,6 +38,7 @@ def create_app(
     _run_with_the_app(app, runtime)
     _add_repartition_agent(app, settings, runtime)
     _add_journeys_agent(app, settings, runtime)
+    _add_timeline_projector(app, settings, runtime)
     _add_timer_pump(app, settings, runtime)
     _add_housekeeping_timers(app, runtime)
     return app, runtime
@@ -95,6 +99,22 @@ def _add_journeys_agent(app: faust.App, settings: Settings, runtime: WorkerRunti
         await runtime.ready.wait()
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
             await runtime.run_batch(_input_records(events, sources))
+
+
+def _add_timeline_projector(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
+    """timeline in, the timeline collection out; a batch's offsets are committed (Faust acks it)
+    once its documents are written."""
+    ws = runtime.worker_settings
+    sources = {settings.topic("timeline"): "timeline"}
+    records = app.topic(*sources, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(records, concurrency=1)
+    async def project_timeline(stream: faust.StreamT) -> None:
+        await runtime.ready.wait()
+        async for events in stream.take_events(
+            ws.timeline_batch_size, within=ws.timeline_batch_within
+        ):
+            await runtime.project_timeline(_input_records(events, sources))
 
 
 def _input_records(events: Sequence[faust.EventT], sources: dict[str, str]) -> list[InputRecord]:

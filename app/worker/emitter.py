@@ -1,6 +1,8 @@
 """Emits a user's outbox after the state write: sends go through the branch lock into the Redis
-send buffer, everything else lands on the user's timeline. Every step is idempotent, because an
-outbox may be emitted more than once (after a crash, or while its clearing write is pending)."""
+send buffer and are recorded on the user's timeline; everything else goes to the `timeline` topic,
+which the timeline projector writes to the same collection in large batches, off the state-write
+path. Every step is idempotent, because an outbox may be emitted more than once (after a crash, or
+while its clearing write is pending)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,12 @@ import asyncio
 import hashlib
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from app.dispatch.record import buffer_entry
+from app.engine.effects import utc_text
 from app.store.mongo import Database
 from app.store.timeline import Timeline
 from app.store.users import StoredUser
@@ -23,6 +26,9 @@ from app.worker.send_buffer import SendBuffer
 log = logging.getLogger(__name__)
 
 SEND = "send"
+# A `timeline` record carries one user's effects of a micro-batch (one record to produce and to
+# consume for several effects), at most this many: far below the record size limit.
+TIMELINE_RECORD_ENTRIES = 100
 
 
 def effect_id(effect: dict[str, Any]) -> str:
@@ -57,6 +63,26 @@ def timeline_entry(user_id: str, effect: dict[str, Any], now: datetime) -> dict[
     return entry
 
 
+def timeline_records(
+    user_id: str, effects: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """A user's effects as the `timeline` topic carries them (topics/timeline.json): the
+    projector makes each the document `timeline_entry` would."""
+    entries = [{"effect_id": effect_id(effect), "effect": effect} for effect in effects]
+    size = TIMELINE_RECORD_ENTRIES
+    return [
+        {"user_id": user_id, "recorded_at": utc_text(now), "entries": entries[i : i + size]}
+        for i in range(0, len(entries), size)
+    ]
+
+
+class TimelineOut(Protocol):
+    """Where the emitter sends the effects that are not sends: it returns once they are durable
+    (Kafka acknowledged them), as the outbox is marked emitted right after."""
+
+    async def publish(self, records: list[dict[str, Any]]) -> None: ...
+
+
 async def buffer_admitted(
     lock: BranchLock,
     buffer: SendBuffer,
@@ -88,23 +114,31 @@ class Emitter:
         send_buffer: SendBuffer,
         database: Database,
         metrics: WorkerMetrics,
+        timeline_out: TimelineOut,
     ) -> None:
         self._lock = branch_lock
         self._buffer = send_buffer
         self._timeline = Timeline(database)
+        self._timeline_out = timeline_out
         self._metrics = metrics
 
     async def emit(self, users: list[StoredUser], now: datetime) -> None:
         sends = [e for user in users for e in user.outbox if e["kind"] == SEND]
-        timeline = [
-            timeline_entry(user.user_id, e, now)
+        others = [
+            record
             for user in users
-            for e in user.outbox
-            if e["kind"] != SEND
+            for record in timeline_records(
+                user.user_id, [e for e in user.outbox if e["kind"] != SEND], now
+            )
         ]
-        timeline += [timeline_entry(e["user_id"], e, now) for e in sends]
-        # Independent and idempotent: a failure of either fails the batch, which is redone.
-        await asyncio.gather(self._buffer_sends(sends), self._timeline.record(timeline))
+        # Independent and idempotent: a failure of any fails the batch, which is redone. Sends
+        # are on the timeline when this returns (the Redis recovery and the callbacks find them
+        # there); the rest is in Kafka, on its way to the timeline.
+        await asyncio.gather(
+            self._buffer_sends(sends),
+            self._timeline.record([timeline_entry(e["user_id"], e, now) for e in sends]),
+            self._timeline_out.publish(others),
+        )
 
     async def _buffer_sends(self, sends: list[dict[str, Any]]) -> None:
         refused = await buffer_admitted(self._lock, self._buffer, sends)

@@ -7,8 +7,10 @@ Each answer is kept under its grant id for `ANSWER_TTL_SECONDS`: a replayed inpu
 before its write, a conflict round) gets its first answer and spends no second slot. A minute's
 count lives as long as an event may be late (`EVENT_MAX_PAST_SECONDS`, plus a day). The count
 of entries ever is rebuilt from the `timeline` (its `entered` records) when Redis has lost it,
-before the first slot after the loss is answered; a per-minute count lost with Redis starts
-again from zero, which can admit at most one more minute's worth."""
+before the first slot after the loss is answered; entries still on their way through the
+`timeline` topic (the projector's lag, normally under a second) are not in it, so the rebuilt
+count can admit that many more. A per-minute count lost with Redis starts again from zero, which
+can admit at most one more minute's worth."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
 from app.store.rules import RulesRegistry
 from app.store.schema import ensure_indexes
+from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.streams.dead_letters import DeadLetter, DeadLetterWriter
 from app.streams.producer import new_producer
@@ -35,6 +36,8 @@ from app.worker.redis_recovery import RedisRecovery
 from app.worker.repartition import Repartitioner
 from app.worker.scheduler import Scheduler
 from app.worker.send_buffer import Batcher, SendBuffer
+from app.worker.timeline_projector import TimelineProjector
+from app.worker.timeline_publisher import TimelinePublisher
 from app.worker.timer_pump import TimerPump
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class WorkerRuntime:
         self._journeys_fingerprint = ""
         self._batch_lock = asyncio.Lock()
         self._repartition_lock = asyncio.Lock()
+        self._projection_lock = asyncio.Lock()
         self.worker_id = uuid.uuid4().hex[:12]
 
     async def start(self) -> None:
@@ -85,7 +89,13 @@ class WorkerRuntime:
         await retry_transient(self.refresh_journeys, what="loading journeys")
         send_buffer = SendBuffer(self.redis, s.redis_prefix, ws.send_bucket_seconds)
         branch_lock = BranchLock(self.redis, s.redis_prefix, ws.branch_lock_ttl_seconds)
-        emitter = Emitter(branch_lock, send_buffer, database, self.metrics)
+        emitter = Emitter(
+            branch_lock,
+            send_buffer,
+            database,
+            self.metrics,
+            TimelinePublisher(self.producer, s.topic("timeline")),
+        )
         due_index = DueIndex(self.redis, s.redis_prefix)
         self.redis_recovery = RedisRecovery(
             self.redis, s.redis_prefix, branch_lock, send_buffer, database, due_index, self.store
@@ -113,6 +123,7 @@ class WorkerRuntime:
             self.metrics,
             max_record_bytes=ws.max_record_bytes,
         )
+        self.timeline_projector = TimelineProjector([Timeline(database)])
         self.dead_letters = DeadLetterWriter(self.producer, s, "worker")
         self.batcher = Batcher(
             self.redis,
@@ -145,7 +156,7 @@ class WorkerRuntime:
 
     async def stop(self) -> None:
         """Waits for the batches in flight, then closes the connections."""
-        async with self._repartition_lock, self._batch_lock:
+        async with self._repartition_lock, self._batch_lock, self._projection_lock:
             self.ready.clear()
             await self.producer.stop()
             await self.redis.aclose()
@@ -194,6 +205,13 @@ class WorkerRuntime:
         """Re-produces a micro-batch of user-events to user-events-by-user, by user id. Its own
         lock: the two steps' batches overlap."""
         await self._run_to_completion(self.repartitioner.process, records, self._repartition_lock)
+
+    async def project_timeline(self, records: list[InputRecord]) -> None:
+        """Writes a batch of the `timeline` topic to the timeline collection. Its own lock: the
+        journeys step's batches produce to that topic meanwhile."""
+        await self._run_to_completion(
+            self.timeline_projector.process, records, self._projection_lock
+        )
 
     async def _run_to_completion(
         self, step: Step, records: list[InputRecord], lock: asyncio.Lock

@@ -38,6 +38,7 @@ from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
+from tests.projected import ProjectedAtOnce
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TOKEN = "s3cret"
@@ -212,6 +213,7 @@ async def fill_timeline(settings, outcome: str = "sent", reason: str | None = No
         SendBuffer(redis, settings.redis_prefix),
         db,
         metrics,
+        ProjectedAtOnce(db),
     )
     engine = JourneyEngine([load_journey(EXAMPLES / "demo-onboarding.yaml")])
     due_index = DueIndex(redis, settings.redis_prefix)

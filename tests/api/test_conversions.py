@@ -23,6 +23,7 @@ from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
 from tests.api.test_api import AUTH, api_client, stack  # noqa: F401  (the fixture)
+from tests.projected import ProjectedAtOnce
 
 JOURNEY = """
 id: upsell
@@ -52,6 +53,7 @@ async def run_events(settings, batches: list[list[dict]]) -> None:
         SendBuffer(redis, settings.redis_prefix),
         db,
         metrics,
+        ProjectedAtOnce(db),
     )
     processor = BatchProcessor(
         lambda: JourneyEngine([load_journey_text(JOURNEY)]),

@@ -26,6 +26,7 @@ from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
+from tests.projected import ProjectedAtOnce
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -50,7 +51,8 @@ async def make_processor(settings, store_db, redis_client, unique):
         store = UserStore(store_db, settings.mongo_bulk_ops)
         await ensure_indexes(store_db)
         buffer = SendBuffer(redis_client, prefix=unique)
-        emitter = Emitter(BranchLock(redis_client, unique, 3600), buffer, store_db, metrics)
+        lock = BranchLock(redis_client, unique, 3600)
+        emitter = Emitter(lock, buffer, store_db, metrics, ProjectedAtOnce(store_db))
         due_index = DueIndex(redis_client, unique)
         marks = EmittedMarks(redis_client, unique)
         slots = EntrySlots(redis_client, unique, store_db, 3600)

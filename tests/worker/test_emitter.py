@@ -21,6 +21,7 @@ from app.worker.metrics import WorkerMetrics
 from app.worker.redis_recovery import RedisRecovery
 from app.worker.send_buffer import SendBuffer
 from tests.conftest import BOTH_REDIS
+from tests.projected import ProjectedAtOnce
 
 pytestmark = BOTH_REDIS
 
@@ -75,7 +76,8 @@ def parts(store_db, redis_client, unique) -> Parts:
     buffer = SendBuffer(redis_client, prefix=unique)
     lock = BranchLock(redis_client, unique, 3600)
     metrics = WorkerMetrics()
-    return Parts(lock, buffer, metrics, Emitter(lock, buffer, store_db, metrics))
+    emitter = Emitter(lock, buffer, store_db, metrics, ProjectedAtOnce(store_db))
+    return Parts(lock, buffer, metrics, emitter)
 
 
 async def emit(emitter: Emitter, *sends: dict[str, Any]) -> None:
