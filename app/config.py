@@ -71,6 +71,9 @@ class WorkerSettings:
     batch_size: int = env("WORKER_BATCH_SIZE", 500)
     batch_within: float = env("WORKER_BATCH_WITHIN", 0.2)
     max_record_bytes: int = env("MAX_RECORD_BYTES", 256 * 1024)
+    # The documents of recently seen users kept in memory, so a batch writes without reading
+    # (app/worker/user_cache.py); 0 disables it.
+    user_cache_bytes: int = env("WORKER_USER_CACHE_BYTES", 64 * 1024 * 1024)
     send_batch_size: int = env("SEND_BATCH_SIZE", 200)
     send_bucket_seconds: int = env("SEND_BUCKET_SECONDS", 1)
     # A record of fewer than send_batch_size leaves once the flow paused this long, or at the
