@@ -10,14 +10,17 @@ are packed the same way, for the same reason: nothing queries them either. Docum
 before they were packed still load.
 
 Each batch commits every changed user with one conditional replace (compare-and-set on the state
-version) in a single `bulk_write`. FerretDB applies updates read-modify-write, so the CAS is a
-guard, not the guarantee: one consumer per partition keeps a user's writer single, and dispatch
-ids make any replayed send harmless downstream.
+version) in a single `bulk_write`; each write stores an id of its own (`write_id`), so a replace
+that missed is told from one that landed even when another writer stored the same version.
+FerretDB applies updates read-modify-write, so the CAS is a guard, not the guarantee: one consumer
+per partition keeps a user's writer single, and dispatch ids make any replayed send harmless
+downstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +48,8 @@ LEASE_UNTIL = "lease_until"
 # Inputs that reached an entry of a journey version the worker did not have, kept in order with
 # the user's later inputs until it has it: {records, attempts, retry_at}.
 PARKED = "parked"
-WORKER_FIELDS = (OUTBOX, SOURCE_OFFSETS, NEXT_DUE_AT, PARTITION, LEASE_UNTIL, PARKED)
+WRITE_ID = "write_id"
+WORKER_FIELDS = (OUTBOX, SOURCE_OFFSETS, NEXT_DUE_AT, PARTITION, LEASE_UNTIL, PARKED, WRITE_ID)
 # Fields of the engine's state stored as one binary value each (see the module docstring).
 SENDS = "sends"
 APPLIED = "applied"
@@ -177,6 +181,7 @@ class UserCommit:
     user: StoredUser
     expected_version: int
     partition: int
+    write_id: int = field(default_factory=lambda: random.getrandbits(63))
 
     def document(self) -> dict[str, Any]:
         state = self.user.state
@@ -191,6 +196,7 @@ class UserCommit:
         document[SOURCE_OFFSETS] = self.user.source_offsets
         document[NEXT_DUE_AT] = next_due
         document[PARTITION] = self.partition
+        document[WRITE_ID] = self.write_id
         # A timer claim covers the next due time it was taken for; once that moved (the timer
         # fired, or another was scheduled sooner) the new one must be claimable at once.
         unchanged = next_due is not None and next_due == self.user.loaded_next_due_at
@@ -287,15 +293,17 @@ class UserStore:
         return conflicts
 
     async def _stale_replacements(self, commits: list[UserCommit]) -> set[str]:
-        """A bulk result counts matches but does not say which replace missed: ask the store."""
-        wanted = {c.user.user_id: c.user.state.version for c in commits if c.expected_version}
+        """A bulk result counts matches but does not say which replace missed: ask the store
+        whose write each document holds (the version is not enough: another writer may have
+        computed the same one from the same base)."""
+        wanted = {c.user.user_id: c.write_id for c in commits if c.expected_version}
         stored = {
-            document["_id"]: document.get("version")
+            document["_id"]: document.get(WRITE_ID)
             async for document in self.collection.find(
-                {"_id": {"$in": list(wanted)}}, {"version": 1}
+                {"_id": {"$in": list(wanted)}}, {WRITE_ID: 1}
             )
         }
-        return {user_id for user_id, version in wanted.items() if stored.get(user_id) != version}
+        return {user_id for user_id, write in wanted.items() if stored.get(user_id) != write}
 
     async def claim_due(
         self, partitions: Iterable[int], now: datetime, lease_until: datetime, limit: int
