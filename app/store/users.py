@@ -321,7 +321,11 @@ class UserStore:
         return users
 
     async def lease(self, users: list[StoredUser], now: datetime, lease_until: datetime) -> None:
-        """Claims these users' due timers until `lease_until`, unless a live lease holds them."""
+        """Claims these users' due timers until `lease_until`, unless a live lease holds them.
+        The one write to user documents besides the worker's commits, and it keeps the version:
+        a worker whose user cache holds the user replaces the document with the lease it last
+        saw. That is fine: the lease only keeps the pump from publishing the same due timer
+        again within it, and a timer that fires twice is a no-op in the engine."""
         if not users:
             return
         await self.collection.update_many(

@@ -8,11 +8,13 @@ What makes that safe:
   commit went through: as written, as read (unchanged), or not at all (a conflict, or a write
   that kept the version). A batch that fails halfway leaves none of them cached.
 - Every write of the processor's that changes the state bumps `version`, and each replace is a
-  compare-and-set on the version it was computed from: a document changed behind the worker's
-  back (another worker after a rebalance it missed) is a conflict, dropped, re-read and
-  recomputed, as before. A write that keeps the version (only the user's parked inputs changed)
-  is not cached: its next batch reads it.
-- The only other writer of user documents, the timer pump's sweep (`UserStore.claim_due`), sets
+  compare-and-set on the version it was computed from (told apart by its `write_id` when the
+  bulk result is ambiguous): a document changed behind the worker's back (another worker after
+  a rebalance it missed) is a conflict, dropped, re-read and recomputed, as before. A write that
+  keeps the version (only the user's parked inputs changed) is not cached: its next batch reads
+  it.
+- The only other writer of user documents (the API, sender, scheduler, CLI and Redis recovery
+  only read them), the timer pump's sweep (`UserStore.claim_due`), sets
   `lease_until` without bumping the version, and a cached replace writes the lease as the worker
   last saw it. Losing that lease is fine: it keeps the Redis-index pump from publishing the same
   due timer again within the lease, and a timer published twice is a no-op in the engine.
