@@ -14,10 +14,10 @@ What makes that safe:
   keeps the version (only the user's parked inputs changed) is not cached: its next batch reads
   it.
 - The only other writer of user documents (the API, sender, scheduler, CLI and Redis recovery
-  only read them), the timer pump's sweep (`UserStore.claim_due`), sets
-  `lease_until` without bumping the version, and a cached replace writes the lease as the worker
-  last saw it. Losing that lease is fine: it keeps the Redis-index pump from publishing the same
-  due timer again within the lease, and a timer published twice is a no-op in the engine.
+  only read them), the timer pump's sweep (`UserStore.claim_due`), sets `lease_until` without
+  bumping the version, and a cached replace writes the lease as the worker last saw it. Losing
+  that lease is fine: it keeps the Redis-index pump from publishing the same due timer again
+  within the lease, and a timer published twice is a no-op in the engine.
 - Rebalances clear the cache (`clear`): a partition that comes back may have been written by
   another worker meanwhile. A batch in flight across a clear puts nothing back.
 
