@@ -75,6 +75,9 @@ class WorkerSettings:
     # The timeline projector's batches: larger, as an insert's cost is mostly per command.
     timeline_batch_size: int = env("TIMELINE_BATCH_SIZE", 2000)
     timeline_batch_within: float = env("TIMELINE_BATCH_WITHIN", 0.5)
+    # The documents of recently seen users kept in memory, so a batch writes without reading
+    # (app/worker/user_cache.py); 0 disables it.
+    user_cache_bytes: int = env("WORKER_USER_CACHE_BYTES", 64 * 1024 * 1024)
     send_batch_size: int = env("SEND_BATCH_SIZE", 200)
     send_bucket_seconds: int = env("SEND_BUCKET_SECONDS", 1)
     # A record of fewer than send_batch_size leaves once the flow paused this long, or at the

@@ -1,6 +1,7 @@
 """A user's state, after the write-up: per journey, per entry (its id from the entry time), the
 next available steps with their due times, plus the attributes and the bounded event history the
-conditions read. `to_document()` is exactly what MongoDB stores, and what conditions and their
+conditions read. `to_document()` is what MongoDB stores (but for `sends` and `applied`, which
+nothing queries: app.store.users packs each into one binary value), and what conditions and their
 Mongo filters are written against."""
 
 from __future__ import annotations

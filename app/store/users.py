@@ -4,24 +4,34 @@ to find due timers (next due time, partition, claim lease).
 
 The outbox is stored as one binary value (its records in JSON): the store never queries it, and
 a document's cost to read and write grows with its number of values, which the outbox's records
-would otherwise dominate.
+would otherwise dominate. The engine's recent `sends` (as [channel, ISO 8601 time] pairs: orjson
+writes and Python parses those faster than any number of milliseconds) and `applied` input ids
+are packed the same way, for the same reason: nothing queries them either. Documents written
+before they were packed still load.
 
 Each batch commits every changed user with one conditional replace (compare-and-set on the state
-version) in a single `bulk_write`. FerretDB applies updates read-modify-write, so the CAS is a
-guard, not the guarantee: one consumer per partition keeps a user's writer single, and dispatch
-ids make any replayed send harmless downstream.
+version) in a single `bulk_write`; each write stores an id of its own (`write_id`), so a replace
+that missed is told from one that landed even when another writer stored the same version.
+FerretDB applies updates read-modify-write, so the CAS is a guard, not the guarantee: one consumer
+per partition keeps a user's writer single, and dispatch ids make any replayed send harmless
+downstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
+import bson
 import orjson
 from bson import Binary
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError
 
@@ -38,7 +48,14 @@ LEASE_UNTIL = "lease_until"
 # Inputs that reached an entry of a journey version the worker did not have, kept in order with
 # the user's later inputs until it has it: {records, attempts, retry_at}.
 PARKED = "parked"
-WORKER_FIELDS = (OUTBOX, SOURCE_OFFSETS, NEXT_DUE_AT, PARTITION, LEASE_UNTIL, PARKED)
+WRITE_ID = "write_id"
+WORKER_FIELDS = (OUTBOX, SOURCE_OFFSETS, NEXT_DUE_AT, PARTITION, LEASE_UNTIL, PARKED, WRITE_ID)
+# Fields of the engine's state stored as one binary value each (see the module docstring).
+SENDS = "sends"
+APPLIED = "applied"
+# Documents as the clients read them (both are created tz-aware): for documents kept as BSON.
+READ_OPTIONS = CodecOptions(tz_aware=True)
+RAW_OPTIONS = CodecOptions(document_class=RawBSONDocument)
 # The timer id of the record the timer pump publishes when a user's parked inputs are due for
 # another try: no engine timer has it, so the engine ignores it.
 PARKED_RETRY_TIMER = "~parked"
@@ -102,10 +119,25 @@ class StoredUser:
         return cls(user_id=user_id, state=UserState.new(user_id))
 
     @classmethod
+    def from_bson(cls, document: bytes) -> StoredUser:
+        """A user from its document as BSON bytes (as `UserStore.load_documents` reads it)."""
+        return cls.from_document(bson.decode(document, codec_options=READ_OPTIONS))
+
+    @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> StoredUser:
-        engine_part = {k: v for k, v in document.items() if k not in WORKER_FIELDS}
+        packed = {k: document[k] for k in (SENDS, APPLIED) if isinstance(document.get(k), bytes)}
+        engine_part = {
+            k: v for k, v in document.items() if k not in WORKER_FIELDS and k not in packed
+        }
         user_id = str(engine_part.pop("_id"))
         state = UserState.from_document(engine_part)
+        if SENDS in packed:
+            state.sends = [
+                {"channel": channel, "at": datetime.fromisoformat(at)}
+                for channel, at in orjson.loads(packed[SENDS])
+            ]
+        if APPLIED in packed:
+            state.applied = list(orjson.loads(packed[APPLIED]))
         return cls(
             user_id=user_id,
             state=state,
@@ -149,27 +181,39 @@ class UserCommit:
     user: StoredUser
     expected_version: int
     partition: int
+    write_id: int = field(default_factory=lambda: random.getrandbits(63))
 
     def document(self) -> dict[str, Any]:
         state = self.user.state
         document = dict(state.to_document())
         document["_id"] = self.user.user_id
+        sends = [(send["channel"], send["at"]) for send in state.sends]
+        document[SENDS] = Binary(orjson.dumps(sends, option=orjson.OPT_UTC_Z))
+        document[APPLIED] = Binary(orjson.dumps(state.applied))
         next_due = self.user.next_due_at()
         document[PARKED] = self.user.parked.to_document()
         document[OUTBOX] = Binary(orjson.dumps(self.user.outbox))
         document[SOURCE_OFFSETS] = self.user.source_offsets
         document[NEXT_DUE_AT] = next_due
         document[PARTITION] = self.partition
+        document[WRITE_ID] = self.write_id
         # A timer claim covers the next due time it was taken for; once that moved (the timer
         # fired, or another was scheduled sooner) the new one must be claimable at once.
         unchanged = next_due is not None and next_due == self.user.loaded_next_due_at
         document[LEASE_UNTIL] = self.user.lease_until if unchanged else None
         return document
 
+    @cached_property
+    def stored(self) -> RawBSONDocument:
+        """The document as BSON, encoded once: the write sends these bytes, and the worker's
+        user cache keeps them as written."""
+        return RawBSONDocument(bson.encode(self.document()))
+
 
 class UserStore:
     def __init__(self, database: Database, bulk_ops: int, collection: str = "users") -> None:
         self.collection = database[collection]
+        self._raw = self.collection.with_options(codec_options=RAW_OPTIONS)
         self.zones = TimeZones(database)
         self.bulk_ops = bulk_ops
         self.writes = 0
@@ -182,6 +226,17 @@ class UserStore:
             user = StoredUser.from_document(document)
             users[user.user_id] = user
         return users
+
+    async def load_documents(self, user_ids: Iterable[str]) -> dict[str, bytes]:
+        """The stored documents of these users as BSON, in one query (none for no user): the
+        worker's user cache keeps them as read. Users without a document are left out."""
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return {}
+        return {
+            str(document["_id"]): document.raw
+            async for document in self._raw.find({"_id": {"$in": ids}})
+        }
 
     async def subscription_states(
         self, user_ids: list[str]
@@ -217,11 +272,11 @@ class UserStore:
             return set()
         operations: list[InsertOne | ReplaceOne] = []
         for commit in commits:
-            document = commit.document()
+            document = commit.stored
             if commit.expected_version == 0:
                 operations.append(InsertOne(document))
             else:
-                condition = {"_id": document["_id"], "version": commit.expected_version}
+                condition = {"_id": commit.user.user_id, "version": commit.expected_version}
                 operations.append(ReplaceOne(condition, document))
         conflicts: set[str] = set()
         replaced_expected = sum(1 for c in commits if c.expected_version != 0)
@@ -238,15 +293,17 @@ class UserStore:
         return conflicts
 
     async def _stale_replacements(self, commits: list[UserCommit]) -> set[str]:
-        """A bulk result counts matches but does not say which replace missed: ask the store."""
-        wanted = {c.user.user_id: c.user.state.version for c in commits if c.expected_version}
+        """A bulk result counts matches but does not say which replace missed: ask the store
+        whose write each document holds (the version is not enough: another writer may have
+        computed the same one from the same base)."""
+        wanted = {c.user.user_id: c.write_id for c in commits if c.expected_version}
         stored = {
-            document["_id"]: document.get("version")
+            document["_id"]: document.get(WRITE_ID)
             async for document in self.collection.find(
-                {"_id": {"$in": list(wanted)}}, {"version": 1}
+                {"_id": {"$in": list(wanted)}}, {WRITE_ID: 1}
             )
         }
-        return {user_id for user_id, version in wanted.items() if stored.get(user_id) != version}
+        return {user_id for user_id, write in wanted.items() if stored.get(user_id) != write}
 
     async def claim_due(
         self, partitions: Iterable[int], now: datetime, lease_until: datetime, limit: int
@@ -264,7 +321,11 @@ class UserStore:
         return users
 
     async def lease(self, users: list[StoredUser], now: datetime, lease_until: datetime) -> None:
-        """Claims these users' due timers until `lease_until`, unless a live lease holds them."""
+        """Claims these users' due timers until `lease_until`, unless a live lease holds them.
+        The one write to user documents besides the worker's commits, and it keeps the version:
+        a worker whose user cache holds the user replaces the document with the lease it last
+        saw. That is fine: the lease only keeps the pump from publishing the same due timer
+        again within it, and a timer that fires twice is a no-op in the engine."""
         if not users:
             return
         await self.collection.update_many(

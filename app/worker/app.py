@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 import faust
 import mode
+from faust.types import TP
 
 from app.config import Settings, WorkerSettings
 from app.metrics_snapshots import PUBLISH_INTERVAL_SECONDS
@@ -36,6 +37,7 @@ def create_app(
     runtime = WorkerRuntime(settings, worker_settings)
     app = _faust_app(settings, worker_settings)
     _run_with_the_app(app, runtime)
+    _forget_users_on_rebalance(app, runtime)
     _add_repartition_agent(app, settings, runtime)
     _add_journeys_agent(app, settings, runtime)
     _add_timeline_projector(app, settings, runtime)
@@ -72,6 +74,20 @@ def _run_with_the_app(app: faust.App, runtime: WorkerRuntime) -> None:
 
         async def on_stop(self) -> None:
             await runtime.stop()
+
+
+def _forget_users_on_rebalance(app: faust.App, runtime: WorkerRuntime) -> None:
+    """The user cache holds what this worker wrote last, the stored documents only while it owns
+    their partitions: a partition lost may come back written by another worker. Partitions are
+    revoked, then assigned, on every rebalance; both clear the cache."""
+
+    @app.on_partitions_revoked.connect
+    async def forget_on_revoke(sender: faust.App, revoked: set[TP], **kwargs: object) -> None:
+        runtime.user_cache.clear()
+
+    @app.on_partitions_assigned.connect
+    async def forget_on_assign(sender: faust.App, assigned: set[TP], **kwargs: object) -> None:
+        runtime.user_cache.clear()
 
 
 def _add_repartition_agent(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:

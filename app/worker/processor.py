@@ -1,6 +1,7 @@
-"""One micro-batch of inputs through the engine: decode, group by user, load every user in one
-query, apply the engine, commit each changed user with one conditional write, then emit and
-record the users' next due times in the Redis due index.
+"""One micro-batch of inputs through the engine: decode, group by user, load the users the
+worker's user cache does not hold in one query (app/worker/user_cache.py), apply the engine,
+commit each changed user with one conditional write, then emit and record the users' next due
+times in the Redis due index.
 
 Effects go into the user's outbox inside that same write and are emitted after it, so a crash
 between the write and the emit loses nothing: the input is redelivered (its offset was not
@@ -40,6 +41,7 @@ from app.worker.emitter import Emitter
 from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.partitions import partition_of
+from app.worker.user_cache import UserCache
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +123,10 @@ class BatchProcessor:
         metrics: WorkerMetrics,
         max_record_bytes: int,
         entry_slots: EntrySlots,
+        user_cache: UserCache | None = None,
     ) -> None:
         self._engine = engine
+        self._users = UserCache(0) if user_cache is None else user_cache
         self._entry_slots = entry_slots
         self._store = store
         self._emitter = emitter
@@ -151,7 +155,7 @@ class BatchProcessor:
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
                 break
-            users = await self._store.load_many(pending)
+            users = await self._users.load_many(self._store, pending)
             for user_id in await self._marks.emitted({u: user.outbox for u, user in users.items()}):
                 users[user_id].outbox = []  # went out after its write: not to be stored again
             commits: list[UserCommit] = []
@@ -167,6 +171,7 @@ class BatchProcessor:
                 elif user.outbox:
                     unchanged_with_outbox.append(user)
             conflicts = await self._store.commit_many(commits)
+            self._users.settle(commits, conflicts)
             written = [c.user for c in commits if c.user.user_id not in conflicts]
             emitted = written + unchanged_with_outbox
             await self._emitter.emit(emitted, now)

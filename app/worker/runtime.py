@@ -39,6 +39,7 @@ from app.worker.send_buffer import Batcher, SendBuffer
 from app.worker.timeline_projector import TimelineProjector
 from app.worker.timeline_publisher import TimelinePublisher
 from app.worker.timer_pump import TimerPump
+from app.worker.user_cache import UserCache
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class WorkerRuntime:
             max_future=timedelta(seconds=worker_settings.event_max_future_seconds),
         )
         self._engine = JourneyEngine([], event_time=self._event_time)
+        self.user_cache = UserCache(worker_settings.user_cache_bytes)
         self._journeys_fingerprint = ""
         self._batch_lock = asyncio.Lock()
         self._repartition_lock = asyncio.Lock()
@@ -115,6 +117,7 @@ class WorkerRuntime:
                 database,
                 minute_ttl_seconds=int(ws.event_max_past_seconds) + 86400,
             ),
+            user_cache=self.user_cache,
         )
         self.repartitioner = Repartitioner(
             self.producer,

@@ -26,6 +26,7 @@ from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
+from app.worker.user_cache import UserCache
 from tests.projected import ProjectedAtOnce
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -44,20 +45,33 @@ def records(*events: dict, offset: int = 0) -> list[InputRecord]:
 
 @pytest.fixture
 async def make_processor(settings, store_db, redis_client, unique):
-    """A processor running `engine` on this test's database and Redis keys."""
+    """A processor running `engine` on this test's database (or `database`) and Redis keys,
+    without a user cache unless given one."""
 
-    async def make(engine: JourneyEngine) -> BatchProcessor:
+    async def make(
+        engine: JourneyEngine, user_cache: UserCache | None = None, database: Any = None
+    ) -> BatchProcessor:
+        database = store_db if database is None else database
         metrics = WorkerMetrics()
-        store = UserStore(store_db, settings.mongo_bulk_ops)
-        await ensure_indexes(store_db)
+        store = UserStore(database, settings.mongo_bulk_ops)
+        await ensure_indexes(database)
         buffer = SendBuffer(redis_client, prefix=unique)
         lock = BranchLock(redis_client, unique, 3600)
-        emitter = Emitter(lock, buffer, store_db, metrics, ProjectedAtOnce(store_db))
+        emitter = Emitter(lock, buffer, database, metrics, ProjectedAtOnce(database))
         due_index = DueIndex(redis_client, unique)
         marks = EmittedMarks(redis_client, unique)
-        slots = EntrySlots(redis_client, unique, store_db, 3600)
+        slots = EntrySlots(redis_client, unique, database, 3600)
         processor = BatchProcessor(
-            lambda: engine, store, emitter, due_index, marks, 8, metrics, 64 * 1024, slots
+            lambda: engine,
+            store,
+            emitter,
+            due_index,
+            marks,
+            8,
+            metrics,
+            64 * 1024,
+            slots,
+            user_cache=user_cache,
         )
         processor.buffer = buffer  # type: ignore[attr-defined]
         processor.store = store  # type: ignore[attr-defined]
