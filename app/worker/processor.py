@@ -135,6 +135,7 @@ class BatchProcessor:
     async def process(self, records: list[InputRecord], now: datetime) -> list[DeadLetter]:
         """Applies the batch; returns the records that must go to the dead-letter topic.
         Transient failures propagate, and the whole batch can then be retried safely."""
+        timer = self._metrics.batch_timer(len(records))
         inputs: list[DecodedInput] = []
         letters: list[DeadLetter] = []
         for record in records:
@@ -151,7 +152,9 @@ class BatchProcessor:
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
                 break
+            timer.lap("engine")
             users = await self._store.load_many(pending)
+            timer.lap("store")
             for user_id in await self._marks.emitted({u: user.outbox for u, user in users.items()}):
                 users[user_id].outbox = []  # went out after its write: not to be stored again
             commits: list[UserCommit] = []
@@ -166,9 +169,12 @@ class BatchProcessor:
                     commits.append(UserCommit(user, user.version, self._partition(user)))
                 elif user.outbox:
                     unchanged_with_outbox.append(user)
+            timer.lap("engine")
             conflicts = await self._store.commit_many(commits)
+            timer.lap("store")
             written = [c.user for c in commits if c.user.user_id not in conflicts]
             emitted = written + unchanged_with_outbox
+            self._metrics.sends_buffering(emitted)
             await self._emitter.emit(emitted, now)
             await asyncio.gather(
                 self._marks.mark((user.user_id, user.outbox) for user in emitted),
@@ -179,6 +185,7 @@ class BatchProcessor:
                     if user_id not in conflicts
                 ),
             )
+            timer.lap("emit")
             pending = conflicts
         if pending:
             raise RuntimeError(f"users {sorted(pending)} kept changing under this worker")
@@ -187,6 +194,7 @@ class BatchProcessor:
         self._metrics.user_batches += len(by_user)
         self._metrics.dead_letters += len(letters)
         self._metrics.state_writes = self._store.writes
+        timer.done()
         return letters
 
     async def _apply(
