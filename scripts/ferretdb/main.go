@@ -39,7 +39,8 @@ const walCheck = time.Second
 // refused try writers get four times the wait before the next, so a checkpoint holds them off a
 // fifth of the time at most. Readers of a few hundred milliseconds (a $in of 500 users) are
 // outlasted this way; readers longer than walWaitMost back to back (scans of a large collection)
-// keep the log from being truncated while they last.
+// keep the log from being truncated while they last. (An update held its query's reader while it
+// waited for the write lock, so no checkpoint could ever finish: see the patch.)
 const (
 	walWaitFirst = 250 * time.Millisecond
 	walWaitMost  = 2 * time.Second
