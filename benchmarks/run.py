@@ -18,10 +18,10 @@ import asyncio
 import dataclasses
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from datetime import UTC, datetime
@@ -45,6 +45,7 @@ from app.topic_admin import apply_topics
 from app.topics import load_contract
 from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
+from app.worker.metrics import STAGE_BUCKETS, STAGES, histogram_quantile
 from app.worker.partitions import partition_of
 from app.worker.processor import EMITTED
 from app.worker.redis_recovery import RedisRecovery
@@ -58,6 +59,13 @@ from benchmarks.ceilings import (
     mongo_read_and_cas,
     read_and_cas_seconds,
     redis_set_nx,
+)
+from benchmarks.machine import (
+    CpuMeter,
+    WalPeak,
+    database_size,
+    provenance,
+    server_pids,
 )
 from benchmarks.plots import latency_plot, percentile_plot
 from benchmarks.report import differential_figure, scale_tables
@@ -107,12 +115,22 @@ SIZES = {
              "fault_wave_users": 200},
 }  # fmt: skip
 PACED_EVENTS = 20_000
+# What the benchmark's workers are given besides their namespace (the result records it all).
+WORKER_ENV = {
+    "BATCHER_INTERVAL": "0.05",
+    "TIMER_PUMP_INTERVAL": "0.05",
+    "JOURNEYS_POLL_INTERVAL": "0.5",
+}
+SENDER_ENV = {"SENDER_RATE": "100000", "SENDER_CONCURRENCY": "50"}
+METRICS_PUBLISHED_S = 6  # the worker publishes its metrics every 5 s
 # (figure, comparison, bound, what the target says)
 TARGETS = (
     ("ratio_pipeline_to_store", ">=", 0.70, "pipeline >= 70% of the store's bulk CAS ceiling"),
     ("mongo_writes_per_user_batch", "<=", 1.0, "at most one Mongo write per user per batch"),
     ("dispatch_records_per_1m_sends", "<=", 5_000, "1M sends in at most 5,000 dispatch records"),
     ("timer_lateness_p99_s", "<=", 1.0, "timer lateness p99 <= 1 s among the pending timers"),
+    ("e2e_latency_p99_s", "<=", 0.5, "event to dispatch p99 <= 0.5 s at half the rate"),
+    ("cpu_ms_per_event_worker", "<=", 0.30, "worker CPU <= 0.30 ms per event"),
     ("worker_rss_growth_ratio", "<=", 1.25, "worker memory flat in the number of users"),
 )
 
@@ -140,9 +158,7 @@ class Namespace:
             "REDIS_PREFIX": self.settings.redis_prefix,
             "WORKER_APP_ID": f"bench-worker-{run}",
             "SENDER_GROUP_ID": f"bench-sender-{run}",
-            "BATCHER_INTERVAL": "0.05",
-            "TIMER_PUMP_INTERVAL": "0.05",
-            "JOURNEYS_POLL_INTERVAL": "0.5",
+            **WORKER_ENV,
         }
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -178,6 +194,8 @@ class Namespace:
         totals: dict[str, Any] = {}
         for snapshot in await self.worker_snapshots():
             for name, value in snapshot.items():
+                if isinstance(value, dict):
+                    continue  # the stage histograms: stage_counts
                 if isinstance(value, list):
                     totals[name] = value  # one worker here: its distribution as it is
                     continue
@@ -186,6 +204,14 @@ class Namespace:
                     if "lateness" in name
                     else totals.get(name, 0) + value
                 )
+        return totals
+
+    async def stage_counts(self) -> dict[str, list[int]]:
+        """The workers' stage histograms (app/worker/metrics.py), summed over the workers."""
+        totals = {stage: [0] * STAGE_BUCKETS for stage in STAGES}
+        for snapshot in await self.worker_snapshots():
+            for stage, counts in snapshot.get("stage_histograms", {}).items():
+                totals[stage] = [a + b for a, b in zip(totals[stage], counts, strict=True)]
         return totals
 
     async def close(self) -> None:
@@ -206,8 +232,9 @@ class Namespace:
 async def read_recipients(
     settings: Settings, count: int, timeout: float, started: asyncio.Event | None = None
 ) -> tuple[list[dict], list[float], int]:
-    """Reads `send` until `count` recipients came: (recipients, arrival times, record count).
-    With `started`, reads only what comes after it is set (so arrival times are true)."""
+    """Reads `send` until `count` recipients came: (recipients, arrival times, record count);
+    each recipient with its record's `send_at` and `produced_at` (its Kafka timestamp, Unix
+    time). With `started`, reads only what comes after it is set (so arrival times are true)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
     )
@@ -232,8 +259,15 @@ async def read_recipients(
                     for message in messages:
                         record = orjson.loads(message.value)
                         records += 1
+                        produced_at = message.timestamp / 1000
                         for recipient in record["recipients"]:
-                            recipients.append({**recipient, "send_at": record["send_at"]})
+                            recipients.append(
+                                {
+                                    **recipient,
+                                    "send_at": record["send_at"],
+                                    "produced_at": produced_at,
+                                }
+                            )
                             arrivals.append(now)
     finally:
         await consumer.stop()
@@ -345,6 +379,9 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
     await ns.setup([BENCH_JOURNEY, TIMER_JOURNEY, PARKED_JOURNEY])
     await park_users(ns.settings, size["pending_timers"])
     worker = ns.start("worker")
+    servers = server_pids(ns.settings)
+    wal = WalPeak.of(servers.get("mongo", ()), ns.settings.mongo_db)
+    watching = asyncio.create_task(wal.watch())
     try:
         await asyncio.sleep(8)  # the worker joins its group and loads the journeys
         # The same load over few users, then over many: memory flat in users means equal RSS.
@@ -354,10 +391,13 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
         rss_warm = rss_mb(worker, "VmRSS")
 
         burst = events("ping", size["events"], size["users"])
+        cpu = CpuMeter({**servers, "worker": (worker.pid,), "benchmark": (os.getpid(),)})
+        cpu.start()
         started = time.monotonic()
         await publish(ns.settings, burst)
         await read_recipients(ns.settings, len(warm) + len(burst), timeout=3600)
         elapsed = time.monotonic() - started
+        cpu_used = cpu.stop()
         rate = len(burst) / elapsed
         rss_loaded = rss_mb(worker, "VmRSS")
         store = await store_ceilings(ns.settings, size)
@@ -365,6 +405,8 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
         # At half the maximum rate, reading as the records come: event to dispatch latency.
         # One event per user (a recipient names its event); 20,000 samples are plenty.
         paced = events("ping", min(size["users"], PACED_EVENTS), size["users"], prefix="paced")
+        await asyncio.sleep(METRICS_PUBLISHED_S)
+        stages_before = await ns.stage_counts()
         reading_from = asyncio.Event()
         reading = asyncio.create_task(
             read_recipients(ns.settings, len(paced), timeout=3600, started=reading_from)
@@ -375,6 +417,12 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
         latencies = [
             arrival - sent_at[r["user_id"]] for r, arrival in zip(arrived, arrivals, strict=True)
         ]
+        await asyncio.sleep(METRICS_PUBLISHED_S)
+        stages = stage_latencies(
+            stages_before,
+            await ns.stage_counts(),
+            [arrival - r["produced_at"] for r, arrival in zip(arrived, arrivals, strict=True)],
+        )
 
         # Timers come due at a steady rate, as in production, not all in the same millisecond.
         await publish(ns.settings, events("tick", size["timers"], size["timers"]), rate=100)
@@ -388,9 +436,14 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
             RESULTS_DIR / f"timer-lateness-{mode}.png",
             f"timer lateness, {size['pending_timers']:,} other timers pending",
         )
+        size_at_end = await database_size(ns.settings, servers.get("mongo", ()))
         return {
             **store,
             "pipeline_events_per_s": rate,
+            **{
+                f"cpu_ms_per_event_{name}": used * 1000 / len(burst)
+                for name, used in cpu_used.items()
+            },
             "pipeline_events": len(burst),
             "pipeline_users": size["users"],
             "mongo_writes_per_input": metrics["state_writes"] / metrics["inputs"],
@@ -399,6 +452,7 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
             "e2e_latency_p50_s": quantile(latencies, 0.5),
             "e2e_latency_p99_s": quantile(latencies, 0.99),
             "e2e_paced_events_per_s": rate / 2,
+            "e2e_stages": stages,
             "timer_lateness_p50_s": metrics["timer_lateness_p50"],
             "timer_lateness_p99_s": metrics["timer_lateness_p99"],
             "pending_timers": size["pending_timers"],
@@ -406,9 +460,35 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
             "worker_rss_after_all_users_mb": rss_loaded,
             "worker_rss_growth_ratio": rss_loaded / rss_warm,
             "worker_peak_rss_mb": rss_mb(worker, "VmHWM"),
+            "store_size_source": size_at_end["source"],
+            "store_database_mb": size_at_end.get("database", 0) / 2**20,
+            "store_wal_mb": size_at_end.get("wal", 0) / 2**20,
+            "store_wal_peak_mb": wal.peak / 2**20,
         }
     finally:
+        watching.cancel()
         await ns.close()
+
+
+def stage_latencies(
+    before: dict[str, list[int]], after: dict[str, list[int]], sent_to_read: list[float]
+) -> dict[str, dict[str, float]]:
+    """p50 and p99 per stage over one phase: the workers' stages from the difference of their
+    histograms at its start and end, then the send topic to this benchmark's consumer."""
+    stages: dict[str, dict[str, float]] = {}
+    for stage in STAGES:
+        counts = [b - a for a, b in zip(before[stage], after[stage], strict=True)]
+        stages[stage] = {
+            "p50_s": histogram_quantile(counts, 0.5),
+            "p99_s": histogram_quantile(counts, 0.99),
+            "samples": sum(counts),
+        }
+    stages["send_to_consumer"] = {
+        "p50_s": quantile(sent_to_read, 0.5),
+        "p99_s": quantile(sent_to_read, 0.99),
+        "samples": len(sent_to_read),
+    }
+    return stages
 
 
 async def store_ceilings(settings: Settings, size: dict[str, int]) -> dict[str, Any]:
@@ -462,17 +542,20 @@ async def sender(settings: Settings, recipients: int) -> dict[str, Any]:
     await producer.stop()
     try:
         started = time.monotonic()
-        ns.start(
-            "sender",
-            EMAIL_API_URL=f"http://127.0.0.1:{port}/email",
-            SENDER_RATE="100000",
-            SENDER_CONCURRENCY="50",
-        )
+        process = ns.start("sender", EMAIL_API_URL=f"http://127.0.0.1:{port}/email", **SENDER_ENV)
+        servers = server_pids(ns.settings)
+        cpu = CpuMeter({**servers, "sender": (process.pid,), "benchmark": (os.getpid(),)})
+        cpu.start()
         async with asyncio.timeout(600):
             while len(stub.delivered) < recipients:
                 await asyncio.sleep(0.05)
+        cpu_used = cpu.stop()
         return {
             "sender_deliveries_per_s": recipients / (time.monotonic() - started),
+            **{
+                f"cpu_ms_per_delivery_{name}": used * 1000 / recipients
+                for name, used in cpu_used.items()
+            },
             "sender_recipients": recipients,
         }
     finally:
@@ -480,9 +563,30 @@ async def sender(settings: Settings, recipients: int) -> dict[str, Any]:
         await ns.close()
 
 
+def worker_settings(env: dict[str, str]) -> dict[str, Any]:
+    """The worker's settings as a worker started with `env` reads them."""
+    saved = os.environ.copy()
+    os.environ.update(env)
+    try:
+        return dataclasses.asdict(WorkerSettings())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 async def main(mode: str) -> dict[str, Any]:
     settings = Settings()
     size = SIZES[mode]
+    # At the start: the code the run measures.
+    about = {
+        **provenance(ROOT),
+        "settings": {
+            "worker": worker_settings(WORKER_ENV),
+            "sender_env": SENDER_ENV,
+            "mongo_driver": settings.mongo_driver,
+            "mongo_bulk_ops": settings.mongo_bulk_ops,
+        },
+    }
     ceilings = [
         await kafka_produce_consume(settings, size["kafka"]),
         await mongo_find_one_and_update(settings, size["fou"]),
@@ -512,9 +616,7 @@ async def main(mode: str) -> dict[str, Any]:
     }
     results["faults"] = fault_suite(size["fault_wave_users"])
     results["mode"] = mode
-    results["machine"] = (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    results.update(about)
     results["mongo_url"] = settings.mongo_url
     results["at"] = datetime.now(UTC).isoformat()
     return results
@@ -553,6 +655,29 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"  {target['means']:<52} {results[name]:>12,.3f} {target['target']:>10}  {verdict}"
         )
+    stages = results["e2e_stages"]
+    largest = max(stages, key=lambda stage: stages[stage]["p50_s"])
+    lines.append("\nevent to dispatch by stage, paced phase: p50 / p99 per event")
+    for stage, figures in stages.items():
+        lines.append(
+            f"  {stage:<18} {figures['p50_s']:>7.3f} s / {figures['p99_s']:>7.3f} s"
+            f"  ({figures['samples']:,} samples)" + ("  <- largest p50" if stage == largest else "")
+        )
+    lines.append(
+        f"  {'end to end':<18} {results['e2e_latency_p50_s']:>7.3f} s / "
+        f"{results['e2e_latency_p99_s']:>7.3f} s"
+    )
+    settings = results["settings"]
+    shown = {**settings["worker"], **settings["sender_env"]}
+    shown |= {k: v for k, v in settings.items() if k not in ("worker", "sender_env")}
+    lines.append(
+        "\n"
+        + textwrap.fill(
+            "settings: " + ", ".join(f"{k} {v}" for k, v in shown.items()),
+            100,
+            subsequent_indent="  ",
+        )
+    )
     lines.append(f"\nfault suite ({results['faults']['wave_users']} users per wave)")
     for fault, figures in results["faults"].items():
         if isinstance(figures, dict):
@@ -562,7 +687,8 @@ def table(results: dict[str, Any]) -> str:
 
 
 def run_differential(count: int, seed: int | None) -> None:
-    results = asyncio.run(differential.run(count, seed))
+    about = provenance(ROOT)
+    results = {**asyncio.run(differential.run(count, seed)), **about}
     differential.RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     print(f"\n{differential_figure(results)}; written to {differential.RESULTS.relative_to(ROOT)}")
     if results["divergences"]:

@@ -22,24 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import signal
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.config import Settings
-from app.redis_client import is_cluster_url
 from app.topics import load_contract
+from benchmarks.machine import CpuMeter, provenance, server_pids
 from benchmarks.run import (
     BENCH_JOURNEY,
     RESULTS_DIR,
+    ROOT,
     TIMER_JOURNEY,
     Namespace,
     events,
@@ -57,33 +55,6 @@ SIZES = {
 }  # fmt: skip
 WARM_USERS = 64  # enough users to have events on every partition
 LATENESS_TARGET_S = 5.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def server_pids(settings: Settings) -> dict[str, int]:
-    """The local servers' processes, found by their command lines as scripts/services does (the
-    servers may have been started from another checkout, so not by its PID files)."""
-    markers = {"kafka": "kafka.Kafka", "mongo": "ferretdb"}
-    if not is_cluster_url(settings.redis_url):
-        markers["redis"] = f"redis-server 127.0.0.1:{urlsplit(settings.redis_url).port}"
-    found: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        for name, marker in markers.items():
-            if marker in command and name not in found:
-                found[name] = int(entry.name)
-    return found
 
 
 def weighted_quantile(points: Sequence[tuple[float, float]], q: float) -> float:
@@ -240,18 +211,18 @@ async def burst(settings: Settings, size: dict[str, Any], workers: int) -> dict[
     ns = Namespace(settings)
     await ns.setup([BENCH_JOURNEY])
     try:
-        pids = {f"worker-{i + 1}": pid for i, pid in enumerate(await started_workers(ns, workers))}
+        workers_started = await started_workers(ns, workers)
+        pids = {f"worker-{i + 1}": (pid,) for i, pid in enumerate(workers_started)}
         pids |= server_pids(ns.settings)
-        pids["benchmark"] = os.getpid()
+        pids["benchmark"] = (os.getpid(),)
         load = events("ping", size["events"], size["users"])
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu = CpuMeter(pids)
+        cpu.start()
         started = time.monotonic()
         await publish(ns.settings, load)
         await read_recipients(ns.settings, WARM_USERS + len(load), timeout=1800)
         elapsed = time.monotonic() - started
-        cores = {
-            name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()
-        }
+        cores = {name: used / elapsed for name, used in cpu.stop().items()}
         rate = len(load) / elapsed
         ceiling = await store_ceilings(ns.settings, {**size, "timers": 0})
         worker_cores = sum(v for k, v in cores.items() if k.startswith("worker-"))
@@ -271,6 +242,7 @@ async def burst(settings: Settings, size: dict[str, Any], workers: int) -> dict[
 async def run(mode: str) -> dict[str, Any]:
     settings = Settings()
     size = SIZES[mode]
+    about = provenance(ROOT)
     started = time.monotonic()
     crashes = []
     for session_timeout in size["session_timeouts"]:
@@ -285,9 +257,7 @@ async def run(mode: str) -> dict[str, Any]:
         "crash": crashes,
         "scaling": scaling,
         "duration_s": time.monotonic() - started,
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        ),
+        **about,
         "mongo_url": settings.mongo_url,
         "at": datetime.now(UTC).isoformat(),
     }

@@ -17,6 +17,7 @@ timers' jobs are guarded the same way."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ from faust.types import TP
 from app.config import Settings, WorkerSettings
 from app.metrics_snapshots import PUBLISH_INTERVAL_SECONDS
 from app.topics import load_contract
+from app.worker.metrics import WorkerMetrics
 from app.worker.processor import InputRecord
 from app.worker.runtime import WorkerRuntime
 
@@ -114,6 +116,7 @@ def _add_journeys_agent(app: faust.App, settings: Settings, runtime: WorkerRunti
     async def journeys(stream: faust.StreamT) -> None:
         await runtime.ready.wait()
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
+            _observe_arrivals(runtime.metrics, events)
             await runtime.run_batch(_input_records(events, sources))
 
 
@@ -146,6 +149,19 @@ def _input_records(events: Sequence[faust.EventT], sources: dict[str, str]) -> l
         )
         for event in events
     ]
+
+
+def _observe_arrivals(metrics: WorkerMetrics, events: Sequence[faust.EventT]) -> None:
+    """Each record's time on Kafka (its timestamp to the consumer handing it over, which Faust's
+    monitor stamps as `time_in` on the monotonic clock), then waiting for its micro-batch."""
+    wall, now = time.time(), time.monotonic()
+    for event in events:
+        message = event.message
+        if message.time_in is None:
+            continue
+        if message.timestamp is not None and message.timestamp >= 0:
+            metrics.observe_stage("kafka", wall - (now - message.time_in) - message.timestamp)
+        metrics.observe_stage("batch_wait", now - message.time_in)
 
 
 def _kafka_time(seconds: float | None) -> datetime | None:

@@ -139,6 +139,7 @@ class BatchProcessor:
     async def process(self, records: list[InputRecord], now: datetime) -> list[DeadLetter]:
         """Applies the batch; returns the records that must go to the dead-letter topic.
         Transient failures propagate, and the whole batch can then be retried safely."""
+        timer = self._metrics.batch_timer(len(records))
         inputs: list[DecodedInput] = []
         letters: list[DeadLetter] = []
         for record in records:
@@ -155,7 +156,9 @@ class BatchProcessor:
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
                 break
+            timer.lap("engine")
             users = await self._users.load_many(self._store, pending)
+            timer.lap("store")
             for user_id in await self._marks.emitted({u: user.outbox for u, user in users.items()}):
                 users[user_id].outbox = []  # went out after its write: not to be stored again
             commits: list[UserCommit] = []
@@ -170,10 +173,13 @@ class BatchProcessor:
                     commits.append(UserCommit(user, user.version, self._partition(user)))
                 elif user.outbox:
                     unchanged_with_outbox.append(user)
+            timer.lap("engine")
             conflicts = await self._store.commit_many(commits)
             self._users.settle(commits, conflicts)
+            timer.lap("store")
             written = [c.user for c in commits if c.user.user_id not in conflicts]
             emitted = written + unchanged_with_outbox
+            self._metrics.sends_buffering(emitted)
             await self._emitter.emit(emitted, now)
             await asyncio.gather(
                 self._marks.mark((user.user_id, user.outbox) for user in emitted),
@@ -184,6 +190,7 @@ class BatchProcessor:
                     if user_id not in conflicts
                 ),
             )
+            timer.lap("emit")
             pending = conflicts
         if pending:
             raise RuntimeError(f"users {sorted(pending)} kept changing under this worker")
@@ -192,6 +199,7 @@ class BatchProcessor:
         self._metrics.user_batches += len(by_user)
         self._metrics.dead_letters += len(letters)
         self._metrics.state_writes = self._store.writes
+        timer.done()
         return letters
 
     async def _apply(

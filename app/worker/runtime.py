@@ -136,6 +136,7 @@ class WorkerRuntime:
             batch_size=ws.send_batch_size,
             hold_seconds=ws.send_hold_seconds,
             max_wait_seconds=ws.send_max_wait_seconds,
+            metrics=self.metrics,
         )
         self.timer_pump = TimerPump(
             self.store,

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.keyspace import Keyspace
 from app.redis_client import RedisClient
+from app.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Batcher:
         lease_seconds: int = 30,
         hold_seconds: float = 1.0,
         max_wait_seconds: float = 5.0,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._redis = client
         self._producer = producer
@@ -119,6 +121,7 @@ class Batcher:
         self._release = client.register_script(RELEASE_LEASE)
         self.records_produced = 0
         self.recipients_produced = 0
+        self._metrics = metrics or WorkerMetrics()
 
     async def drain_due(self, now: datetime, max_buffers: int = 1000) -> int:
         """Produces dispatch records for the buffers due by `now`; returns how many. Reads
@@ -161,6 +164,7 @@ class Batcher:
                     orjson.dumps(record.to_record()),
                     key=record.batch_id.encode(),
                 )
+                self._metrics.sends_produced(r.dispatch_id for r in recipients)
                 pipe = self._redis.pipeline(transaction=False)
                 for bucket, batch in taken:
                     pipe.srem(self._keys.send_buffer(step, bucket), *batch)

@@ -6,13 +6,44 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"flag"
+	"fmt"
 	"log"
+	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+	_ "modernc.org/sqlite" // the driver FerretDB registers too: the same SQLite, the same locks
+)
+
+// A database's write-ahead log is checkpointed and truncated once it is larger than this.
+//
+// SQLite's automatic checkpoints (every 1000 pages) are PASSIVE: they copy only the pages no
+// reader still needs and start the log over only when no reader uses it. Under load FerretDB's
+// readers overlap (up to 100 connections per database), so the log was never started over: it
+// grew to 8.5 GB in the full benchmark, and a page read searches the log's whole index.
+const walLimit = 64 << 20
+
+// How often the size of every log is looked at (a stat each: nothing is opened below the limit).
+const walCheck = time.Second
+
+// A checkpoint holds writers off while it waits for the readers of older snapshots (and then for
+// the readers that started meanwhile): walWaitFirst at first, twice as long after each time they
+// kept it from truncating, at most walWaitMost (FerretDB's writers give up after 10 s); after a
+// refused try writers get four times the wait before the next, so a checkpoint holds them off a
+// fifth of the time at most. Readers of a few hundred milliseconds (a $in of 500 users) are
+// outlasted this way; readers longer than walWaitMost back to back (scans of a large collection)
+// keep the log from being truncated while they last. (An update held its query's reader while it
+// waited for the write lock, so no checkpoint could ever finish: see the patch.)
+const (
+	walWaitFirst = 250 * time.Millisecond
+	walWaitMost  = 2 * time.Second
 )
 
 func main() {
@@ -31,7 +62,10 @@ func main() {
 		// suite does) without an fsync each, which made every write cost about 60% more.
 		// Like MongoDB's default (the journal is flushed every 100 ms), the last commits can
 		// be lost to a power cut or an OS crash.
-		SQLiteURL: "file:" + *dir + "/?_pragma=synchronous(normal)",
+		// journal_size_limit: a log that starts over is also cut back to walLimit on disk.
+		SQLiteURL: fmt.Sprintf(
+			"file:%s/?_pragma=synchronous(normal)&_pragma=journal_size_limit(%d)", *dir, walLimit,
+		),
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -40,8 +74,71 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	go checkpointLargeLogs(ctx, *dir)
+
 	log.Printf("FerretDB listening on %s, SQLite in %s", *listen, *dir)
 	if err := f.Run(ctx); err != nil && ctx.Err() == nil {
 		log.Fatal(err)
 	}
+}
+
+// checkpointLargeLogs truncates, every walCheck, the write-ahead logs grown over walLimit.
+func checkpointLargeLogs(ctx context.Context, dir string) {
+	waits := map[string]time.Duration{} // per log, while its checkpoints are refused
+	pause := walCheck
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = walCheck
+		logs, err := filepath.Glob(filepath.Join(dir, "*.sqlite-wal"))
+		if err != nil {
+			log.Printf("checkpoint: listing %s: %v", dir, err)
+			continue
+		}
+		for _, wal := range logs {
+			if info, err := os.Stat(wal); err != nil || info.Size() <= walLimit {
+				delete(waits, wal) // a database dropped meanwhile, or a log small enough
+				continue
+			}
+			wait := max(waits[wal], walWaitFirst)
+			if err := checkpoint(ctx, strings.TrimSuffix(wal, "-wal"), wait); err != nil {
+				waits[wal] = min(2*wait, walWaitMost)
+				pause = max(pause, 4*wait)
+				log.Printf("checkpoint: %s: %v (tried again, waiting %s)", wal, err, waits[wal])
+				continue
+			}
+			delete(waits, wal)
+		}
+	}
+}
+
+// checkpoint copies a database's log into it and truncates the log, on a connection of its own.
+// PASSIVE first copies what it can without holding writers off; TRUNCATE then copies the rest
+// with writers held off, waits (the busy timeout, `wait`) for readers of older snapshots to
+// finish, and truncates the log to zero bytes.
+func checkpoint(ctx context.Context, path string, wait time.Duration) error {
+	// mode=rw: a database dropped since the stat is not created again.
+	uri := fmt.Sprintf("file:%s?mode=rw&_pragma=busy_timeout(%d)",
+		(&url.URL{Path: path}).EscapedPath(), wait.Milliseconds())
+	db, err := sql.Open("sqlite", uri)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		return err
+	}
+	var busy, frames, copied int
+	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(
+		&busy, &frames, &copied,
+	); err != nil {
+		return err
+	}
+	if busy != 0 {
+		return fmt.Errorf("readers still on the log (%d of %d frames copied)", copied, frames)
+	}
+	return nil
 }
