@@ -1,18 +1,25 @@
 """Emits a user's outbox after the state write: sends go through the branch lock into the Redis
 send buffer, everything else lands on the user's timeline. Every step is idempotent, because an
-outbox may be emitted more than once (after a crash, or while its clearing write is pending)."""
+outbox may be emitted more than once (after a crash, or while its clearing write is pending).
+
+Redis sees two round trips per micro-batch at most: the branch claims (only for sends that claim a
+decision), then one pipeline buffering the admitted sends with what the caller records alongside
+(the due index) and, on one Redis, the emitted marks behind them. On a Redis Cluster the marks go
+in a pipeline of their own once the rest succeeded (see `applies_in_order`)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from app.dispatch.record import buffer_entry
+from app.dispatch.record import DispatchStep, Recipient, buffer_entry
+from app.redis_client import RedisPipeline, applies_in_order
 from app.store.mongo import Database
 from app.store.timeline import Timeline
 from app.store.users import StoredUser
@@ -23,6 +30,13 @@ from app.worker.send_buffer import SendBuffer
 log = logging.getLogger(__name__)
 
 SEND = "send"
+# Queues commands on a pipeline (see `Emitter.emit`).
+Queue = Callable[[RedisPipeline], None]
+BufferEntry = tuple[DispatchStep, datetime, Recipient]
+
+
+def _nothing(pipe: RedisPipeline) -> None:
+    """Queues nothing."""
 
 
 def effect_id(effect: dict[str, Any]) -> str:
@@ -57,27 +71,34 @@ def timeline_entry(user_id: str, effect: dict[str, Any], now: datetime) -> dict[
     return entry
 
 
+async def admit(
+    lock: BranchLock, sends: list[dict[str, Any]], delivered: frozenset[str] = frozenset()
+) -> tuple[list[BufferEntry], list[dict[str, Any]]]:
+    """Claims every branch of every send, in order. Returns the buffer entries of the sends whose
+    claims all hold, except those already `delivered` (their claims are still made, so their
+    decisions stay taken), and the refused sends. The emitter and the Redis recovery both go
+    through here: only one branch per decision is ever sent."""
+    claims = [claims_of(send) for send in sends]
+    held = iter(await lock.claim_many([claim for each in claims for claim in each]))
+    admitted = [all([next(held) for _ in each]) for each in claims]
+    refused = [send for send, ok in zip(sends, admitted, strict=True) if not ok]
+    entries = [
+        buffer_entry(send)
+        for send, ok in zip(sends, admitted, strict=True)
+        if ok and send["dispatch_id"] not in delivered
+    ]
+    return entries, refused
+
+
 async def buffer_admitted(
     lock: BranchLock,
     buffer: SendBuffer,
     sends: list[dict[str, Any]],
     delivered: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Claims every branch of every send, in order, and buffers the sends whose claims all hold,
-    except those already `delivered` (their claims are still made, so their decisions stay
-    taken). Returns the refused sends. The emitter and the Redis recovery both go through here:
-    only one branch per decision is ever sent."""
-    claims = [claims_of(send) for send in sends]
-    held = iter(await lock.claim_many([claim for each in claims for claim in each]))
-    admitted = [all([next(held) for _ in each]) for each in claims]
-    refused = [send for send, ok in zip(sends, admitted, strict=True) if not ok]
-    await buffer.add_many(
-        [
-            buffer_entry(send)
-            for send, ok in zip(sends, admitted, strict=True)
-            if ok and send["dispatch_id"] not in delivered
-        ]
-    )
+    """Buffers the sends `admit` admits; returns the refused ones."""
+    entries, refused = await admit(lock, sends, delivered)
+    await buffer.add_many(entries)
     return refused
 
 
@@ -94,7 +115,17 @@ class Emitter:
         self._timeline = Timeline(database)
         self._metrics = metrics
 
-    async def emit(self, users: list[StoredUser], now: datetime) -> None:
+    async def emit(
+        self,
+        users: list[StoredUser],
+        now: datetime,
+        alongside: Queue = _nothing,
+        after: Queue = _nothing,
+    ) -> None:
+        """Emits the users' outboxes. `alongside` queues commands to run with the sends'
+        buffering (in any order with it); `after` queues commands that must take effect only
+        once every outbox went out (the emitted marks): they run behind the buffering, after the
+        timeline write."""
         sends = [e for user in users for e in user.outbox if e["kind"] == SEND]
         timeline = [
             timeline_entry(user.user_id, e, now)
@@ -104,10 +135,23 @@ class Emitter:
         ]
         timeline += [timeline_entry(e["user_id"], e, now) for e in sends]
         # Independent and idempotent: a failure of either fails the batch, which is redone.
-        await asyncio.gather(self._buffer_sends(sends), self._timeline.record(timeline))
+        (entries, refused), _ = await asyncio.gather(
+            admit(self._lock, sends), self._timeline.record(timeline)
+        )
+        pipe = self._buffer.pipeline()
+        self._buffer.queue_add(pipe, entries)
+        alongside(pipe)
+        in_order = applies_in_order(pipe)
+        if in_order:
+            after(pipe)
+        await pipe.execute()
+        self._count(sends, refused)
+        if not in_order:
+            pipe = self._buffer.pipeline()
+            after(pipe)
+            await pipe.execute()
 
-    async def _buffer_sends(self, sends: list[dict[str, Any]]) -> None:
-        refused = await buffer_admitted(self._lock, self._buffer, sends)
+    def _count(self, sends: list[dict[str, Any]], refused: list[dict[str, Any]]) -> None:
         for send in refused:
             log.error(
                 "branch lock refused dispatch %s: another branch of one of its entry's decisions"
