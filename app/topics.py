@@ -169,6 +169,7 @@ def load_contract(name: str) -> TopicContract:
     path = contracts_dir() / f"{name}.json"
     data = orjson.loads(path.read_bytes())
     Draft202012Validator.check_schema(data["schema"])
+    compilable(data["schema"], f"{path}: /schema", {})  # refused now, not at its first record
     return TopicContract(
         name=data["topic"],
         description=data["description"],

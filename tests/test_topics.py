@@ -281,3 +281,15 @@ def test_a_ref_with_siblings_checks_both_in_the_compiled_validator() -> None:
     for bad in ("abc", "$a", 7):
         with pytest.raises(fastjsonschema.JsonSchemaValueException):
             check({"n": bad})
+
+
+def test_a_contract_the_compiled_validator_cannot_check_is_refused_when_it_loads(
+    tmp_path, monkeypatch
+) -> None:
+    """At start-up, not at its first record (where every record would become a dead letter)."""
+    data = orjson.loads((Settings().contracts_dir / "timers.json").read_bytes())
+    data["schema"]["dependentRequired"] = {"tick": ["journey_id"]}
+    (tmp_path / "timers.json").write_bytes(orjson.dumps(data))
+    monkeypatch.setenv("JOURNEYS_TOPICS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match=re.escape("timers.json: /schema/dependentRequired")):
+        load_contract.__wrapped__("timers")
