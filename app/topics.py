@@ -3,7 +3,7 @@ retention. Producers and consumers validate against the same file, so a bad reco
 clear error wherever it is caught.
 
 Records are checked by a validator compiled from the schema (fastjsonschema: about 15 us for a
-user event, against some 60 for the reference validator, on the hot path of every worker). Only a
+user event, some 20 times less than the reference validator, on every worker's hot path). Only a
 record it refuses goes through the reference validator (jsonschema), which says what is wrong and
 stays the judge: the compiled one implements draft 7, so the schema is adapted to it where the
 drafts differ and refused where it uses what the compiled one does not check as draft 2020-12
