@@ -11,17 +11,27 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 
 from app.config import Settings
 from app.retry import retry_transient
 
 RedisClient = aioredis.Redis | RedisCluster
+RedisPipeline = Pipeline | ClusterPipeline
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
 def is_cluster_url(url: str) -> bool:
     return url.partition("://")[0] in CLUSTER_SCHEMES
+
+
+def applies_in_order(pipeline: RedisPipeline) -> bool:
+    """Whether a pipeline's commands take effect in the order they were queued, so one that took
+    effect means every one before it did: on one Redis they go down one connection and run in
+    order; a cluster pipeline sends each node its share at once, so a command may take effect on
+    one node while an earlier one fails on another."""
+    return not isinstance(pipeline, ClusterPipeline)
 
 
 def cluster_nodes(url: str) -> list[tuple[str, int]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 
+import fastjsonschema
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -17,7 +19,15 @@ from jsonschema import Draft202012Validator
 
 from app.config import Settings
 from app.topic_admin import apply_topics
-from app.topics import TOPIC_NAMES, RecordError, load_contract, load_contracts
+from app.topics import (
+    TOPIC_NAMES,
+    RecordError,
+    compilable,
+    compiled_validator,
+    load_contract,
+    load_contracts,
+)
+from tests.generated import SIM, generate_case
 
 
 @pytest.mark.parametrize("name", TOPIC_NAMES)
@@ -187,3 +197,99 @@ async def test_user_events_refuses_record_timestamps_outside_the_accepted_skew(
         await admin.start()
         await admin.delete_topics([topic])
         await admin.close()
+
+
+# Values that break a rule somewhere in a contract, or nearly: wrong types, empty and long
+# strings, integers beyond 64 bits (as int and as float), keys the store refuses, bad times.
+TRICKY_VALUES = [
+    None, True, 0, 1.0, 1.5, 2**63, -(2**63) - 1, 1e30, "", "x" * 300, "a.b", "$a", "a\0b",
+    "2026-13-01T00:00:00Z", "2026-01-01T00:00:00+0100", "2026-01-01t00:00:00z", "ok", [], {},
+    ["a", 2**64], {"a.b": 1}, {"$set": 1}, {"ok": {"n": 1e30}}, {"ok": [{"\0": 1}]},
+]  # fmt: skip
+
+
+def variants(record: dict) -> list[dict]:
+    """The record with each top-level field, and each field one level down, replaced by each
+    tricky value, removed, or joined by an unknown key."""
+    found = [{**record, "unknown": 1}]
+    for key, value in record.items():
+        found.append({k: v for k, v in record.items() if k != key})
+        found += [{**record, key: tricky} for tricky in TRICKY_VALUES]
+        if isinstance(value, dict):
+            for inner in [*value, "fresh", "a.b", "$x", "topic\n"]:
+                found += [{**record, key: {**value, inner: tricky}} for tricky in TRICKY_VALUES]
+    return found
+
+
+def reference_accepts(name: str, record: dict) -> bool:
+    return not any(load_contract(name).validator.iter_errors(record))
+
+
+@pytest.mark.parametrize("name", TOPIC_NAMES)
+def test_the_compiled_validator_decides_as_the_reference_one(name: str) -> None:
+    """Records are checked by a compiled validator and explained by the reference one: over
+    every contract's examples and hundreds of variants, `validate` accepts exactly what the
+    reference accepts, and the compiled validator alone never accepts what it refuses (it may
+    refuse more: a pattern's `$` does not match before a final newline there)."""
+    contract = load_contract(name)
+    records = [variant for example in contract.examples for variant in variants(dict(example))]
+    if name in ("user-events", "user-events-by-user"):
+        records += [dict(r) for seed in range(3) for r in generate_case(seed, SIM).events]
+    assert len(records) > 200
+    for record in records:
+        expected = reference_accepts(name, record)
+        try:
+            compiled_validator(name)(record)
+            compiled = True
+        except fastjsonschema.JsonSchemaValueException:
+            compiled = False
+        assert not compiled or expected, f"compiled validator accepts {record}"
+        try:
+            contract.validate(record)
+            accepted = True
+        except RecordError:
+            accepted = False
+        assert accepted == expected, record
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        ({"dependentRequired": {"a": ["b"]}}, "does not check 'dependentRequired'"),
+        ({"properties": {"a": {"format": "email"}}}, "/properties/a/format"),
+        ({"enum": ["a", 1]}, "only strings"),
+        ({"const": True}, "only strings"),
+        ({"items": [{"type": "string"}]}, "prefixItems"),
+    ],
+)
+def test_a_schema_the_compiled_validator_would_check_less_is_refused(
+    schema: dict, fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        compilable(schema, "contract", {})
+
+
+def test_a_ref_with_siblings_checks_both_in_the_compiled_validator() -> None:
+    """Draft 7 ignores a `$ref`'s siblings; the adapted schema keeps them."""
+    schema = {
+        "properties": {"n": {"type": "string", "maxLength": 2, "$ref": "#/$defs/k"}},
+        "$defs": {"k": {"not": {"pattern": "^\\$"}}},
+    }
+    formats: dict = {}
+    check = fastjsonschema.compile(compilable(schema, "t", formats), formats=formats)
+    check({"n": "ab"})
+    for bad in ("abc", "$a", 7):
+        with pytest.raises(fastjsonschema.JsonSchemaValueException):
+            check({"n": bad})
+
+
+def test_a_contract_the_compiled_validator_cannot_check_is_refused_when_it_loads(
+    tmp_path, monkeypatch
+) -> None:
+    """At start-up, not at its first record (where every record would become a dead letter)."""
+    data = orjson.loads((Settings().contracts_dir / "timers.json").read_bytes())
+    data["schema"]["dependentRequired"] = {"tick": ["journey_id"]}
+    (tmp_path / "timers.json").write_bytes(orjson.dumps(data))
+    monkeypatch.setenv("JOURNEYS_TOPICS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match=re.escape("timers.json: /schema/dependentRequired")):
+        load_contract.__wrapped__("timers")

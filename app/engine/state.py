@@ -6,9 +6,8 @@ Mongo filters are written against."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +77,10 @@ class EntryState:
             "paused_since": self.paused_since,
         }
 
+    def copy(self) -> EntryState:
+        """A copy the engine may change: `winners` is changed in place, `context` never."""
+        return replace(self, winners=dict(self.winners))
+
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> EntryState:
         values = dict(document)
@@ -124,7 +127,33 @@ class UserState:
         return cls(user_id=user_id)
 
     def copy(self) -> UserState:
-        return copy.deepcopy(self)
+        """A copy the engine may change without changing this state: every container the engine
+        changes in place is copied, down to the level it changes; what it only replaces (attribute
+        values, send and digest records, the entry context) and what cannot change (frozen
+        timers, strings, datetimes) is shared. tests/engine/test_state_copy.py holds the engine
+        to it: an input never changes the state it was applied to."""
+        return UserState(
+            user_id=self.user_id,
+            version=self.version,
+            attributes=dict(self.attributes),
+            subscriptions=dict(self.subscriptions),
+            topics=dict(self.topics),
+            timezone=self.timezone,
+            locale=self.locale,
+            events={name: dict(history) for name, history in self.events.items()},
+            received={name: dict(history) for name, history in self.received.items()},
+            changed=dict(self.changed),
+            sends=list(self.sends),
+            journeys={
+                journey_id: _journey_copy(record) for journey_id, record in self.journeys.items()
+            },
+            timers=list(self.timers),
+            applied=list(self.applied),
+            digests={
+                journey_id: {step_id: _digest_copy(record) for step_id, record in steps.items()}
+                for journey_id, steps in self.digests.items()
+            },
+        )
 
     # --- what the shell needs --------------------------------------------------------------
 
@@ -217,6 +246,22 @@ class UserState:
                 for journey_id, steps in (document.get("digests") or {}).items()
             },
         )
+
+
+def _journey_copy(record: dict[str, Any]) -> dict[str, Any]:
+    """A journey's record: its entries (changed in place) and tracked goals (removed one by one)
+    copied; a goal's own record is never changed."""
+    copied = dict(record)
+    if "entries" in record:
+        copied["entries"] = {eid: entry.copy() for eid, entry in record["entries"].items()}
+    if "goals" in record:
+        copied["goals"] = dict(record["goals"])
+    return copied
+
+
+def _digest_copy(record: dict[str, Any]) -> dict[str, Any]:
+    """A digest record: its counts are changed in place, its lists are replaced."""
+    return {**record, "counts": dict(record["counts"])}
 
 
 def _utc(moment: datetime) -> datetime:

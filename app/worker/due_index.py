@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from app.keyspace import Keyspace
-from app.redis_client import RedisClient
+from app.redis_client import RedisClient, RedisPipeline
 from app.store.users import UserStore
 
 # Takes up to ARGV[3] entries due by ARGV[1], re-scored to the lease end ARGV[2].
@@ -45,12 +45,26 @@ class DueIndex:
     async def record(self, entries: Iterable[tuple[str, int, datetime | None]]) -> None:
         """(user id, partition, next due time or None when the user has no timer)."""
         pipe = self._redis.pipeline(transaction=False)
-        for user_id, partition, due_at in entries:
-            if due_at is None:
-                pipe.zrem(self._keys.due_index(partition), user_id)
-            else:
-                pipe.zadd(self._keys.due_index(partition), {user_id: due_at.timestamp()})
+        self.queue_record(pipe, entries)
         await pipe.execute()
+
+    def queue_record(
+        self, pipe: RedisPipeline, entries: Iterable[tuple[str, int, datetime | None]]
+    ) -> None:
+        """Queues `record`'s commands: one ZADD and one ZREM per partition at most (a user's
+        last entry counts)."""
+        latest = {(partition, user_id): due_at for user_id, partition, due_at in entries}
+        due: dict[int, dict[str, float]] = {}
+        gone: dict[int, list[str]] = {}
+        for (partition, user_id), due_at in latest.items():
+            if due_at is None:
+                gone.setdefault(partition, []).append(user_id)
+            else:
+                due.setdefault(partition, {})[user_id] = due_at.timestamp()
+        for partition, scores in due.items():
+            pipe.zadd(self._keys.due_index(partition), scores)
+        for partition, users in gone.items():
+            pipe.zrem(self._keys.due_index(partition), *users)
 
     async def claim(
         self, partitions: Iterable[int], now: datetime, until: datetime, limit: int

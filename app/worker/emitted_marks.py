@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from app.keyspace import Keyspace
-from app.redis_client import RedisClient
+from app.redis_client import RedisClient, RedisPipeline
 from app.worker.emitter import effect_id
 
 MARK_SECONDS = 7 * 24 * 3600
@@ -35,15 +35,14 @@ class EmittedMarks:
         self._keys = Keyspace(prefix)
         self._ttl = ttl_seconds
 
-    async def mark(self, outboxes: Iterable[tuple[str, list[dict[str, Any]]]]) -> None:
-        """Records these (user id, outbox) pairs as emitted."""
-        marks = [(user_id, outbox_digest(outbox)) for user_id, outbox in outboxes if outbox]
-        if not marks:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for user_id, digest in marks:
-            pipe.set(self._keys.emitted_mark(user_id), digest, ex=self._ttl)
-        await pipe.execute()
+    def queue_marks(
+        self, pipe: RedisPipeline, outboxes: Iterable[tuple[str, list[dict[str, Any]]]]
+    ) -> None:
+        """Queues the marks recording these (user id, outbox) pairs as emitted: on a pipeline
+        that runs them only after the outboxes went out (see `Emitter.emit`)."""
+        for user_id, outbox in outboxes:
+            if outbox:
+                pipe.set(self._keys.emitted_mark(user_id), outbox_digest(outbox), ex=self._ttl)
 
     async def emitted(self, outboxes: Mapping[str, list[dict[str, Any]]]) -> set[str]:
         """The users whose given outbox is the one they were marked for."""

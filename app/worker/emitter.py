@@ -2,20 +2,27 @@
 send buffer and are recorded on the user's timeline; everything else goes to the `timeline` topic,
 which the timeline projector writes to the same collection in large batches, off the state-write
 path. Every step is idempotent, because an outbox may be emitted more than once (after a crash, or
-while its clearing write is pending)."""
+while its clearing write is pending).
+
+Redis sees two round trips per micro-batch at most: the branch claims (only for sends that claim a
+decision), then one pipeline buffering the admitted sends with what the caller records alongside
+(the due index) and, on one Redis, the emitted marks behind them. On a Redis Cluster the marks go
+in a pipeline of their own once the rest succeeded (see `applies_in_order`)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 
-from app.dispatch.record import buffer_entry
+from app.dispatch.record import DispatchStep, Recipient, buffer_entry
 from app.engine.effects import utc_text
+from app.redis_client import RedisPipeline, applies_in_order
 from app.store.mongo import Database
 from app.store.timeline import Timeline
 from app.store.users import StoredUser
@@ -29,6 +36,13 @@ SEND = "send"
 # A `timeline` record carries one user's effects of a micro-batch (one record to produce and to
 # consume for several effects), at most this many: far below the record size limit.
 TIMELINE_RECORD_ENTRIES = 100
+# Queues commands on a pipeline (see `Emitter.emit`).
+Queue = Callable[[RedisPipeline], None]
+BufferEntry = tuple[DispatchStep, datetime, Recipient]
+
+
+def _nothing(pipe: RedisPipeline) -> None:
+    """Queues nothing."""
 
 
 def effect_id(effect: dict[str, Any]) -> str:
@@ -83,27 +97,34 @@ class TimelineOut(Protocol):
     async def publish(self, records: list[dict[str, Any]]) -> None: ...
 
 
+async def admit(
+    lock: BranchLock, sends: list[dict[str, Any]], delivered: frozenset[str] = frozenset()
+) -> tuple[list[BufferEntry], list[dict[str, Any]]]:
+    """Claims every branch of every send, in order. Returns the buffer entries of the sends whose
+    claims all hold, except those already `delivered` (their claims are still made, so their
+    decisions stay taken), and the refused sends. The emitter and the Redis recovery both go
+    through here: only one branch per decision is ever sent."""
+    claims = [claims_of(send) for send in sends]
+    held = iter(await lock.claim_many([claim for each in claims for claim in each]))
+    admitted = [all([next(held) for _ in each]) for each in claims]
+    refused = [send for send, ok in zip(sends, admitted, strict=True) if not ok]
+    entries = [
+        buffer_entry(send)
+        for send, ok in zip(sends, admitted, strict=True)
+        if ok and send["dispatch_id"] not in delivered
+    ]
+    return entries, refused
+
+
 async def buffer_admitted(
     lock: BranchLock,
     buffer: SendBuffer,
     sends: list[dict[str, Any]],
     delivered: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Claims every branch of every send, in order, and buffers the sends whose claims all hold,
-    except those already `delivered` (their claims are still made, so their decisions stay
-    taken). Returns the refused sends. The emitter and the Redis recovery both go through here:
-    only one branch per decision is ever sent."""
-    claims = [claims_of(send) for send in sends]
-    held = iter(await lock.claim_many([claim for each in claims for claim in each]))
-    admitted = [all([next(held) for _ in each]) for each in claims]
-    refused = [send for send, ok in zip(sends, admitted, strict=True) if not ok]
-    await buffer.add_many(
-        [
-            buffer_entry(send)
-            for send, ok in zip(sends, admitted, strict=True)
-            if ok and send["dispatch_id"] not in delivered
-        ]
-    )
+    """Buffers the sends `admit` admits; returns the refused ones."""
+    entries, refused = await admit(lock, sends, delivered)
+    await buffer.add_many(entries)
     return refused
 
 
@@ -122,7 +143,17 @@ class Emitter:
         self._timeline_out = timeline_out
         self._metrics = metrics
 
-    async def emit(self, users: list[StoredUser], now: datetime) -> None:
+    async def emit(
+        self,
+        users: list[StoredUser],
+        now: datetime,
+        alongside: Queue = _nothing,
+        after: Queue = _nothing,
+    ) -> None:
+        """Emits the users' outboxes. `alongside` queues commands to run with the sends'
+        buffering (in any order with it); `after` queues commands that must take effect only
+        once every outbox went out (the emitted marks): they run behind the buffering, after the
+        timeline write."""
         sends = [e for user in users for e in user.outbox if e["kind"] == SEND]
         others = [
             record
@@ -134,14 +165,25 @@ class Emitter:
         # Independent and idempotent: a failure of any fails the batch, which is redone. Sends
         # are on the timeline when this returns (the Redis recovery and the callbacks find them
         # there); the rest is in Kafka, on its way to the timeline.
-        await asyncio.gather(
-            self._buffer_sends(sends),
+        (entries, refused), _, _ = await asyncio.gather(
+            admit(self._lock, sends),
             self._timeline.record([timeline_entry(e["user_id"], e, now) for e in sends]),
             self._timeline_out.publish(others),
         )
+        pipe = self._buffer.pipeline()
+        self._buffer.queue_add(pipe, entries)
+        alongside(pipe)
+        in_order = applies_in_order(pipe)
+        if in_order:
+            after(pipe)
+        await pipe.execute()
+        self._count(sends, refused)
+        if not in_order:
+            pipe = self._buffer.pipeline()
+            after(pipe)
+            await pipe.execute()
 
-    async def _buffer_sends(self, sends: list[dict[str, Any]]) -> None:
-        refused = await buffer_admitted(self._lock, self._buffer, sends)
+    def _count(self, sends: list[dict[str, Any]], refused: list[dict[str, Any]]) -> None:
         for send in refused:
             log.error(
                 "branch lock refused dispatch %s: another branch of one of its entry's decisions"

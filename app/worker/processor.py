@@ -12,13 +12,13 @@ in Redis and dropped by the user's next write, which costs no extra write.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from app.engine import (
     Analytics,
@@ -180,14 +180,19 @@ class BatchProcessor:
             written = [c.user for c in commits if c.user.user_id not in conflicts]
             emitted = written + unchanged_with_outbox
             self._metrics.sends_buffering(emitted)
-            await self._emitter.emit(emitted, now)
-            await asyncio.gather(
-                self._marks.mark((user.user_id, user.outbox) for user in emitted),
-                # Unchanged users too: a redelivered batch repairs entries a crash left unrecorded.
-                self._due_index.record(
-                    (user.user_id, self._partition(user), user.next_due_at())
-                    for user_id, user in users.items()
-                    if user_id not in conflicts
+            # Unchanged users too: a redelivered batch repairs entries a crash left unrecorded.
+            due = [
+                (user.user_id, self._partition(user), user.next_due_at())
+                for user_id, user in users.items()
+                if user_id not in conflicts
+            ]
+            await self._emitter.emit(
+                emitted,
+                now,
+                alongside=partial(self._due_index.queue_record, entries=due),
+                after=partial(
+                    self._marks.queue_marks,
+                    outboxes=[(user.user_id, user.outbox) for user in emitted],
                 ),
             )
             timer.lap("emit")

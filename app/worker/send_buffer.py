@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
 from app.keyspace import Keyspace
-from app.redis_client import RedisClient
+from app.redis_client import RedisClient, RedisPipeline
 from app.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,26 @@ class SendBuffer:
 
     async def add_many(self, sends: list[tuple[DispatchStep, datetime, Recipient]]) -> None:
         """Adds recipients; adding one that is already there changes nothing."""
-        if not sends:
-            return
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self.pipeline()
+        self.queue_add(pipe, sends)
+        await pipe.execute()
+
+    def pipeline(self) -> RedisPipeline:
+        return self._redis.pipeline(transaction=False)
+
+    def queue_add(
+        self, pipe: RedisPipeline, sends: list[tuple[DispatchStep, datetime, Recipient]]
+    ) -> None:
+        """Queues `add_many`'s commands: per step and bucket, one SADD of its recipients, then one
+        ZADD of its header (in that order, which `Batcher._forget_empty` relies on)."""
+        buffers: dict[tuple[DispatchStep, datetime], list[bytes]] = {}
         for step, send_at, recipient in sends:
             bucket = send_bucket(send_at, self.bucket_seconds)
-            pipe.sadd(self._keys.send_buffer(step, bucket), recipient.to_json())
+            buffers.setdefault((step, bucket), []).append(recipient.to_json())
+        for (step, bucket), members in buffers.items():
+            pipe.sadd(self._keys.send_buffer(step, bucket), *members)
             index = self._keys.send_buffer_index_of(step)
             pipe.zadd(index, {_header(step, bucket): bucket.timestamp()})
-        await pipe.execute()
 
     async def pending(self) -> int:
         """Recipients waiting in every buffer (for metrics and tests)."""

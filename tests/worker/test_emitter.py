@@ -7,15 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 
 from app.engine import JourneyEngine, Send, TimerFired, UserEvent, UserState, load_journey_text
+from app.keyspace import Keyspace
 from app.store.timeline import Timeline
 from app.store.users import StoredUser, UserStore
 from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
+from app.worker.emitted_marks import EmittedMarks
 from app.worker.emitter import Emitter, timeline_entry
 from app.worker.metrics import WorkerMetrics
 from app.worker.redis_recovery import RedisRecovery
@@ -99,6 +102,25 @@ async def test_split_then_split_sends_are_admitted_and_other_branches_refused(pa
 
     await emit(emitter, hello, bye)  # a replayed outbox: the same branches are admitted again
     assert metrics.branch_refused == 2 and metrics.sends_buffered == 4
+
+
+async def test_what_goes_alongside_and_after_the_sends_is_recorded(
+    parts, redis_client, unique
+) -> None:
+    """The processor's due index entries go with the sends' buffering, its emitted marks after
+    it (behind it on one Redis, in a pipeline of their own on a cluster)."""
+    hello, bye = split_then_split_sends()
+    user = StoredUser("u", UserState.new("u"), outbox=[hello, bye])
+    marks, index = EmittedMarks(redis_client, unique), DueIndex(redis_client, unique)
+    await parts.emitter.emit(
+        [user],
+        T0,
+        alongside=partial(index.queue_record, entries=[("u", 3, T0)]),
+        after=partial(marks.queue_marks, outboxes=[("u", user.outbox)]),
+    )
+    assert await parts.buffer.pending() == 2 and parts.metrics.sends_buffered == 2
+    assert await marks.emitted({"u": user.outbox}) == {"u"}
+    assert await redis_client.zscore(Keyspace(unique).due_index(3), "u") == T0.timestamp()
 
 
 async def test_records_in_the_old_single_branch_form_still_go_through_the_lock(parts) -> None:

@@ -35,6 +35,20 @@ def test_bucket_floors_send_time() -> None:
     assert send_bucket(T0 + timedelta(seconds=59), 60) == datetime(2026, 11, 2, 9, 15, tzinfo=UTC)
 
 
+async def test_a_batch_of_sends_is_one_sadd_and_one_zadd_per_step_and_bucket(
+    redis_client, unique: str
+) -> None:
+    buffer = SendBuffer(redis_client, prefix=unique)
+    sends = [(WELCOME, T0, recipient(i)) for i in range(300)]
+    sends += [(REMINDER, T0, recipient(i)) for i in range(5)]
+    sends += [(WELCOME, T0 + timedelta(seconds=1), recipient(999)), (WELCOME, T0, recipient(1))]
+    pipe = buffer.pipeline()
+    buffer.queue_add(pipe, sends)
+    assert len(pipe) == 6  # three buffers: their recipients, then their index entry
+    await pipe.execute()
+    assert await buffer.pending() == 306
+
+
 async def test_batches_of_at_most_batch_size_each_recipient_once(
     servers: Settings, redis_client, new_topic, unique: str
 ) -> None:

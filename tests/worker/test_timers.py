@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from app.config import Settings
+from app.keyspace import Keyspace
 from app.streams.producer import new_producer
 from app.worker.due_index import DueIndex
 from app.worker.metrics import WorkerMetrics
@@ -142,3 +143,24 @@ async def test_the_sweep_fires_timers_the_index_never_saw(
     assert await pump.sweep(range(8), T0 + HOUR) == 1
     (fired,) = await read_records(servers.kafka_bootstrap, pump.topic, 1)
     assert fired["user_id"] == "u-1"
+
+
+async def test_a_batch_is_recorded_with_one_zadd_and_one_zrem_per_partition(
+    redis_client, unique
+) -> None:
+    index = DueIndex(redis_client, unique)
+    await index.record([("done", 1, T0), ("other", 2, T0)])
+    later = T0 + timedelta(minutes=1)
+    pipe = redis_client.pipeline(transaction=False)
+    index.queue_record(
+        pipe,
+        [("a", 1, T0), ("b", 1, later), ("done", 1, None), ("c", 2, later), ("a", 1, later)],
+    )
+    assert len(pipe) == 3  # ZADD a b, ZREM done (partition 1); ZADD c (partition 2)
+    await pipe.execute()
+    keys = Keyspace(unique)
+    assert await redis_client.zrange(keys.due_index(1), 0, -1, withscores=True) == [
+        (b"a", later.timestamp()),  # a user's last entry counts
+        (b"b", later.timestamp()),
+    ]
+    assert await redis_client.zrange(keys.due_index(2), 0, -1) == [b"other", b"c"]
