@@ -1,17 +1,18 @@
-"""The worker's Faust app, in two steps, each an agent with concurrency 1 (Faust commits past a
+"""The worker's Faust app, in three steps, in agents of concurrency 1 (Faust commits past a
 message still in flight when an agent runs several at once: faust-streaming issue 606):
 
 1. repartition: user-events, whatever partitioner or key its producers used, re-produced to
    user-events-by-user by user id (app/worker/repartition.py);
 2. journeys: user-events-by-user and timers, co-partitioned by user id, so one worker applies a
-   partition's inputs in order; scale comes from more partitions and more workers;
+   partition's inputs in order; scale comes from more partitions and more workers. One agent per
+   topic, so due timers do not queue behind a burst of events (their batches take turns);
 3. timeline: the effects step 2 emitted that are not sends, written to the timeline collection
    in large batches (app/worker/timeline_projector.py). In the worker, so it scales and fails
    over with it through the same consumer group, and shares its connections and batch rules.
 
 Background timers drain the send buffers, pump due timers for the partitions this worker owns,
 pick up newly deployed journeys, and (on the leader) enter the audiences of recurring journeys
-at their ticks. An agent that raises stops consuming (faust issue 527): each hands its batches
+at their ticks. An agent that raises stops consuming (faust issue 527): all hand their batches
 to the runtime, which retries transient failures and dead-letters what no retry can fix, and the
 timers' jobs are guarded the same way."""
 
@@ -32,6 +33,16 @@ from app.worker.metrics import WorkerMetrics
 from app.worker.processor import InputRecord
 from app.worker.runtime import WorkerRuntime
 
+# How many records a poll hands the agents' stream buffers at most, and how many the events'
+# buffer holds. Faust stops fetching a partition whose buffer is 80% full, and a poll no larger
+# than the 20% left never fills it: a full buffer would block the delivery of every topic's
+# records, timers included, until its agent took a batch. And the records of the partitions
+# being fetched come out of a poll in partition order: with events fetched (their buffer below
+# 40%) a poll can hold events only, so a small events buffer is refilled by a few small polls
+# and most polls carry the timers. A burst's backlog waits in Kafka, not in the worker.
+MAX_POLL_RECORDS = 100
+EVENTS_BUFFERED = 1_000
+
 
 def create_app(
     settings: Settings, worker_settings: WorkerSettings
@@ -41,7 +52,7 @@ def create_app(
     _run_with_the_app(app, runtime)
     _forget_users_on_rebalance(app, runtime)
     _add_repartition_agent(app, settings, runtime)
-    _add_journeys_agent(app, settings, runtime)
+    _add_journeys_agents(app, settings, runtime)
     _add_timeline_projector(app, settings, runtime)
     _add_timer_pump(app, settings, runtime)
     _add_housekeeping_timers(app, runtime)
@@ -57,6 +68,7 @@ def _faust_app(settings: Settings, ws: WorkerSettings) -> faust.App:
         topic_partitions=load_contract("user-events-by-user").partitions,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_max_poll_records=MAX_POLL_RECORDS,
         web_enabled=ws.web_port > 0,
         web_port=ws.web_port or 6066,
         producer_acks=-1,
@@ -106,18 +118,30 @@ def _add_repartition_agent(app: faust.App, settings: Settings, runtime: WorkerRu
             await runtime.repartition(_input_records(events, sources))
 
 
-def _add_journeys_agent(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
-    """user-events-by-user and timers through the engine."""
-    ws = runtime.worker_settings
-    sources = {settings.topic(name): name for name in ("user-events-by-user", "timers")}
-    inputs = app.topic(*sources, key_serializer="raw", value_serializer="raw")
+def _add_journeys_agents(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
+    """user-events-by-user and timers through the engine, each topic in an agent (and so a stream
+    buffer) of its own: in one stream, a due timer waited behind every event fetched before it,
+    seconds in a burst. Their batches take turns through the runtime's batch lock, so a timer
+    batch waits for at most the one batch of events in progress; per-user order is the
+    processor's (`BatchProcessor._apply`: an event fires the timers due before its receipt)."""
+    _add_engine_agent(app, settings, runtime, "user-events-by-user", EVENTS_BUFFERED)
+    _add_engine_agent(app, settings, runtime, "timers", None)
 
-    @app.agent(inputs, concurrency=1)
+
+def _add_engine_agent(
+    app: faust.App, settings: Settings, runtime: WorkerRuntime, name: str, buffered: int | None
+) -> None:
+    ws = runtime.worker_settings
+    sources = {settings.topic(name): name}
+    inputs = app.topic(*sources, key_serializer="raw", value_serializer="raw", maxsize=buffered)
+
     async def journeys(stream: faust.StreamT) -> None:
         await runtime.ready.wait()
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
             _observe_arrivals(runtime.metrics, events)
             await runtime.run_batch(_input_records(events, sources))
+
+    app.agent(inputs, name=f"journeys-{name}", concurrency=1)(journeys)
 
 
 def _add_timeline_projector(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:

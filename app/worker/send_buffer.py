@@ -89,6 +89,19 @@ class SendBuffer:
         return sum(await pipe.execute())
 
 
+def _oldest(
+    taken: list[tuple[datetime, list[bytes]]], count: int
+) -> list[tuple[datetime, list[bytes]]]:
+    """The first `count` members of buckets taken oldest first."""
+    kept: list[tuple[datetime, list[bytes]]] = []
+    for bucket, members in taken:
+        if count <= 0:
+            break
+        kept.append((bucket, members[:count]))
+        count -= len(kept[-1][1])
+    return kept
+
+
 def _parse_header(header: bytes) -> tuple[DispatchStep, datetime]:
     data = orjson.loads(header)
     bucket = datetime.fromtimestamp(data.pop("bucket"), UTC)
@@ -98,12 +111,17 @@ def _parse_header(header: bytes) -> tuple[DispatchStep, datetime]:
 class Batcher:
     """Drains due send buffers into dispatch records; safe to run in every worker at once.
 
-    Records leave full: a step's recipients are taken oldest bucket first, across buckets. Fewer
-    than `batch_size` leave once their number has not grown for `hold_seconds` (the flow has
-    paused), or after `max_wait_seconds` whatever the flow. Bucket times say when a send is due,
-    not when it was added (a burst of old events fills an old bucket), so they cannot tell.
-    Sends arrive a micro-batch at a time, so the hold is stretched to one and a half of the
-    longest recent micro-batch: a pause between two batches is not a pause in the flow."""
+    A step's recipients are taken oldest bucket first, across buckets. A record carries at least
+    `batch_size` recipients whenever the step has that many, and fewer than twice that: records
+    of `batch_size` leave while at least twice as many wait, and the rest (up to twice the size,
+    less one) is held and leaves as one record once its number has not grown for `hold_seconds`
+    (the flow has paused), or after `max_wait_seconds` whatever the flow. So the remainder a flow
+    leaves joins its last record rather than leaving as a small one of its own, and N sends of
+    a step leave in N / batch_size records or fewer (a flow of fewer than `batch_size` leaves as
+    it is). Bucket times say when a send is due, not when it was added (a burst of old events
+    fills an old bucket), so they cannot tell when the flow paused. Sends arrive a micro-batch at
+    a time, so the hold is stretched to one and a half of the longest recent micro-batch: a pause
+    between two batches is not a pause in the flow."""
 
     def __init__(
         self,
@@ -156,13 +174,15 @@ class Batcher:
             return 0  # another batcher is draining this step
         produced = 0
         try:
-            while taken := await self._take(step, buckets):
+            while taken := await self._take(step, buckets, 2 * self.batch_size):
+                waiting = sum(len(batch) for _, batch in taken)
+                held = waiting < 2 * self.batch_size
+                if held and not self._partial_may_leave(step, waiting, now):
+                    break
+                if not held:
+                    taken = _oldest(taken, self.batch_size)
                 members = [(bucket, member) for bucket, batch in taken for member in batch]
                 oldest = taken[0][0]
-                if len(members) < self.batch_size and not self._partial_may_leave(
-                    step, len(members), now
-                ):
-                    break
                 recipients = tuple(
                     sorted(
                         (Recipient.from_json(m) for _, m in members),
@@ -183,7 +203,7 @@ class Batcher:
                 produced += 1
                 self.records_produced += 1
                 self.recipients_produced += len(recipients)
-                if len(members) < self.batch_size:
+                if held:
                     break
             else:
                 self._waiting.pop(step, None)  # nothing left
@@ -201,6 +221,8 @@ class Batcher:
         return max(self._hold, timedelta(seconds=1.5 * longest_batch))
 
     def _partial_may_leave(self, step: DispatchStep, count: int, now: datetime) -> bool:
+        """Whether the `count` recipients held back (fewer than twice the size) leave now; the
+        wait of the next ones held begins when these leave."""
         seen = self._waiting.get(step)
         if seen is None:
             self._waiting[step] = (count, now, now)
@@ -208,18 +230,19 @@ class Batcher:
         seen_count, count_since, waiting_since = seen
         if count != seen_count:
             self._waiting[step] = (count, now, waiting_since)
-            return now - waiting_since >= self._max_wait
-        if now - count_since >= self._hold_for() or now - waiting_since >= self._max_wait:
+            paused = False
+        else:
+            paused = now - count_since >= self._hold_for()
+        if paused or now - waiting_since >= self._max_wait:
             del self._waiting[step]
             return True
         return False
 
     async def _take(
-        self, step: DispatchStep, buckets: list[datetime]
+        self, step: DispatchStep, buckets: list[datetime], wanted: int
     ) -> list[tuple[datetime, list[bytes]]]:
-        """Up to `batch_size` members, oldest bucket first (read only; removed once produced)."""
+        """Up to `wanted` members, oldest bucket first (read only; removed once produced)."""
         taken: list[tuple[datetime, list[bytes]]] = []
-        wanted = self.batch_size
         for bucket in buckets:
             members = await self._redis.srandmember(self._keys.send_buffer(step, bucket), wanted)
             if members:
