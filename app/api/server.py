@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from app.api.figures import CONTENT_TYPES, RangeError, date_range, export_format, export_text
 from app.authoring.templates import raise_all, template_errors, template_store
 from app.callbacks.handler import DeliveryEvents
 from app.callbacks.providers import (
@@ -54,7 +55,7 @@ from app.sender.preview import (
     stored_user,
 )
 from app.sender.templates import RenderError
-from app.store.analytics import conversions, step_figures, user_timeline
+from app.store.analytics import conversions, figure_rows, step_figures, user_timeline
 from app.store.deliveries import Deliveries
 from app.store.journeys import (
     ARCHIVED,
@@ -158,6 +159,7 @@ class Api:
                 web.post("/journeys/{journey_id}/resume", self.resume),
                 web.get("/journeys/{journey_id}/flow", self.flow),
                 web.get("/journeys/{journey_id}/conversions", self.conversions),
+                web.get("/journeys/{journey_id}/figures", self.figures),
                 web.get("/rules", self.list_rules),
                 web.post("/rules", self.create_rules_draft),
                 web.post("/rules/versions/{version}/publish", self.publish_rules),
@@ -335,6 +337,7 @@ class Api:
         )
 
     async def flow(self, request: web.Request) -> web.Response:
+        """The flow page with each step's figures over `since`/`until` (all time by default)."""
         journey_id = request.match_info["journey_id"]
         deployed = [d for d in await self.registry.list() if d.journey.id == journey_id]
         if not deployed:
@@ -347,17 +350,50 @@ class Api:
         )
         if chosen is None:
             return _error(404, f"no version {wanted} of journey '{journey_id}'")
+        try:
+            since, until = date_range(request.query)
+        except RangeError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
         figures = await step_figures(
-            self.db, self.users, journey_id, chosen.journey.version, chosen.journey.start
+            self.db,
+            self.users,
+            journey_id,
+            chosen.journey.version,
+            chosen.journey.start,
+            since,
+            until,
         )
         return web.Response(text=html_page(chosen.journey, figures), content_type="text/html")
 
     async def conversions(self, request: web.Request) -> web.Response:
-        """Entries and conversions per version, messaged and holdout, and per split variant."""
+        """Entries and conversions per version, messaged and holdout, and per split variant,
+        over `since`/`until` (all time by default)."""
         journey_id = request.match_info["journey_id"]
         if not any(d.journey.id == journey_id for d in await self.registry.list()):
             return _error(404, f"no journey '{journey_id}'")
-        return _json({"id": journey_id, "versions": await conversions(self.db, journey_id)})
+        try:
+            since, until = date_range(request.query)
+        except RangeError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
+        versions = await conversions(self.db, journey_id, since, until)
+        return _json({"id": journey_id, "versions": versions})
+
+    async def figures(self, request: web.Request) -> web.Response:
+        """The export: every figure per version, step and hour over `since`/`until`, as
+        `format=json` (the default) or `csv`."""
+        journey_id = request.match_info["journey_id"]
+        if not any(d.journey.id == journey_id for d in await self.registry.list()):
+            return _error(404, f"no journey '{journey_id}'")
+        try:
+            since, until = date_range(request.query)
+            chosen = export_format(request.query.get("format"))
+        except RangeError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
+        rows = await figure_rows(self.db, journey_id, since, until)
+        return web.Response(
+            text=export_text(journey_id, since, until, rows, chosen),
+            content_type=CONTENT_TYPES[chosen],
+        )
 
     # --- rules for every journey ----------------------------------------------------------
 

@@ -100,8 +100,8 @@ class JourneyFigures:
         writer = str(partition)
         by_document: dict[DocumentKey, list[tuple[int, Mapping[str, Any]]]] = {}
         for offset, record in records:
-            for key in increments([record]):
-                by_document.setdefault(key[:3], []).append((offset, record))
+            for document in {key[:3] for key in increments([record])}:
+                by_document.setdefault(document, []).append((offset, record))
         await asyncio.gather(
             *(
                 self._add_once(key, batch, source, writer, first, last)

@@ -36,6 +36,7 @@ from app.worker.entry_slots import EntrySlots
 from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
+from tests.counted import count_timeline
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TOKEN = "s3cret"
@@ -217,6 +218,7 @@ async def fill_timeline(settings) -> None:
     await processor.process(
         [InputRecord("user-events", 0, 0, b"ada", orjson.dumps(event))], datetime.now(UTC)
     )
+    await count_timeline(db)
     sends = [e for e in await Timeline(db).of_user("ada") if e["kind"] == "send"]
     await DeliveryLedger(redis, db, settings.redis_prefix).record(
         Outcome(
@@ -224,6 +226,7 @@ async def fill_timeline(settings) -> None:
             outcome="sent",
             user_id="ada",
             journey_id="demo-onboarding",
+            journey_version=1,
             step_id="welcome",
             channel="email",
             template_id="welcome",

@@ -1,5 +1,5 @@
 """`GET /journeys/{id}/conversions`: entries and conversions per version, messaged and holdout,
-and per split variant, counted from the timeline the real processor writes."""
+and per split variant, counted from the figures kept of the timeline the real processor writes."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from app.worker.metrics import WorkerMetrics
 from app.worker.processor import BatchProcessor, InputRecord
 from app.worker.send_buffer import SendBuffer
 from tests.api.test_api import api_client, stack  # noqa: F401  (the fixture)
+from tests.counted import count_timeline
 
 JOURNEY = """
 id: upsell
@@ -72,6 +73,7 @@ async def run_events(settings, batches: list[list[dict]]) -> None:
             records.append(InputRecord("user-events", 0, offset, key, value))
             offset += 1
         assert await processor.process(records, datetime(2026, 11, 2, 13, tzinfo=UTC)) == []
+    await count_timeline(db)
     await redis.aclose()
     await close_client(client)
 

@@ -46,11 +46,18 @@ async def test_a_redelivered_batch_counts_once_and_partitions_add_up(mongo_db) -
     assert await mongo_db["journey_figures"].count_documents({}) == 3
 
 
-async def test_steps_and_names_with_dots_and_dollars_survive_the_store(mongo_db) -> None:
+async def test_a_record_counted_at_two_steps_and_odd_names_survive_the_store(mongo_db) -> None:
     figures = JourneyFigures(mongo_db)
-    records = [entered("u", NINE, "$step.one", event="exited")]
+    converted = Analytics("converted", "j.1", 1, "u", "e1", None, NINE, variants=(("ab", "b"),))
+    records = [entered("u", NINE, "$step.one", event="exited"), converted.to_record()]
     await figures.add(batch(0, records), "timeline", partition=3)
-    assert await figures.read("j.1") == {1: {"$step.one": {"exited": 1, "exited:exit event": 1}}}
+    assert await figures.read("j.1") == {
+        1: {
+            "$step.one": {"exited": 1, "exited:exit event": 1},
+            "-": {"converted": 1},  # once, though it counts at two steps of one document
+            "ab": {"variant:b:converted": 1},
+        }
+    }
 
 
 async def test_concurrent_counts_of_one_process_all_land(mongo_db) -> None:
