@@ -9,9 +9,11 @@ document could lose a count; MongoDB's `$inc` is atomic, the rule costs it nothi
 
 - A consumer of a partitioned topic (the timeline projector, source `timeline`) writes the
   documents of its partition: `add` applies a batch exactly once under redelivery, as each
-  document remembers the last offset it counted (`through_offset`). One consumer per partition
-  is the only writer of those documents (Kafka's group assignment); a zombie that lost its
-  partition would find `through_offset` moved and fail its batch instead of counting twice.
+  document remembers the last offset it counted (`through_offset`), and `add_new` (what the
+  projector calls, before its insert) also leaves out effects the timeline already holds.
+  One consumer per partition is the only writer of those documents (Kafka's group
+  assignment); a zombie that lost its partition would find `through_offset` moved and fail
+  its batch instead of counting twice.
 - The sender and the API (sources `sender`, `callbacks`) process records concurrently and have
   no offsets: each process writes documents of its own (writer: a random id per process) through
   `FigureCounter`, one write at a time per document. They count once per event by counting only
@@ -67,6 +69,8 @@ class ChangedUnderItsWriter(RuntimeError):
 class JourneyFigures:
     def __init__(self, database: Database) -> None:
         self.collection = database[COLLECTION]
+        # Read by effect id only, to leave out effects counted before (see `add_new`).
+        self._timeline = database["timeline"]
 
     @staticmethod
     def _id(key: DocumentKey, source: str, writer: str) -> str:
@@ -83,6 +87,27 @@ class JourneyFigures:
             "source": source,
             "writer": writer,
         }
+
+    async def add_new(
+        self, records: Sequence[tuple[int, int, Mapping[str, Any]]], source: str = "timeline"
+    ) -> None:
+        """What the timeline projector calls for each batch, BEFORE it inserts the batch into
+        the timeline collection: `(partition, offset, timeline document)` in each partition's
+        offset order. A document whose `_id` (effect id) the timeline already holds is not
+        counted: an outbox emitted twice (after a worker crash) puts the same effect on the
+        topic at a later offset, which `add` alone would count again. Counting before the insert
+        keeps it exact through a crash between the two: the redelivered batch is not in the
+        timeline yet, and its offsets are counted already."""
+        ids = [str(document["_id"]) for _, _, document in records]
+        cursor = self._timeline.find({"_id": {"$in": ids}}, {"_id": 1})
+        known = {found["_id"] async for found in cursor}
+        by_partition: dict[int, list[tuple[int, Mapping[str, Any]]]] = {}
+        for partition, offset, document in records:
+            if document["_id"] not in known:
+                by_partition.setdefault(partition, []).append((offset, document))
+        await asyncio.gather(
+            *(self.add(batch, source, partition) for partition, batch in by_partition.items())
+        )
 
     async def add(
         self, records: Sequence[tuple[int, Mapping[str, Any]]], source: str, partition: int

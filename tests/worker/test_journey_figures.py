@@ -74,3 +74,17 @@ async def test_concurrent_counts_of_one_process_all_land(mongo_db) -> None:
     }
     # the two processes' documents for version 1, and one for version 2
     assert await mongo_db["journey_figures"].count_documents({}) == 3
+
+
+async def test_an_effect_the_timeline_holds_already_is_not_counted_again(mongo_db) -> None:
+    """As the projector calls it, before inserting each batch: an outbox emitted twice puts
+    the same effect on the topic again, at a later offset."""
+    figures = JourneyFigures(mongo_db)
+    first = [{"_id": f"effect-{i}", **entered(f"u{i}", NINE)} for i in range(3)]
+    await figures.add_new([(0, 10, first[0]), (1, 4, first[1]), (0, 11, first[2])])
+    await figures.add_new([(0, 10, first[0]), (1, 4, first[1]), (0, 11, first[2])])  # redelivered
+    await mongo_db["timeline"].insert_many(first)  # the projector's insert, after the count
+    again = {"_id": "effect-2", **entered("u2", NINE)}  # the outbox emitted again
+    fresh = {"_id": "effect-9", **entered("u9", NINE)}
+    await figures.add_new([(0, 12, again), (0, 13, fresh)])
+    assert await figures.read("j.1") == {1: {"-": {"entered": 4}}}
