@@ -45,6 +45,7 @@ def _register_commands() -> None:
         api,
         archive,
         audience,
+        export,
         list_journeys,
         list_rules,
         pause,
@@ -68,6 +69,7 @@ def _register_commands() -> None:
     for command in (
         api,
         audience,
+        export,
         list_journeys,
         list_rules,
         show,

@@ -14,6 +14,8 @@ journeysDb.getCollection("suppressions").createIndex({"_id": "hashed"});
 sh.shardCollection("journeys.suppressions", {"_id": "hashed"});
 journeysDb.getCollection("topic_opt_outs").createIndex({"_id": "hashed"});
 sh.shardCollection("journeys.topic_opt_outs", {"_id": "hashed"});
+journeysDb.getCollection("journey_figures").createIndex({"journey_id": "hashed"});
+sh.shardCollection("journeys.journey_figures", {"journey_id": "hashed"});
 // journeys: unsharded (a few documents, on the primary shard)
 // rules: unsharded (a few documents, on the primary shard)
 // schedule_runs: unsharded (a few documents, on the primary shard)

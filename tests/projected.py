@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from app.store.figures import JourneyFigures
 from app.store.mongo import Database
 from app.store.timeline import Timeline
 from app.worker.processor import InputRecord
@@ -19,7 +20,7 @@ class ProjectedAtOnce:
     """A `TimelineOut` whose records are in the timeline collection when `publish` returns."""
 
     def __init__(self, database: Database) -> None:
-        self._projector = TimelineProjector([Timeline(database)])
+        self._projector = TimelineProjector(Timeline(database), JourneyFigures(database))
         self._offset = 0
 
     async def publish(self, records: list[dict[str, Any]]) -> None:

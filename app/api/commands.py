@@ -1,5 +1,6 @@
-"""`journeys api` and the CLI counterparts of the API: `list`, `rules`, `show`, `timeline`, and
-the lifecycle of a journey: `archive`, `pause`, `resume`, `rollback`."""
+"""`journeys api` and the CLI counterparts of the API: `list`, `rules`, `show`, `timeline`,
+`audience`, `export`, and the lifecycle of a journey: `archive`, `pause`, `resume`,
+`rollback`."""
 
 from __future__ import annotations
 
@@ -121,6 +122,37 @@ def audience(journey_id: str, version: int | None) -> None:
         click.echo(f"  when {leaf['condition']}")
         if leaf["query"] is not None:
             click.echo(f"  db.users.find({leaf['query']})")
+
+
+@click.command()
+@click.argument("journey_id")
+@click.option("--since", help="From this date or time (ISO 8601, UTC without an offset).")
+@click.option("--until", help="Up to this date or time, not included.")
+@click.option("--format", "chosen", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)  # fmt: skip
+def export(journey_id: str, since: str | None, until: str | None, chosen: str) -> None:
+    """A journey's figures per version, step, figure and hour over a date range (all time by
+    default), read from the store: CSV with a header, or JSON. Each hour that overlaps the
+    range counts whole."""
+    from app.api.figures import RangeError, date_range, export_text
+    from app.store.analytics import figure_rows
+    from app.store.journeys import JourneyRegistry
+
+    query = {name: value for name, value in (("since", since), ("until", until)) if value}
+    try:
+        start, end = date_range(query)
+    except RangeError as error:
+        raise click.BadParameter(str(error), param_hint=f"--{error.where}") from None
+
+    async def work(db: Any) -> list[dict[str, Any]] | None:
+        if not await JourneyRegistry(db).versions(journey_id):
+            return None
+        return await figure_rows(db, journey_id, start, end)
+
+    rows = _with_database(work)
+    if rows is None:
+        raise click.ClickException(f"no journey '{journey_id}' is deployed")
+    click.echo(export_text(journey_id, start, end, rows, chosen), nl=chosen == "json")
 
 
 def _lifecycle(operation: Callable[[Any], Awaitable[Any]]) -> None:

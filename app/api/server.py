@@ -35,6 +35,7 @@ from app.api.auth import (
     credentials,
     parse_tokens,
 )
+from app.api.figures import CONTENT_TYPES, RangeError, date_range, export_format, export_text
 from app.api.metrics import exposition, read_snapshots
 from app.api.readiness import readiness
 from app.api.redaction import redact
@@ -54,7 +55,7 @@ from app.config import ApiSettings, SenderSettings, Settings
 from app.dispatch.transactional import SendRequest, SendRequestError
 from app.dispatch.unsubscribe import TokenError, Unsubscribe, UnsubscribeLinks, open_token
 from app.engine import JourneyError, VersionedRules, load_definition_text
-from app.engine.graph import FlowView, html_page
+from app.engine.graph import FlowView, edge_counts, html_page
 from app.keyspace import Keyspace
 from app.redis_client import open_redis
 from app.sender import signing
@@ -68,7 +69,13 @@ from app.sender.preview import (
     stored_user,
 )
 from app.sender.templates import RenderError
-from app.store.analytics import audience_per_leaf, conversions, step_figures, user_timeline
+from app.store.analytics import (
+    audience_per_leaf,
+    conversions,
+    figure_rows,
+    step_figures,
+    user_timeline,
+)
 from app.store.journeys import (
     ARCHIVED,
     DRAFT,
@@ -108,6 +115,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/journeys/{journey_id}/flow"): READ,
     ("GET", "/journeys/{journey_id}/conversions"): READ,
     ("GET", "/journeys/{journey_id}/audience"): READ,
+    ("GET", "/journeys/{journey_id}/figures"): READ,
     ("GET", "/rules"): READ,
     ("POST", "/rules"): ADMIN,
     ("POST", "/rules/versions/{version}/publish"): ADMIN,
@@ -247,6 +255,7 @@ class Api:
                 web.get("/journeys/{journey_id}/flow", self.flow),
                 web.get("/journeys/{journey_id}/conversions", self.conversions),
                 web.get("/journeys/{journey_id}/audience", self.audience),
+                web.get("/journeys/{journey_id}/figures", self.figures),
                 web.get("/rules", self.list_rules),
                 web.post("/rules", self.create_rules_draft),
                 web.post("/rules/versions/{version}/publish", self.publish_rules),
@@ -422,19 +431,25 @@ class Api:
         )
 
     async def flow(self, request: web.Request) -> web.Response:
+        """The flow page with each step's figures over `since`/`until` (all time by default)."""
         chosen, versions = await self._version_asked(request)
         if chosen is None:
             return _error(404, versions)
         journey = chosen.journey
+        try:
+            since, until = date_range(request.query)
+        except RangeError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
         figures = await step_figures(
-            self.db, self.users, journey.id, journey.version, journey.start
+            self.db, self.users, journey.id, journey.version, journey.start, since, until
         )
         view = FlowView(
             versions=versions,
             since=request.query.get("since", ""),
             until=request.query.get("until", ""),
         )
-        return web.Response(text=html_page(journey, figures, view=view), content_type="text/html")
+        page = html_page(journey, figures, edge_counts(journey, figures), view)
+        return web.Response(text=page, content_type="text/html")
 
     async def audience(self, request: web.Request) -> web.Response:
         """For each leaf of each yes/no decision tree: the query selecting its users, and how
@@ -467,11 +482,34 @@ class Api:
         return chosen, versions
 
     async def conversions(self, request: web.Request) -> web.Response:
-        """Entries and conversions per version, messaged and holdout, and per split variant."""
+        """Entries and conversions per version, messaged and holdout, and per split variant,
+        over `since`/`until` (all time by default)."""
         journey_id = request.match_info["journey_id"]
         if not any(d.journey.id == journey_id for d in await self.registry.list()):
             return _error(404, f"no journey '{journey_id}'")
-        return _json({"id": journey_id, "versions": await conversions(self.db, journey_id)})
+        try:
+            since, until = date_range(request.query)
+        except RangeError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
+        versions = await conversions(self.db, journey_id, since, until)
+        return _json({"id": journey_id, "versions": versions})
+
+    async def figures(self, request: web.Request) -> web.Response:
+        """The export: every figure per version, step and hour over `since`/`until`, as
+        `format=json` (the default) or `csv`."""
+        journey_id = request.match_info["journey_id"]
+        if not any(d.journey.id == journey_id for d in await self.registry.list()):
+            return _error(404, f"no journey '{journey_id}'")
+        try:
+            since, until = date_range(request.query)
+            chosen = export_format(request.query.get("format"))
+        except RangeError as error:
+            return _error(400, str(error), where=error.where, expected=error.expected)
+        rows = await figure_rows(self.db, journey_id, since, until)
+        return web.Response(
+            text=export_text(journey_id, since, until, rows, chosen),
+            content_type=CONTENT_TYPES[chosen],
+        )
 
     # --- rules for every journey ----------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The one place a verified provider report is handled: resolved to its send, its address put on
 the suppression list when the report says never to send there again (a hard bounce, a spam
-complaint, an unsubscribe), and published once on `user-events`. The API's callback routes and
-the sender's Expo receipt poller both call it."""
+complaint, an unsubscribe), published once on `user-events`, and counted once in the journey
+figures (delivered, opened, clicked, ... at the send's journey, version, step and the report's
+hour). The API's callback routes and the sender's Expo receipt poller both call it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from app.callbacks.events import DeliveryEvent, suppression_reason, user_event
 from app.config import Settings
 from app.keyspace import Keyspace
 from app.store.deliveries import Deliveries
+from app.store.figures import FigureCounter, JourneyFigures
 from app.store.mongo import Database
 from app.store.suppressions import SuppressionList
 from app.store.timeline import Timeline
@@ -45,6 +47,7 @@ class DeliveryEvents:
         self._redis = redis
         self._keys = Keyspace(settings.redis_prefix)
         self._producer = producer
+        self._figures = FigureCounter(JourneyFigures(database), "callbacks")
 
     async def resolve(self, dispatch_id: str) -> dict[str, Any] | None:
         """The send a dispatch id names: the timeline's send (recorded by the worker before the
@@ -79,4 +82,19 @@ class DeliveryEvents:
             # Not published: the provider's retry must find it unseen.
             await self._redis.delete(key)
             raise
+        await self._count(event, send)
         return PUBLISHED
+
+    async def _count(self, event: DeliveryEvent, send: dict[str, Any]) -> None:
+        """Counts a report published for the first time (past the SET NX gate, so a provider's
+        retry is not counted again); a crash between the publish and the count loses that one
+        count. Sends recorded without a version (before versions were) are not counted."""
+        if send.get("journey_version") is None:
+            return
+        await self._figures.count(
+            send["journey_id"],
+            int(send["journey_version"]),
+            send["step_id"],
+            event.at,
+            [event.kind],
+        )

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.engine.figures import CONVERTED, HOLDOUT, VARIANT
+
 Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
@@ -155,3 +157,36 @@ def conversion_figures(records: Iterable[Mapping[str, Any]]) -> dict[int, Versio
             elif event == "converted":
                 rate.converted += 1
     return figures
+
+
+def conversions_from_counts(
+    versions: Mapping[int, Mapping[str, Mapping[str, int]]],
+) -> dict[int, VersionFigures]:
+    """The same figures as `conversion_figures`, from the counts `app.engine.figures` keeps
+    (version -> step -> figure -> count): `entered`, `converted` and their `holdout:` share, and
+    `variant:B` / `variant:B:converted` at each split step."""
+    found: dict[int, VersionFigures] = {}
+    for version, steps in versions.items():
+        figures = found.setdefault(version, VersionFigures(Rate(), Rate(), {}))
+        for step, counts in steps.items():
+            figures.holdout.entered += counts.get(HOLDOUT + "entered", 0)
+            figures.holdout.converted += counts.get(HOLDOUT + "converted", 0)
+            figures.messaged.entered += counts.get("entered", 0) - counts.get(
+                HOLDOUT + "entered", 0
+            )
+            figures.messaged.converted += counts.get("converted", 0) - counts.get(
+                HOLDOUT + "converted", 0
+            )
+            for name, count in counts.items():
+                if not name.startswith(VARIANT):
+                    continue
+                branch = name.removeprefix(VARIANT)
+                converted = branch.endswith(CONVERTED)
+                rate = figures.variants.setdefault(step, {}).setdefault(
+                    branch.removesuffix(CONVERTED), Rate()
+                )
+                if converted:
+                    rate.converted += count
+                else:
+                    rate.entered += count
+    return found

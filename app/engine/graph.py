@@ -128,6 +128,38 @@ def edge_key(step: Step, label: str) -> str:
     return label.split(" ")[0] if isinstance(step, SplitStep) else label
 
 
+def edge_counts(
+    journey: Journey, figures: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Each edge's count from the step figures (app/engine/figures.py names them): a decision's
+    yes and no, a wait's performed and timed out, each path's wins, each split branch's
+    entries. Edges out of delays and messages carry no count of their own."""
+    edges: dict[str, dict[str, int]] = {}
+    for step_id, step in journey.steps.items():
+        counts = figures.get(step_id, {})
+        names = {
+            edge_key(step, label): _edge_figure(step, edge_key(step, label))
+            for label, _ in successors(step)
+        }
+        found = {key: counts[name] for key, name in names.items() if name and name in counts}
+        if found:
+            edges[step_id] = found
+    return edges
+
+
+def _edge_figure(step: Step, key: str) -> str | None:
+    match step:
+        case BranchStep():
+            return f"decided:{key}"
+        case WaitForStep():
+            return key  # "performed", "timed out"
+        case PathsStep():
+            return f"won:{key}"
+        case SplitStep():
+            return f"variant:{key}"
+    return None
+
+
 def _wrap(text: str, lines: int = MAX_TEXT_LINES) -> list[str]:
     """Word-wrapped to LINE_CHARS, at most `lines` lines, the last ending in an ellipsis when
     the text is longer (the full text is the box's tooltip)."""

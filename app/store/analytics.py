@@ -1,30 +1,26 @@
-"""What happened, read back from the `timeline` (every emitted effect) and `deliveries` (what
-became of each send): a user's timeline and the per-step figures of a journey's flow."""
+"""What happened, read back: a user's timeline from `timeline` (every emitted effect) and
+`deliveries` (what became of each send); a journey's per-step figures, conversions and export
+from the hourly counts in `journey_figures` (app/store/figures.py), which cost the same whatever
+the number of users."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from bson import json_util
 
-from app.engine.conversions import conversion_figures
+from app.engine.conversions import conversions_from_counts
 from app.engine.decision_tree import leaf_audiences
 from app.engine.definitions import Journey
+from app.engine.effects import utc_text
+from app.engine.figures import NO_STEP
 from app.store.deliveries import Deliveries
+from app.store.figures import JourneyFigures
 from app.store.mongo import Database
 from app.store.timeline import Timeline
 from app.store.users import UserStore
-
-FIGURES = {
-    "entered": "entered",
-    "send": "sent",
-    "converted": "converted",
-    "exited": "exited",
-    "suppressed": "suppressed",
-    "completed": "completed",
-}
 
 
 async def user_timeline(db: Database, user_id: str) -> list[dict[str, Any]]:
@@ -46,28 +42,54 @@ async def user_timeline(db: Database, user_id: str) -> list[dict[str, Any]]:
 
 
 async def step_figures(
-    db: Database, users: UserStore, journey_id: str, version: int, start: str
+    db: Database,
+    users: UserStore,
+    journey_id: str,
+    version: int,
+    start: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> dict[str, dict[str, int]]:
-    """entered, waiting now, sent, converted, exited, suppressed and completed, per step."""
-    figures: dict[str, Counter[str]] = defaultdict(Counter)
-    async for entry in Timeline(db).of_journey(journey_id, version):
-        kind = entry["event"] if entry["kind"] == "analytics" else entry["kind"]
-        if kind in FIGURES:
-            figures[entry.get("step_id") or start][FIGURES[kind]] += 1
+    """Per step, the counts of the hours overlapping [since, until) (all time by default):
+    entered, converted, exited and completed (and their reasons) on the start step; sent,
+    failed, delivered, opened, clicked, bounced, suppressed by reason at message steps; timed
+    out and performed at waits, `won:P` at paths, `variant:B` at splits, `decided:yes|no` at
+    yes/no decisions (see `app.engine.figures`). `waiting` is the users waiting at each step
+    now, read from the users: counts cannot give it exactly, as delays and quiet hours end
+    without a record, and it is "now" whatever the range."""
+    counts = (await JourneyFigures(db).read(journey_id, version, since, until)).get(version, {})
+    figures: dict[str, Counter[str]] = {}
+    for step, names in counts.items():
+        figures.setdefault(start if step == NO_STEP else step, Counter()).update(names)
     async for steps in users.steps_waiting(journey_id):
         for step_id in steps:
-            figures[step_id]["waiting"] += 1
-    return {step: dict(counts) for step, counts in figures.items()}
+            figures.setdefault(step_id, Counter())["waiting"] += 1
+    return {step: dict(names) for step, names in figures.items()}
 
 
-async def conversions(db: Database, journey_id: str) -> dict[str, Any]:
+async def conversions(
+    db: Database, journey_id: str, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, Any]:
     """Entries and conversions per version of a journey: all, messaged, holdout, and per split
-    variant (see `app.engine.conversions`)."""
-    records = [entry async for entry in Timeline(db).analytics_of(journey_id)]
+    variant (see `app.engine.conversions`), over the hours overlapping [since, until)."""
+    counts = await JourneyFigures(db).read(journey_id, None, since, until)
     return {
         str(version): figures.to_json()
-        for version, figures in sorted(conversion_figures(records).items())
+        for version, figures in sorted(conversions_from_counts(counts).items())
     }
+
+
+async def figure_rows(
+    db: Database, journey_id: str, since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The export: one row per (version, step, figure, hour) with a count, for the hours
+    overlapping [since, until); `-` is the step of what belongs to the entry as a whole."""
+    return [
+        {"version": version, "step": step, "figure": name, "hour": utc_text(hour), "count": count}
+        for version, step, name, hour, count in await JourneyFigures(db).hourly(
+            journey_id, since, until
+        )
+    ]
 
 
 async def audience_per_leaf(

@@ -59,6 +59,13 @@ SCHEMA: tuple[CollectionSchema, ...] = (
     CollectionSchema("push_tickets", ("_id", "hashed"), ()),
     CollectionSchema("suppressions", ("_id", "hashed"), ()),
     CollectionSchema("topic_opt_outs", ("_id", "hashed"), (_index("topic", "user_id"),)),
+    # A journey's hourly counts (app/store/figures.py): written in batches, read by journey and
+    # hours, so a page of figures asks one shard.
+    CollectionSchema(
+        "journey_figures",
+        ("journey_id", "hashed"),
+        (_index("journey_id", "journey_version", "hour"),),
+    ),
     CollectionSchema("journeys", None, (_index("journey_id", "version"),)),
     CollectionSchema("rules", None, (_index("status", "version"),)),
     CollectionSchema("schedule_runs", None, ()),

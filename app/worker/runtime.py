@@ -17,6 +17,7 @@ from app.keyspace import Keyspace
 from app.metrics_snapshots import publish_snapshot
 from app.redis_client import open_redis
 from app.retry import TRANSIENT_ERRORS, Backoff, retry_transient
+from app.store.figures import JourneyFigures
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
 from app.store.rules import RulesRegistry
@@ -132,7 +133,7 @@ class WorkerRuntime:
             self.metrics,
             max_record_bytes=ws.max_record_bytes,
         )
-        self.timeline_projector = TimelineProjector([Timeline(database)])
+        self.timeline_projector = TimelineProjector(Timeline(database), JourneyFigures(database))
         self.dead_letters = DeadLetterWriter(self.producer, s, "worker")
         self.batcher = Batcher(
             self.redis,

@@ -6,28 +6,24 @@ It runs as an agent of the worker app, with its own lock and the worker's rules 
 offsets committed only once its documents are written). A record written twice (a replayed
 outbox, a batch redelivered after a crash) leaves one document: the effect id is its `_id`.
 
-The decoded batch goes to each projection in turn; the `timeline` collection is the first.
-Counters kept as the records go by (issue 17) are another projection of the same batch, and
-must be as idempotent as the collection is."""
+Each batch is first counted in the journeys' figures (app/store/figures.py `add_new`), then
+inserted: counting before the insert keeps the figures exact through a crash between the two (the
+redelivered batch is not in the timeline yet, its offsets are counted already), and an effect the
+timeline already holds (an outbox emitted twice) is not counted again."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
+from app.store.figures import JourneyFigures
+from app.store.timeline import Timeline
 from app.streams.dead_letters import DeadLetter
 from app.streams.producer import MAX_REQUEST_BYTES
 from app.topics import load_contract
 from app.worker.processor import DECODE_ERRORS, InputRecord, dead_letter
 
 SOURCE = "timeline"
-
-
-class Projection(Protocol):
-    async def record(self, entries: list[dict[str, Any]]) -> None:
-        """Takes in a batch of timeline documents; a document it already has is left alone."""
-        ...
 
 
 def timeline_documents(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -46,15 +42,17 @@ def timeline_documents(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class TimelineProjector:
-    def __init__(self, projections: Sequence[Projection]) -> None:
-        self._projections = projections
+    def __init__(self, timeline: Timeline, figures: JourneyFigures) -> None:
+        self._timeline = timeline
+        self._figures = figures
         self._contract = load_contract(SOURCE)
 
     async def process(self, records: list[InputRecord], now: datetime) -> list[DeadLetter]:
         """Projects the batch; returns the records that must go to the dead-letter topic.
         Transient failures propagate, and the whole batch can then be retried safely."""
         letters: list[DeadLetter] = []
-        documents: dict[str, dict[str, Any]] = {}
+        # effect id -> (partition, offset, document) of its first record in the batch
+        documents: dict[str, tuple[int, int, dict[str, Any]]] = {}
         for record in records:
             try:
                 decoded = timeline_documents(
@@ -65,8 +63,8 @@ class TimelineProjector:
                 letters.append(dead_letter(record, error))
                 continue
             for document in decoded:
-                documents.setdefault(document["_id"], document)  # one per effect id
+                documents.setdefault(document["_id"], (record.partition, record.offset, document))
         if documents:
-            for projection in self._projections:
-                await projection.record(list(documents.values()))
+            await self._figures.add_new(list(documents.values()))
+            await self._timeline.record([document for _, _, document in documents.values()])
         return letters

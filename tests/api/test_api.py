@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from app.api.server import Api
 from app.authoring.files import load_journey
@@ -30,6 +31,7 @@ from app.store.mongo import close_client, new_client
 from app.store.timeline import Timeline
 from app.store.users import UserStore
 from app.topic_admin import apply_topics
+from app.topics import TOPIC_NAMES
 from app.worker.branch_lock import BranchLock
 from app.worker.due_index import DueIndex
 from app.worker.emitted_marks import EmittedMarks
@@ -56,6 +58,13 @@ async def stack(servers):
     client = new_client(settings)
     await client.drop_database(settings.mongo_db)
     await close_client(client)
+    # A broker kept for a day of runs holds every topic left behind, and a file per segment.
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([settings.topic(name) for name in TOPIC_NAMES])
+    finally:
+        await admin.close()
 
 
 async def api_client(
@@ -235,6 +244,7 @@ async def fill_timeline(settings, outcome: str = "sent", reason: str | None = No
             outcome=outcome,
             user_id="ada",
             journey_id="demo-onboarding",
+            journey_version=1,
             step_id="welcome",
             channel="email",
             template_id="welcome",

@@ -1,5 +1,5 @@
 """`GET /journeys/{id}/conversions`: entries and conversions per version, messaged and holdout,
-and per split variant, counted from the timeline the real processor writes."""
+and per split variant, counted from the figures kept of the timeline the real processor writes."""
 
 from __future__ import annotations
 

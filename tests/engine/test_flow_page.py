@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from app.authoring.files import load_journey
-from app.engine.graph import FlowView, html_page
+from app.engine.graph import FlowView, edge_counts, html_page
 
 ACTIVATION = load_journey(
     Path(__file__).resolve().parents[2] / "examples/classdojo-activation.yaml"
@@ -78,3 +78,12 @@ def test_the_controls_are_links_and_a_get_form() -> None:
     assert '<input type="date" name="since" value="2026-11-01">' in page
     assert '<option value="split=b" selected>split=b</option>' in page
     assert "<script" not in page
+
+
+def test_edge_counts_come_from_the_figures_the_store_keeps() -> None:
+    figures = {
+        "has_class": {"decided:yes": 3, "decided:no": 9},
+        "add_class": {"sent": 9},
+    }
+
+    assert edge_counts(ACTIVATION, figures) == {"has_class": {"yes": 3, "no": 9}}

@@ -16,6 +16,8 @@ from app.engine.definitions import WebhookRequest
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
 from app.sender import signing
+from app.store.figures import JourneyFigures
+from app.store.mongo import close_client, new_client
 from tests.kafka_reader import read_records
 from tests.sender.conftest import SenderRig, recipient, record, running
 
@@ -24,6 +26,22 @@ async def dead_letters(rig: SenderRig, count: int) -> list[dict]:
     return await read_records(
         rig.settings.kafka_bootstrap, rig.settings.topic("dead-letter"), count
     )
+
+
+async def journey_figures(rig: SenderRig, expected: dict) -> dict:
+    """The test journey's counts once they are `expected` (each is written right after its
+    ledger outcome), or as they are after 10 s."""
+    client = new_client(rig.settings)
+    try:
+        figures = JourneyFigures(client[rig.settings.mongo_db])
+        for _ in range(50):
+            found = (await figures.read("journey", 1)).get(1, {})
+            if found == expected:
+                break
+            await asyncio.sleep(0.2)
+        return found
+    finally:
+        await close_client(client)
 
 
 async def test_each_recipient_delivered_once_with_its_idempotency_key(rig: SenderRig) -> None:
@@ -112,6 +130,9 @@ async def test_permanent_400_and_missing_variable_are_dead_lettered(rig: SenderR
         {"channel": "email", "outcome": "failed", "count": 2},
         {"channel": "email", "outcome": "sent", "count": 1},
     ]
+    # "sent" is what was sent: the failures are counted as failed
+    expected = {"a": {"failed": 1}, "b": {"failed": 1, "sent": 1}}
+    assert await journey_figures(rig, expected) == expected
 
 
 async def test_sms_goes_out_in_twilios_format_with_basic_auth_and_a_status_callback(
@@ -191,6 +212,8 @@ async def test_a_redelivered_record_sends_nothing_twice(rig: SenderRig) -> None:
             while sender.metrics.total("duplicate") < 2:
                 await asyncio.sleep(0.1)
     assert rig.stub.requests == {f"{1:032x}": 1, f"{2:032x}": 1}
+    expected = {"welcome": {"sent": 2}}  # each counted once
+    assert await journey_figures(rig, expected) == expected
 
 
 async def test_the_same_record_twice_in_hand_makes_one_request_per_key(rig: SenderRig) -> None:

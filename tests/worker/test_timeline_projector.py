@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from app.authoring.files import load_journey
 from app.engine import Analytics, JourneyEngine, UserEvent, load_journey_text
 from app.engine.simulator import Simulator
+from app.store.figures import JourneyFigures
 from app.store.mongo import close_client, new_client
 from app.store.timeline import Timeline
 from app.topics import RecordError, load_contract, read_jsonl
@@ -94,13 +95,21 @@ def on_the_wire(records: list[dict[str, Any]], first_offset: int = 0) -> list[In
 
 
 class Collected:
-    """A projection that keeps what it is given (a second projection beside the collection)."""
+    """Stands for the timeline collection and the figures: keeps what each is given, and the
+    order the calls came in."""
 
     def __init__(self) -> None:
         self.batches: list[list[dict[str, Any]]] = []
+        self.counted: list[list[tuple[int, int, dict[str, Any]]]] = []
+        self.calls: list[str] = []
 
     async def record(self, entries: list[dict[str, Any]]) -> None:
         self.batches.append(entries)
+        self.calls.append("insert")
+
+    async def add_new(self, records: list[tuple[int, int, dict[str, Any]]]) -> None:
+        self.counted.append(records)
+        self.calls.append("count")
 
 
 def test_a_users_effects_become_the_documents_the_emitter_wrote_before() -> None:
@@ -140,21 +149,27 @@ def test_every_analytics_effect_of_the_examples_fits_the_contract(path: Path) ->
         load_contract(SOURCE).validate(record)
 
 
-async def test_one_batch_one_write_per_projection_once_per_effect_id() -> None:
-    first, second = Collected(), Collected()
-    projector = TimelineProjector([first, second])
+async def test_one_batch_counted_then_written_once_per_effect_id() -> None:
+    collected = Collected()
+    projector = TimelineProjector(collected, collected)  # type: ignore[arg-type]
     effects = upsell_analytics()
     records = records_of(effects)
     assert len(records) < len(effects)  # a user's effects travel together
     letters = await projector.process(on_the_wire([*records, records[0], records[-1]]), NOW)
     assert letters == []
     expected = [timeline_entry(u, e, NOW) for u, own in by_user(effects).items() for e in own]
-    assert first.batches == second.batches == [expected]
+    assert collected.batches == [expected]
+    assert [[document for _, _, document in batch] for batch in collected.counted] == [expected]
+    # each effect counted at its first record's offset, before the insert (crash between: exact)
+    assert [offset for _, offset, _ in collected.counted[0]] == sorted(
+        offset for _, offset, _ in collected.counted[0]
+    )
+    assert collected.calls == ["count", "insert"]
 
 
 async def test_bad_records_come_back_as_dead_letters_and_the_good_ones_are_projected() -> None:
     collected = Collected()
-    projector = TimelineProjector([collected])
+    projector = TimelineProjector(collected, collected)  # type: ignore[arg-type]
     effect = upsell_analytics()[0]
     (good,) = timeline_records(effect["user_id"], [effect], NOW)
     entry = good["entries"][0]
@@ -188,14 +203,14 @@ async def test_bad_records_come_back_as_dead_letters_and_the_good_ones_are_proje
 
 async def test_nothing_to_project_writes_nothing() -> None:
     collected = Collected()
-    projector = TimelineProjector([collected])
+    projector = TimelineProjector(collected, collected)  # type: ignore[arg-type]
     assert len(await projector.process([InputRecord(SOURCE, 0, 0, None, None)], NOW)) == 1
     assert collected.batches == []
 
 
 @pytest.mark.servers
 async def test_projecting_the_same_records_again_leaves_one_document_each(store_db) -> None:
-    projector = TimelineProjector([Timeline(store_db)])
+    projector = TimelineProjector(Timeline(store_db), JourneyFigures(store_db))
     effects = upsell_analytics()
     records = records_of(effects)
     assert await projector.process(on_the_wire(records), NOW) == []
@@ -207,6 +222,9 @@ async def test_projecting_the_same_records_again_leaves_one_document_each(store_
     for entry in expected:
         assert stored[entry["_id"]]["event"] == entry["event"]
         assert stored[entry["_id"]]["recorded_at"].replace(tzinfo=UTC) == NOW
+    figures = await JourneyFigures(store_db).read(effects[0]["journey_id"])
+    entered = sum(steps.get("-", {}).get("entered", 0) for steps in figures.values())
+    assert entered == sum(1 for e in effects if e["event"] == "entered")  # counted once
 
 
 # --- live -------------------------------------------------------------------------------------
