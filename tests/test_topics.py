@@ -235,6 +235,13 @@ def test_the_compiled_validator_decides_as_the_reference_one(name: str) -> None:
     records = [variant for example in contract.examples for variant in variants(dict(example))]
     if name in ("user-events", "user-events-by-user"):
         records += [dict(r) for seed in range(3) for r in generate_case(seed, SIM).events]
+    if name == "timeline":  # the effects, one level further down than `variants` reaches
+        for example in contract.examples:
+            entry = example["entries"][0]
+            records += [
+                {**example, "entries": [{**entry, "effect": effect}]}
+                for effect in variants(dict(entry["effect"]))
+            ]
     assert len(records) > 200
     for record in records:
         expected = reference_accepts(name, record)

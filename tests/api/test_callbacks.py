@@ -43,9 +43,13 @@ SEND = {
 }
 
 
+# The callbacks need no token; the API's other routes (reading figures back) need this one.
+CALLBACK_API_TOKEN = "unused-by-callbacks"
+
+
 async def callback_api(settings) -> TestClient:
     api_settings = ApiSettings(
-        token="unused-by-callbacks",
+        token=CALLBACK_API_TOKEN,
         port=0,
         sendgrid_public_key=sendgrid_verification_key(KEY),
         callback_secret=SECRET,

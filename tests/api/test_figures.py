@@ -19,8 +19,8 @@ from app.sender import signing
 from app.sender.ledger import DeliveryLedger
 from app.store.deliveries import Outcome
 from app.store.mongo import close_client, new_client
-from tests.api.test_api import api_client, fill_timeline, stack  # noqa: F401  (the fixture)
-from tests.api.test_callbacks import SECRET, callback_api, record_send
+from tests.api.test_api import AUTH, api_client, fill_timeline, stack  # noqa: F401  (the fixture)
+from tests.api.test_callbacks import CALLBACK_API_TOKEN, SECRET, callback_api, record_send
 
 JOURNEY = "demo-onboarding"
 NINE = "2026-11-02T09:00:00Z"  # when ada signed up (fill_timeline)
@@ -67,7 +67,7 @@ async def test_figures_for_a_range_as_json_csv_and_on_the_flow_page(stack) -> No
     )  # fmt: skip
     client = await api_client(stack)
     try:
-        everything = await (await client.get(f"/journeys/{JOURNEY}/figures")).json()
+        everything = await (await client.get(f"/journeys/{JOURNEY}/figures", headers=AUTH)).json()
         assert everything["since"] is None and everything["until"] is None
         assert welcome_figures(everything["figures"]) == {
             "sent": 1,
@@ -76,27 +76,33 @@ async def test_figures_for_a_range_as_json_csv_and_on_the_flow_page(stack) -> No
             "suppressed at send:hard bounce": 1,
         }
         nine = f"/journeys/{JOURNEY}/figures?since={NINE}&until=2026-11-02T10:00Z&format=csv"
-        answer = await client.get(nine)
+        answer = await client.get(nine, headers=AUTH)
         assert answer.content_type == "text/csv"
         rows = list(csv.DictReader(io.StringIO(await answer.text())))
         assert {(r["version"], r["step"], r["figure"], r["hour"], r["count"]) for r in rows} == {
             ("1", "-", "entered", "2026-11-02T09:00:00Z", "1")
         }
-        page = await (await client.get(f"/journeys/{JOURNEY}/flow")).text()
+        page = await (await client.get(f"/journeys/{JOURNEY}/flow", headers=AUTH)).text()
         assert "entered 1" in page and "sent 1" in page and "failed 1" in page
         assert "waiting 1" in page
-        later = await (await client.get(f"/journeys/{JOURNEY}/flow?since=2026-11-03")).text()
+        later = await (
+            await client.get(f"/journeys/{JOURNEY}/flow?since=2026-11-03", headers=AUTH)
+        ).text()
         assert "entered" not in later and "waiting 1" in later  # waiting is now, whatever the range
-        conversions = await client.get(f"/journeys/{JOURNEY}/conversions?until=2026-11-02")
+        conversions = await client.get(
+            f"/journeys/{JOURNEY}/conversions?until=2026-11-02", headers=AUTH
+        )
         assert (await conversions.json())["versions"] == {}
-        bad = await client.get(f"/journeys/{JOURNEY}/figures?since=yesterday")
+        bad = await client.get(f"/journeys/{JOURNEY}/figures?since=yesterday", headers=AUTH)
         assert bad.status == 400 and (await bad.json())["where"] == "since"
         backwards = await client.get(
-            f"/journeys/{JOURNEY}/figures?since=2026-11-03&until=2026-11-02"
+            f"/journeys/{JOURNEY}/figures?since=2026-11-03&until=2026-11-02", headers=AUTH
         )
         assert backwards.status == 400 and (await backwards.json())["where"] == "until"
-        assert (await client.get(f"/journeys/{JOURNEY}/figures?format=xml")).status == 400
-        assert (await client.get("/journeys/nothing/figures")).status == 404
+        assert (
+            await client.get(f"/journeys/{JOURNEY}/figures?format=xml", headers=AUTH)
+        ).status == 400
+        assert (await client.get("/journeys/nothing/figures", headers=AUTH)).status == 404
     finally:
         await client.close()
 
@@ -130,7 +136,9 @@ async def test_each_provider_report_counts_once(stack) -> None:  # noqa: F811
             for _ in range(2):  # the provider retries: one event, one count
                 assert (await api.post("/callbacks/sms", data=report, headers=signed)).ok
         nine = f"/journeys/{JOURNEY}/figures?since={NINE}&until=2026-11-02T10:00Z"
-        figures = await (await api.get(nine)).json()
+        figures = await (
+            await api.get(nine, headers={"Authorization": f"Bearer {CALLBACK_API_TOKEN}"})
+        ).json()
     finally:
         await api.close()
     # at the report's hour (9:00); ada's own welcome, sent now, is outside the range
