@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import shutil
 import subprocess
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -25,6 +27,7 @@ from app.config import ApiSettings
 from app.engine import JourneyEngine
 from app.redis_client import new_redis
 from app.sender.ledger import DeliveryLedger
+from app.store.analytics import step_figures
 from app.store.deliveries import Outcome
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
@@ -303,27 +306,43 @@ async def test_flow_page_renders_in_chromium_with_its_figures(stack, tmp_path) -
         async with client.session.get(url) as through:
             assert through.status == 200 and 'data-step="welcome"' in await through.text()
         shot = tmp_path / "flow.png"
-        result = await asyncio.to_thread(
-            subprocess.run,
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                f"--screenshot={shot}",
-                "--window-size=1400,900",
-                url,
-            ],
-            capture_output=True,
-            timeout=120,
-        )
+        chromium = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1400,900",
+        ]
+        run = partial(subprocess.run, capture_output=True, timeout=120)
+        result = await asyncio.to_thread(run, [*chromium, f"--screenshot={shot}", url])
         assert shot.exists(), result.stderr.decode()[-2000:]
+        # The figures as the browser rendered them, against the store's.
+        dom = (await asyncio.to_thread(run, [*chromium, "--dump-dom", url])).stdout.decode()
+        shown = {
+            (step, figure): int(count)
+            for step, figure, count in re.findall(
+                r'<tr data-step="([^"]+)" data-figure="([^"]+)">'
+                r"<td>[^<]*</td><td>[^<]*</td><td>(\d+)</td></tr>",
+                dom,
+            )
+        }
+        db = new_client(stack)
+        try:
+            journey = load_journey(EXAMPLES / "demo-onboarding.yaml")
+            stored = await step_figures(
+                db[stack.mongo_db], UserStore(db[stack.mongo_db], 10), journey.id, 1, journey.start
+            )
+        finally:
+            await close_client(db)
+        assert shown and shown == {
+            (step, name): count for step, names in stored.items() for name, count in names.items()
+        }
         png = shot.read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
         Path(__file__).resolve().parents[2].joinpath(".local").mkdir(exist_ok=True)
