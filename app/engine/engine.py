@@ -570,18 +570,7 @@ class JourneyEngine:
         if record.get(NOT_ENTERED) == kind:
             return
         record[NOT_ENTERED] = kind
-        run.effects.append(
-            Analytics(
-                "not_entered",
-                journey.id,
-                journey.version,
-                run.state.user_id,
-                entry_id,
-                None,
-                run.at,
-                reason,
-            )
-        )
+        _refused(run, journey, entry_id, "not_entered", reason)
 
     @staticmethod
     def _entry_slot(run: _Run, journey: Journey, entry_id: str) -> bool:
@@ -600,18 +589,8 @@ class JourneyEngine:
             run.asks.append(slot)
             return False
         if not granted:
-            run.effects.append(
-                Analytics(
-                    "entry_limited",
-                    journey.id,
-                    journey.version,
-                    run.state.user_id,
-                    entry_id,
-                    None,
-                    run.at,
-                    f"entry limit reached ({journey.entry_limits.describe()})",
-                )
-            )
+            reason = f"entry limit reached ({journey.entry_limits.describe()})"
+            _refused(run, journey, entry_id, "entry_limited", reason)
         return granted
 
     def _check_goal(self, run: _Run, entry: EntryState, journey: Journey, event: UserEvent) -> bool:
@@ -960,3 +939,12 @@ class JourneyEngine:
         if journey is None:
             raise VersionMissing(entry.journey_id, entry.version)
         return journey
+
+
+def _refused(run: _Run, journey: Journey, entry_id: str, event: str, reason: str) -> None:
+    """A refusal to enter on the timeline, under the entry id the entry would have had."""
+    run.effects.append(
+        Analytics(
+            event, journey.id, journey.version, run.state.user_id, entry_id, None, run.at, reason
+        )
+    )
