@@ -499,15 +499,12 @@ class JourneyEngine:
 
     def _enter(self, run: _Run, journey: Journey, context: dict[str, Any]) -> None:
         state, at = run.state, run.at
-        # The entry time, made unique by the input that caused the entry: two entries at the same
-        # millisecond (re-entry every time) must not share dispatch ids, and a replay must.
-        stamp = at.strftime("%Y%m%dT%H%M%S") + f"{at.microsecond // 1000:03d}Z"
-        entry_id = f"{stamp}-{hashlib.sha256(run.input_id.encode()).hexdigest()[:8]}"
         record = state.journeys.setdefault(journey.id, {"entries": {}, "entered": 0})
         refusal = self._refusal(journey, at) or self._blocked(state, journey, record, at)
         if refusal is not None:
-            self._not_entered(run, journey, record, entry_id, refusal)
+            self._not_entered(run, journey, record, refusal)
             return
+        entry_id = _entry_id(run)
         if journey.entry_limits is not None and not self._entry_slot(run, journey, entry_id):
             return
         record.pop(NOT_ENTERED, None)
@@ -560,9 +557,7 @@ class JourneyEngine:
         return None
 
     @staticmethod
-    def _not_entered(
-        run: _Run, journey: Journey, record: dict[str, Any], entry_id: str, reason: str
-    ) -> None:
+    def _not_entered(run: _Run, journey: Journey, record: dict[str, Any], reason: str) -> None:
         """Puts why on the timeline, so "why didn't Ana get it?" has an answer; a reason of the
         same kind as the one recorded last for this journey is not recorded again (an event
         every minute must not grow the timeline by one refusal a minute)."""
@@ -570,7 +565,7 @@ class JourneyEngine:
         if record.get(NOT_ENTERED) == kind:
             return
         record[NOT_ENTERED] = kind
-        _refused(run, journey, entry_id, "not_entered", reason)
+        _refused(run, journey, _entry_id(run), "not_entered", reason)
 
     @staticmethod
     def _entry_slot(run: _Run, journey: Journey, entry_id: str) -> bool:
@@ -948,3 +943,12 @@ def _refused(run: _Run, journey: Journey, entry_id: str, event: str, reason: str
             event, journey.id, journey.version, run.state.user_id, entry_id, None, run.at, reason
         )
     )
+
+
+def _entry_id(run: _Run) -> str:
+    """The entry time, made unique by the input that caused the entry: two entries at the same
+    millisecond (re-entry every time) must not share dispatch ids, and a replay must. Computed
+    only for an entry or a refusal that is recorded, not for every trigger refused again."""
+    at = run.at
+    stamp = at.strftime("%Y%m%dT%H%M%S") + f"{at.microsecond // 1000:03d}Z"
+    return f"{stamp}-{hashlib.sha256(run.input_id.encode()).hexdigest()[:8]}"
