@@ -441,7 +441,7 @@ class Api:
         except RangeError as error:
             return _error(400, str(error), where=error.where, expected=error.expected)
         figures = await step_figures(
-            self.db, self.users, journey.id, journey.version, journey.start, since, until
+            self.db, journey.id, journey.version, journey.start, since, until
         )
         view = FlowView(
             versions=versions,

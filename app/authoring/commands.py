@@ -26,6 +26,7 @@ from app.engine import (
     load_definition_text,
 )
 from app.engine.conversions import conversion_figures
+from app.engine.figures import WAITING
 from app.engine.inputs import ZONE_REFUSED, known_zone
 from app.engine.simulator import SimulatedEffect, Simulator
 from app.topics import RecordError
@@ -117,6 +118,8 @@ def _timeline_line(item: SimulatedEffect) -> str | None:
             return f"{at}  {effect.step_id}: sent {effect.channel} '{effect.template_id}'{branch}"
         case ScheduleTimer():
             return f"{at}  {effect.step_id}: waiting until {effect.due_at:%Y-%m-%d %H:%M:%S}"
+        case Analytics() if effect.event == WAITING:
+            return None  # the gauge's records: the timer lines above say as much
         case Analytics():
             where = f"{effect.step_id}: " if effect.step_id else ""
             reason = f" ({effect.reason})" if effect.reason else ""

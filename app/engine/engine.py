@@ -46,6 +46,7 @@ from app.engine.effects import (
     utc_text,
 )
 from app.engine.entry_limits import EntrySlot
+from app.engine.figures import ARRIVED, LEFT, WAITING
 from app.engine.inputs import (
     EngineInput,
     EventTimePolicy,
@@ -250,6 +251,7 @@ class JourneyEngine:
             case ScheduledEntry():
                 self._on_tick(run, item)
         self._fire_due_now(run)
+        _waiting_changes(state, run)
         run.state.applied = [*run.state.applied, item.input_id][-APPLIED_INPUTS_KEPT:]
         run.state.version += 1
         return Transition(run.state, run.effects, tuple(run.asks))
@@ -943,6 +945,41 @@ def _refused(run: _Run, journey: Journey, entry_id: str, event: str, reason: str
             event, journey.id, journey.version, run.state.user_id, entry_id, None, run.at, reason
         )
     )
+
+
+def _waiting_at(state: UserState) -> dict[tuple[str, str, str], EntryState]:
+    """(journey, entry, step) -> entry, for each step an entry waits at on a timer (a delay, a
+    wait's timeout, a path, quiet hours, a pause); an entry that finished and only waits for
+    its goal window waits at no step."""
+    found: dict[tuple[str, str, str], EntryState] = {}
+    for timer in state.timers:
+        entry = state.entries(timer.journey_id).get(timer.entry_id)
+        if entry is not None and timer.purpose != "goal_window":
+            found[(timer.journey_id, timer.entry_id, timer.step_id)] = entry
+    return found
+
+
+def _waiting_changes(before: UserState, run: _Run) -> None:
+    """`waiting` records for each step an entry began or stopped waiting at in this transition,
+    so "waiting now" is a count kept as things happen (app/engine/figures.py), not a scan of
+    the users."""
+    was, now = _waiting_at(before), _waiting_at(run.state)
+    changes = [(key, was[key], LEFT) for key in was.keys() - now.keys()]
+    changes += [(key, now[key], ARRIVED) for key in now.keys() - was.keys()]
+    for (_, _, step_id), entry, change in sorted(changes, key=lambda c: (c[2] != LEFT, c[0])):
+        run.effects.append(
+            Analytics(
+                WAITING,
+                entry.journey_id,
+                entry.version,
+                run.state.user_id,
+                entry.entry_id,
+                step_id,
+                run.at,
+                change,
+                entry.holdout,
+            )
+        )
 
 
 def _entry_id(run: _Run) -> str:

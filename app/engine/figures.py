@@ -17,6 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 NO_STEP = "-"
+# `waiting` records (reason `arrived` or `left`) keep the count of entries waiting at each step
+# as a gauge: under `NOW_HOUR`, not the hour they happened, as it is "now" whatever the range.
+WAITING, ARRIVED, LEFT = "waiting", "arrived", "left"
+NOW_HOUR = datetime(1970, 1, 1, tzinfo=UTC)
 FigureKey = tuple[str, int, datetime, str]  # journey id, version, hour, step id or NO_STEP
 Increments = dict[FigureKey, Counter[str]]
 
@@ -70,8 +74,9 @@ def _first_word(reason: str | None) -> str:
 def timeline_figures(record: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(step, figure) for each count one timeline record adds: an `Analytics` effect's record or
     the timeline document of one. Sends and timers add none here: the sender counts what it
-    actually sent. Every analytics record adds one at least."""
-    if record.get("kind") != "analytics":
+    actually sent. Every analytics record but `waiting` (a gauge: see `increments`) adds one
+    at least."""
+    if record.get("kind") != "analytics" or record["event"] == WAITING:
         return []
     event, reason = str(record["event"]), record.get("reason")
     step = record.get("step_id") or NO_STEP
@@ -114,6 +119,12 @@ def increments(records: Iterable[Mapping[str, Any]]) -> Increments:
     """The counts a batch of timeline records adds, per (journey, version, hour, step)."""
     counts: Increments = {}
     for record in records:
+        if record.get("kind") == "analytics" and record["event"] == WAITING:
+            change = 1 if record.get("reason") == ARRIVED else -1
+            key = (str(record["journey_id"]), int(record["journey_version"]), NOW_HOUR)
+            step = record.get("step_id") or NO_STEP
+            counts.setdefault((*key, step), Counter())[WAITING] += change
+            continue
         figures = timeline_figures(record)
         if not figures:
             continue

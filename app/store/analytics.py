@@ -15,7 +15,7 @@ from app.engine.conversions import conversions_from_counts
 from app.engine.decision_tree import leaf_audiences
 from app.engine.definitions import Journey
 from app.engine.effects import utc_text
-from app.engine.figures import NO_STEP
+from app.engine.figures import NO_STEP, WAITING
 from app.store.deliveries import Deliveries
 from app.store.figures import JourneyFigures
 from app.store.mongo import Database
@@ -43,7 +43,6 @@ async def user_timeline(db: Database, user_id: str) -> list[dict[str, Any]]:
 
 async def step_figures(
     db: Database,
-    users: UserStore,
     journey_id: str,
     version: int,
     start: str,
@@ -54,16 +53,15 @@ async def step_figures(
     entered, converted, exited and completed (and their reasons) on the start step; sent,
     failed, delivered, opened, clicked, bounced, suppressed by reason at message steps; timed
     out and performed at waits, `won:P` at paths, `variant:B` at splits, `decided:yes|no` at
-    yes/no decisions (see `app.engine.figures`). `waiting` is the users waiting at each step
-    now, read from the users: counts cannot give it exactly, as delays and quiet hours end
-    without a record, and it is "now" whatever the range."""
-    counts = (await JourneyFigures(db).read(journey_id, version, since, until)).get(version, {})
+    yes/no decisions (see `app.engine.figures`). `waiting` is the entries waiting at each step
+    now, whatever the range: a gauge the engine's `waiting` records keep."""
+    store = JourneyFigures(db)
+    counts = (await store.read(journey_id, version, since, until)).get(version, {})
     figures: dict[str, Counter[str]] = {}
     for step, names in counts.items():
         figures.setdefault(start if step == NO_STEP else step, Counter()).update(names)
-    async for steps in users.steps_waiting(journey_id):
-        for step_id in steps:
-            figures.setdefault(step_id, Counter())["waiting"] += 1
+    for step, count in (await store.waiting(journey_id, version)).items():
+        figures.setdefault(step, Counter())[WAITING] = count
     return {step: dict(names) for step, names in figures.items()}
 
 

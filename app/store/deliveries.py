@@ -4,7 +4,6 @@ document here is never sent again."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,13 +61,6 @@ class Deliveries:
     async def of_user(self, user_id: str) -> dict[str, dict[str, Any]]:
         """One user's delivery documents by dispatch id."""
         return {d["_id"]: d async for d in self.collection.find({"user_id": user_id})}
-
-    async def counts(self) -> Counter[tuple[str, str]]:
-        """How many deliveries per (channel, outcome)."""
-        counts: Counter[tuple[str, str]] = Counter()
-        async for d in self.collection.find({}, {"channel": 1, "outcome": 1}):
-            counts[(d["channel"], d["outcome"])] += 1
-        return counts
 
 
 class PushTickets:

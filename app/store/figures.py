@@ -31,7 +31,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from app.engine.figures import Increments, hour_of, increments
+from app.engine.figures import NOW_HOUR, WAITING, Increments, hour_of, increments
 from app.store.mongo import Database
 
 COLLECTION = "journey_figures"
@@ -189,13 +189,12 @@ class JourneyFigures:
         query: dict[str, Any] = {"journey_id": journey_id}
         if version is not None:
             query["journey_version"] = version
-        hours: dict[str, datetime] = {}
+        hours: dict[str, datetime] = {"$gt": NOW_HOUR}  # the gauges are read by `waiting`
         if since is not None:
             hours["$gte"] = hour_of(since)
         if until is not None:
             hours["$lt"] = until
-        if hours:
-            query["hour"] = hours
+        query["hour"] = hours
         fields = {"journey_version": 1, "hour": 1, "figures": 1}
         return await self.collection.find(query, fields).to_list(None)
 
@@ -218,6 +217,16 @@ class JourneyFigures:
         return {
             v: {step: dict(counts) for step, counts in steps.items()} for v, steps in summed.items()
         }
+
+    async def waiting(self, journey_id: str, version: int) -> dict[str, int]:
+        """Step -> entries waiting there now: the gauge `waiting` records keep, a few documents
+        whatever the number of users."""
+        query = {"journey_id": journey_id, "journey_version": version, "hour": NOW_HOUR}
+        summed: Counter[str] = Counter()
+        async for document in self.collection.find(query, {"figures": 1}):
+            for step, names in (document.get("figures") or {}).items():
+                summed[_unfield(step)] += int(names.get(WAITING, 0))
+        return {step: count for step, count in summed.items() if count > 0}
 
     async def hourly(
         self, journey_id: str, since: datetime | None = None, until: datetime | None = None

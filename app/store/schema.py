@@ -43,7 +43,6 @@ SCHEMA: tuple[CollectionSchema, ...] = (
             _index("next_due_at"),  # the Redis recovery's users with timers
             _index("partition", "next_due_at"),  # the timer pump's sweep of its partitions
             _index("timezone", "_id"),  # the scheduler: zones, then an audience in id order
-            _index("timers.journey_id"),  # the API's users waiting in a journey
         ),
     ),
     CollectionSchema(

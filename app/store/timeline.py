@@ -3,7 +3,6 @@ of what happened to each user, read back by the API and by the worker that finds
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -51,21 +50,3 @@ class Timeline:
 
     async def of_user(self, user_id: str) -> list[dict[str, Any]]:
         return await self.collection.find({"user_id": user_id}).to_list(None)
-
-    async def of_journey(self, journey_id: str, version: int) -> AsyncIterator[dict[str, Any]]:
-        """Kind, event and step of every entry of one journey version."""
-        cursor = self.collection.find(
-            {"journey_id": journey_id, "journey_version": version},
-            {"kind": 1, "event": 1, "step_id": 1},
-        )
-        async for entry in cursor:
-            yield entry
-
-    async def analytics_of(self, journey_id: str) -> AsyncIterator[dict[str, Any]]:
-        """What conversions are counted from, for every version of one journey."""
-        cursor = self.collection.find(
-            {"journey_id": journey_id, "kind": "analytics"},
-            {"kind": 1, "event": 1, "journey_version": 1, "holdout": 1, "variants": 1},
-        )
-        async for entry in cursor:
-            yield entry

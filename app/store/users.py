@@ -363,9 +363,3 @@ class UserStore:
             await self.zones.record(await self.collection.distinct("timezone"))
             await self.zones.mark_backfilled()
         return await self.zones.all()
-
-    async def steps_waiting(self, journey_id: str) -> AsyncIterator[set[str]]:
-        """For each user with a timer in this journey, the steps its timers wait at."""
-        cursor = self.collection.find({"timers.journey_id": journey_id}, {"timers": 1})
-        async for user in cursor:
-            yield {t["step_id"] for t in user["timers"] if t["journey_id"] == journey_id}

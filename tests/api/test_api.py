@@ -335,9 +335,7 @@ async def test_flow_page_renders_in_chromium_with_its_figures(stack, tmp_path) -
         db = new_client(stack)
         try:
             journey = load_journey(EXAMPLES / "demo-onboarding.yaml")
-            stored = await step_figures(
-                db[stack.mongo_db], UserStore(db[stack.mongo_db], 10), journey.id, 1, journey.start
-            )
+            stored = await step_figures(db[stack.mongo_db], journey.id, 1, journey.start)
         finally:
             await close_client(db)
         assert shown and shown == {

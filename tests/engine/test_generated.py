@@ -35,6 +35,7 @@ from app.engine.definitions import (
     WaitForStep,
     successors,
 )
+from app.engine.figures import NOW_HOUR, WAITING, increments
 from app.engine.simulator import SimulatedEffect, Simulator
 from app.topics import load_contract
 from tests.generated import LIVE, SIM, Case, TimeScale, generate_case
@@ -314,3 +315,31 @@ def leaves(condition: c.Condition) -> list[c.Condition]:
         case c.Not():
             return leaves(condition.part)
     return [condition]
+
+
+@PROPERTY
+@given(seed=SEEDS, scale=st.sampled_from(sorted(SCALES)))
+def test_the_waiting_gauge_counts_the_entries_waiting_at_each_step(seed: int, scale: str) -> None:
+    """The flow page's "waiting now" is a count kept from the `waiting` records, never a scan:
+    midway through a stream and after it, it equals the entries whose timers wait at each step
+    in the users' states (an entry waiting only for its goal window waits at no step)."""
+    case = case_of(seed, SCALES[scale])
+    simulator = Simulator(case.engine())
+    stream = case.user_events()
+    for part in (stream[: len(stream) // 2], stream[len(stream) // 2 :]):
+        simulator.feed(part)
+        counted = {
+            (journey, version, step): names[WAITING]
+            for (journey, version, hour, step), names in increments(
+                e.effect.to_record() for e in simulator.effects if isinstance(e.effect, Analytics)
+            ).items()
+            if hour == NOW_HOUR and names[WAITING]
+        }
+        waiting = {
+            (t.journey_id, state.entries(t.journey_id)[t.entry_id].version, t.entry_id, t.step_id)
+            for state in simulator.states.values()
+            for t in state.timers
+            if t.purpose != "goal_window"
+        }
+        expected = Counter((journey, version, step) for journey, version, _, step in waiting)
+        assert counted == dict(expected), shown(case, (counted, expected))

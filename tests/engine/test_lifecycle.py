@@ -90,8 +90,12 @@ def test_exit_users_exits_the_users_inside_at_their_next_input() -> None:
     (timer,) = inside().timers
     transition = engine.apply(inside(), TimerFired("ada", timer.timer_id, timer.due_at), T0)
     assert not any(isinstance(e, Send) for e in transition.effects)
-    (exited,) = [e for e in transition.effects if isinstance(e, Analytics)]
-    assert (exited.event, exited.reason) == ("exited", "version 1 archived: users asked to exit")
+    assert [
+        (e.event, e.step_id, e.reason) for e in transition.effects if isinstance(e, Analytics)
+    ] == [
+        ("exited", None, "version 1 archived: users asked to exit"),
+        ("waiting", "wait", "left"),  # no longer counted as waiting at the delay
+    ]
     assert transition.state.active_entries() == [] and transition.state.timers == []
     # Entries begun after the operator asked stay (a resumed version's new users).
     later = inside(T0 + timedelta(minutes=10))
@@ -109,8 +113,10 @@ def test_a_paused_version_parks_users_at_their_next_message_until_resumed() -> N
     assert not any(isinstance(e, Send) for e in fired.effects)
     due = [e.due_at - timer.due_at for e in fired.effects if isinstance(e, ScheduleTimer)]
     assert due == [timedelta(seconds=5)]
-    assert [(e.event, e.reason) for e in fired.effects if isinstance(e, Analytics)] == [
-        ("waited", "journey paused")
+    assert [(e.event, e.step_id, e.reason) for e in fired.effects if isinstance(e, Analytics)] == [
+        ("waited", "hello", "journey paused"),
+        ("waiting", "wait", "left"),
+        ("waiting", "hello", "arrived"),  # the flow page's "waiting now" moves with the user
     ]
     # Still paused: it looks again later each time, up to every 15 minutes.
     state, waits = fired.state, []
@@ -131,6 +137,7 @@ def test_a_paused_version_parks_users_at_their_next_message_until_resumed() -> N
     assert [e.reason for e in going.effects if isinstance(e, Analytics)] == [
         "journey resumed",
         "end of journey",
+        "left",
     ]
 
 

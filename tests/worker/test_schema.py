@@ -128,11 +128,8 @@ async def test_every_other_query_leads_with_an_indexed_field(watched) -> None:
     _ = [user async for user in users.users_with_timers()]
     await users.user_ids_matching({"timezone": "Europe/Paris", "plan": "pro"}, "ada", 100)
     await users.time_zones()
-    _ = [steps async for steps in users.steps_waiting("j")]
     await timeline.sends_since(NOW)
     await timeline.send("d1", {"user_id": 1})
-    _ = [entry async for entry in timeline.of_journey("j", 1)]
-    _ = [entry async for entry in timeline.analytics_of("j")]
     await timeline.entries_into("j", [1, 2])
     await deliveries.of_user("ada")
 
