@@ -256,7 +256,8 @@ def html_page(
     steps' boxes, which grow to hold them; `edges` (step id -> edge key -> count) label each edge
     with its count and its share of the step's edges; `view` adds the controls (date range,
     version, variant): plain forms and links, so the page needs no script. With a variant chosen,
-    the steps its entries cannot reach are dimmed and its conversions are summed up above."""
+    the steps its entries cannot reach are dimmed and its conversions are summed up above (a
+    variant the journey does not have is a ValueError: callers check `split_variants`)."""
     figures, edges = figures or {}, edges or {}
     variant = view.variant if view else ""
     reached = variant_steps(journey, variant) if variant else set()

@@ -31,18 +31,11 @@ version: 3
 entry: {event: signed_up}
 steps:
   hello: {type: message, channel: email, template: hello, next: offer}
-  offer:
-    type: split
-    branches:
-      - {id: a, percent: 40, next: discount}
-      - {id: b, percent: 40, next: tone}
-      - {id: c, percent: 20}
+  offer: {type: split, branches: [{id: a, percent: 40, next: discount},
+    {id: b, percent: 40, next: tone}, {id: c, percent: 20}]}
   discount: {type: message, channel: email, template: discount, next: reminder}
-  tone:
-    type: split
-    branches:
-      - {id: warm, percent: 50, next: story}
-      - {id: plain, percent: 50, next: story}
+  tone: {type: split, branches: [{id: warm, percent: 50, next: story},
+    {id: plain, percent: 50, next: story}]}
   story: {type: message, channel: email, template: story, next: reminder}
   reminder: {type: message, channel: push, template: reminder}
 """)
