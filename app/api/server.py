@@ -55,7 +55,7 @@ from app.config import ApiSettings, SenderSettings, Settings
 from app.dispatch.transactional import SendRequest, SendRequestError
 from app.dispatch.unsubscribe import TokenError, Unsubscribe, UnsubscribeLinks, open_token
 from app.engine import JourneyError, VersionedRules, load_definition_text
-from app.engine.graph import FlowView, edge_counts, html_page
+from app.engine.graph import FlowView, edge_counts, html_page, split_variants
 from app.keyspace import Keyspace
 from app.redis_client import open_redis
 from app.sender import signing
@@ -431,7 +431,8 @@ class Api:
         )
 
     async def flow(self, request: web.Request) -> web.Response:
-        """The flow page with each step's figures over `since`/`until` (all time by default)."""
+        """The flow page with each step's figures over `since`/`until` (all time by default),
+        narrowed to one split variant (`variant=split=branch`) when asked."""
         chosen, versions = await self._version_asked(request)
         if chosen is None:
             return _error(404, versions)
@@ -440,6 +441,15 @@ class Api:
             since, until = date_range(request.query)
         except RangeError as error:
             return _error(400, str(error), where=error.where, expected=error.expected)
+        variants = split_variants(journey)
+        variant = request.query.get("variant", "")
+        if variant and variant not in variants:
+            return _error(
+                400,
+                f"no variant '{variant}' in version {journey.version} of '{journey.id}'",
+                where="variant",
+                expected=list(variants),
+            )
         figures = await step_figures(
             self.db, journey.id, journey.version, journey.start, since, until
         )
@@ -447,6 +457,8 @@ class Api:
             versions=versions,
             since=request.query.get("since", ""),
             until=request.query.get("until", ""),
+            variants=variants,
+            variant=variant,
         )
         page = html_page(journey, figures, edge_counts(journey, figures), view)
         return web.Response(text=page, content_type="text/html")

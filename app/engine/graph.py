@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app.engine.conversions import Comparison, Rate, conversions_from_counts
 from app.engine.definitions import (
     NO_ACTION,
     BranchStep,
@@ -16,6 +17,7 @@ from app.engine.definitions import (
     Journey,
     MessageStep,
     PathsStep,
+    SplitBranch,
     SplitStep,
     Step,
     WaitForStep,
@@ -102,6 +104,63 @@ def _layers(journey: Journey) -> dict[str, int]:
     for step_id in journey.steps:
         depth.setdefault(step_id, 0)
     return depth
+
+
+def split_variants(journey: Journey) -> tuple[str, ...]:
+    """Every split branch as `split=branch`, in step order then branch order: the variants the
+    flow page can be narrowed to."""
+    return tuple(
+        f"{step.id}={branch.id}"
+        for step in journey.steps.values()
+        if isinstance(step, SplitStep)
+        for branch in step.branches
+    )
+
+
+def _split_branch(journey: Journey, variant: str) -> tuple[SplitStep, SplitBranch]:
+    """The split step and the branch a `split=branch` variant names."""
+    split_id, _, branch_id = variant.partition("=")
+    split = journey.steps.get(split_id)
+    if isinstance(split, SplitStep):
+        for branch in split.branches:
+            if branch.id == branch_id:
+                return split, branch
+    raise ValueError(f"no variant '{variant}': expected one of {list(split_variants(journey))}")
+
+
+def _reachable(
+    journey: Journey, start: str | None, without: tuple[str, str] = ("", "")
+) -> set[str]:
+    """The steps reached from `start` following successors, never taking the edge `without`
+    (step id, edge key)."""
+    seen: set[str] = set()
+    todo = [start] if start else []
+    while todo:
+        step_id = todo.pop()
+        step = journey.steps.get(step_id)
+        if step is None or step_id in seen:
+            continue
+        seen.add(step_id)
+        todo += [
+            target
+            for label, target in successors(step)
+            if (step_id, edge_key(step, label)) != without
+        ]
+    return seen
+
+
+def variant_steps(journey: Journey, variant: str) -> set[str]:
+    """The steps a `split=branch` variant's entries can reach after the split: its branch's
+    subtree, merged steps included (see `shared_steps`)."""
+    return _reachable(journey, _split_branch(journey, variant)[1].next)
+
+
+def shared_steps(journey: Journey, variant: str) -> set[str]:
+    """Of a variant's steps, those also reached from the start without its branch: their counts
+    hold every variant's entries, not only this one's."""
+    split, branch = _split_branch(journey, variant)
+    others = _reachable(journey, journey.start, (split.id, branch.id))
+    return variant_steps(journey, variant) & others
 
 
 @dataclass(frozen=True)
@@ -196,8 +255,15 @@ def html_page(
     """The whole flow on one page. `figures` (step id -> name -> count) are drawn inside their
     steps' boxes, which grow to hold them; `edges` (step id -> edge key -> count) label each edge
     with its count and its share of the step's edges; `view` adds the controls (date range,
-    version, variant): plain forms and links, so the page needs no script."""
+    version, variant): plain forms and links, so the page needs no script. With a variant chosen,
+    the steps its entries cannot reach are dimmed and its conversions are summed up above (a
+    variant the journey does not have is a ValueError: callers check `split_variants`)."""
     figures, edges = figures or {}, edges or {}
+    variant = view.variant if view else ""
+    reached = variant_steps(journey, variant) if variant else set()
+    shared = shared_steps(journey, variant) if variant else set()
+    in_view = reached | {target for step_id in reached for _, target in _out(journey, step_id)}
+    split_id, _, branch_id = variant.partition("=")
     depth = _layers(journey)
     rows: dict[int, list[str]] = {}
     for node in depth:
@@ -206,10 +272,11 @@ def html_page(
     for node in depth:
         step = journey.steps.get(node)
         text = describe(step) if step else "no action"
-        boxes[node] = (text, _wrap(text), _figure_lines(step, figures.get(node, {})))
+        notes = ["all variants"] if node in shared else []
+        boxes[node] = (text, _wrap(text), _figure_lines(step, figures.get(node, {})), notes)
     heights = {
-        node: 30 + LINE_HEIGHT * (len(text_lines) + len(figure_lines)) + 8
-        for node, (_, text_lines, figure_lines) in boxes.items()
+        node: 30 + LINE_HEIGHT * (len(text_lines) + len(figure_lines) + len(notes)) + 8
+        for node, (_, text_lines, figure_lines, notes) in boxes.items()
     }
     row_height = {level: max(heights[n] for n in nodes) for level, nodes in rows.items()}
     width = max(len(r) for r in rows.values()) * (NODE_WIDTH + GAP_X) + GAP_X
@@ -233,25 +300,27 @@ def html_page(
             x2, y2 = position[target]
             sx, sy = x1 + NODE_WIDTH / 2, y1 + heights[step_id]
             tx, ty = x2 + NODE_WIDTH / 2, y2
+            key = edge_key(step, label)
+            outside = variant and step_id not in reached and (step_id, key) != (split_id, branch_id)
+            dimmed = " dimmed" if outside else ""
             parts.append(
-                f'<line x1="{sx}" y1="{sy}" x2="{tx}" y2="{ty}" class="edge" '
+                f'<line x1="{sx}" y1="{sy}" x2="{tx}" y2="{ty}" class="edge{dimmed}" '
                 'marker-end="url(#arrow)"/>'
             )
-            key = edge_key(step, label)
             text = label
             if key in counts:
                 count = counts[key]
                 text += f" \u00b7 {count}" + (f" ({count / total:.0%})" if total else "")
             if text:
                 parts.append(
-                    f'<text x="{(sx + tx) / 2 + 4}" y="{(sy + ty) / 2}" class="edge-label" '
+                    f'<text x="{(sx + tx) / 2 + 4}" y="{(sy + ty) / 2}" class="edge-label{dimmed}" '
                     f'data-edge="{html.escape(step_id)}:{html.escape(key)}">'
                     f"{html.escape(text)}</text>"
                 )
     for node, (x, y) in position.items():
         step = journey.steps.get(node)
         kind = type(step).__name__.removesuffix("Step").lower() if step else "end"
-        full, text_lines, figure_lines = boxes[node]
+        full, text_lines, figure_lines, notes = boxes[node]
         name = node if step else "end"
         lines = [f'<text x="{x + 10}" y="{y + 20}" class="title">{html.escape(name)}</text>']
         line_y = y + 20
@@ -263,8 +332,12 @@ def html_page(
             lines.append(
                 f'<text x="{x + 10}" y="{line_y}" class="figures">{html.escape(line)}</text>'
             )
+        for line in notes:
+            line_y += LINE_HEIGHT
+            lines.append(f'<text x="{x + 10}" y="{line_y}" class="note">{line}</text>')
+        dimmed = " dimmed" if variant and node not in in_view else ""
         parts.append(
-            f'<g class="node {kind}" data-step="{html.escape(node)}">'
+            f'<g class="node {kind}{dimmed}" data-step="{html.escape(node)}">'
             f"<title>{html.escape(name)}: {html.escape(full)}</title>"
             f'<rect x="{x}" y="{y}" width="{NODE_WIDTH}" height="{heights[node]}" rx="8"/>'
             + "".join(lines)
@@ -288,12 +361,16 @@ nav.versions a.current {{ font-weight: 700; text-decoration: none; color: inheri
 .node .figures {{ fill: #24408e; font-weight: 600; }}
 .edge {{ stroke: #7a869a; stroke-width: 1.5; }}
 .edge-label {{ font-size: 11px; fill: #4a5568; }}
+.dimmed {{ opacity: .35; }}
+.node .note {{ font-style: italic; fill: #8a5a00; }}
+section.variant {{ border-left: 4px solid #b7791f; padding: 4px 12px; margin: 8px 0; }}
 table.figures {{ border-collapse: collapse; margin-top: 16px; font-size: 13px; }}
 table.figures td, table.figures th {{ border: 1px solid #d0d5e0; padding: 2px 8px; }}
 </style></head><body>
 <h1>{title}</h1>
 <p>{html.escape(_entry_text(journey))}</p>
 {_controls(journey, view) if view else ""}
+{_variant_summary(journey, figures, variant) if variant else ""}
 <svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">
 <defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7"
 orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#7a869a"/></marker></defs>
@@ -327,6 +404,35 @@ def _controls(journey: Journey, view: FlowView) -> str:
 <label>to<input type="date" name="until" value="{html.escape(view.until)}"></label>
 {variant}<button type="submit">show</button>
 </form>"""
+
+
+def _variant_summary(
+    journey: Journey, figures: Mapping[str, Mapping[str, int]], variant: str
+) -> str:
+    """The chosen variant's entries and conversions with their 95% interval, and how it compares
+    with its split's first branch, counted as `/journeys/{id}/conversions` counts them."""
+    split, branch = _split_branch(journey, variant)
+    first = split.branches[0]
+    counted = conversions_from_counts({journey.version: figures})[journey.version]
+    rates = counted.variants.get(split.id, {})
+    rate = rates.get(branch.id, Rate())
+    interval = rate.interval()
+    said = f"{variant}: {rate.entered} entries, {rate.converted} conversions"
+    if interval:
+        said += f" ({rate.share:.1%}, 95% interval {interval[0]:.1%} to {interval[1]:.1%})"
+    if branch == first:
+        compared = (
+            f"{variant} is the first branch of its split, the one the others are compared with"
+        )
+    else:
+        baseline = f"{split.id}={first.id}"
+        compared = Comparison(variant, baseline, rate, rates.get(first.id, Rate())).text()
+    return (
+        f'<section class="variant" data-variant="{html.escape(variant)}">'
+        f'<p class="rate">{html.escape(said)}</p><p class="comparison">{html.escape(compared)}</p>'
+        "<p>Dimmed steps are not reached by this variant; steps marked all variants are reached "
+        "by others too, and their counts are those of every variant.</p></section>"
+    )
 
 
 def _figures_table(figures: Mapping[str, Mapping[str, int]]) -> str:

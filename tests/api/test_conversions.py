@@ -3,6 +3,7 @@ and per split variant, counted from the figures kept of the timeline the real pr
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import orjson
@@ -78,7 +79,8 @@ async def run_events(settings, batches: list[list[dict]]) -> None:
     await close_client(client)
 
 
-async def test_conversions_per_version_holdout_and_variant(stack) -> None:  # noqa: F811
+async def twelve_sign_up_six_buy(settings) -> list[dict]:
+    """Twelve users sign up, then six of them buy; the events, in order."""
     users = [f"u{i}" for i in range(12)]
     signed = [
         {"event_id": f"s-{u}", "user_id": u, "name": "signed_up", "at": "2026-11-02T09:00:00Z"}
@@ -88,9 +90,14 @@ async def test_conversions_per_version_holdout_and_variant(stack) -> None:  # no
         {"event_id": f"p-{u}", "user_id": u, "name": "purchased", "at": "2026-11-02T10:00:00Z"}
         for u in users[:6]
     ]
-    await run_events(stack, [signed, bought])
+    await run_events(settings, [signed, bought])
+    return signed + bought
+
+
+async def test_conversions_per_version_holdout_and_variant(stack) -> None:  # noqa: F811
+    events = await twelve_sign_up_six_buy(stack)
     simulator = Simulator(JourneyEngine([load_journey_text(JOURNEY)]))
-    simulator.feed(UserEvent.from_record(e) for e in signed + bought)
+    simulator.feed(UserEvent.from_record(e) for e in events)
     predicted = conversion_figures(
         item.effect.to_record() for item in simulator.effects if isinstance(item.effect, Analytics)
     )
@@ -117,3 +124,35 @@ async def test_conversions_per_version_holdout_and_variant(stack) -> None:  # no
         sum(v["converted"] for v in figures["variants"]["variant"].values())
         == (figures["messaged"]["converted"])
     )
+
+
+async def test_flow_page_per_variant(stack) -> None:  # noqa: F811
+    await twelve_sign_up_six_buy(stack)
+    client = await api_client(stack)
+    try:
+        body = await (await client.get("/journeys/upsell/conversions", headers=AUTH)).json()
+        answer = await client.get(
+            "/journeys/upsell/flow", params={"variant": "variant=b"}, headers=AUTH
+        )
+        assert answer.status == 200
+        page = await answer.text()
+        unknown = await client.get(
+            "/journeys/upsell/flow", params={"variant": "variant=z"}, headers=AUTH
+        )
+        assert unknown.status == 400
+        error = await unknown.json()
+    finally:
+        await client.close()
+    assert '<select name="variant">' in page
+    assert '<option value="variant=b" selected>variant=b</option>' in page
+    assert '<option value="variant=a">variant=a</option>' in page
+    assert '<g class="node split dimmed" data-step="variant">' in page  # before the branch
+    assert re.search(r'<g class="node message" data-step="hello">.*?all variants</text>', page)
+    b = body["versions"]["1"]["variants"]["variant"]["b"]
+    assert f"variant=b: {b['entered']} entries, {b['converted']} conversions" in page
+    assert "variant=b converts" in page and "for variant=a" in page
+    assert error == {
+        "error": "no variant 'variant=z' in version 1 of 'upsell'",
+        "where": "variant",
+        "expected": ["variant=a", "variant=b"],
+    }
