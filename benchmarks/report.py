@@ -163,6 +163,17 @@ ROWS: tuple[tuple[str, Callable[[Figures], str]], ...] = (
         ),
     ),
     (
+        "flow page through the API, p50 / max of its loads (target p50 <= 100 ms); "
+        "waiting shown for the parked users",
+        lambda r: _verdict(
+            r,
+            "flow_page_p50_s",
+            f"{r['flow_page_p50_s'] * 1000:.0f} / {r['flow_page_max_s'] * 1000:.0f} ms with "
+            f"{_n(r['flow_page_users'])} users; waiting {_n(r['flow_page_waiting_parked'])} "
+            f"of {_n(r['pending_timers'])}",
+        ),
+    ),
+    (
         "sender deliveries to the local provider stub",
         lambda r: f"{_n(r['sender_deliveries_per_s'])} /s",
     ),

@@ -33,10 +33,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import Settings, WorkerSettings
 from app.dispatch.record import DispatchRecord, DispatchStep, Recipient
-from app.engine import JourneyEngine, UserEvent, UserState, load_journey_text
+from app.engine import Analytics, JourneyEngine, UserEvent, UserState, load_journey_text
+from app.engine.figures import increments
 from app.keyspace import Keyspace
 from app.redis_client import new_redis
 from app.sender.stub import ProviderStub, serve
+from app.store.figures import JourneyFigures
 from app.store.journeys import JourneyRegistry
 from app.store.mongo import close_client, new_client
 from app.store.users import StoredUser, UserCommit, UserStore
@@ -60,6 +62,7 @@ from benchmarks.ceilings import (
     read_and_cas_seconds,
     redis_set_nx,
 )
+from benchmarks.flow_page import flow_page_latency
 from benchmarks.machine import (
     CpuMeter,
     WalPeak,
@@ -132,6 +135,7 @@ TARGETS = (
     ("e2e_latency_p99_s", "<=", 0.5, "event to dispatch p99 <= 0.5 s at half the rate"),
     ("cpu_ms_per_event_worker", "<=", 0.30, "worker CPU <= 0.30 ms per event"),
     ("worker_rss_growth_ratio", "<=", 1.25, "worker memory flat in the number of users"),
+    ("flow_page_p50_s", "<=", 0.1, "flow page p50 <= 100 ms at the run's users"),
 )
 
 
@@ -322,7 +326,8 @@ async def publish(
 
 async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None:
     """Stores `count` users waiting on a 30-day timer, as a worker would have left them: user
-    documents, due index entries, and Redis marked as holding them (so no refill is due)."""
+    documents, due index entries, Redis marked as holding them (so no refill is due), and the
+    journey's figures (entered, waiting) as the timeline projector would have counted them."""
     engine = JourneyEngine([load_journey_text(PARKED_JOURNEY)])
     partitions = load_contract("timers").partitions
     now = datetime.now(UTC)
@@ -331,6 +336,7 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
     redis = new_redis(settings)
     prefix = settings.redis_prefix
     store = UserStore(database, settings.mongo_bulk_ops)
+    figures = JourneyFigures(database)
     due_index = DueIndex(redis, prefix)
     lock = BranchLock(redis, prefix, WorkerSettings().branch_lock_ttl_seconds)
     recovery = RedisRecovery(
@@ -339,14 +345,16 @@ async def park_users(settings: Settings, count: int, chunk: int = 1_000) -> None
     try:
         await recovery.check(now)  # an empty store: sets the epoch, puts nothing back
         for first in range(0, count, chunk):
-            commits = []
+            commits, analytics = [], []
             for i in range(first, min(count, first + chunk)):
                 user_id = f"parked-{i:07d}"
                 park = UserEvent(event_id=f"park-{i}", user_id=user_id, name="park", at=now)
-                state = engine.apply(UserState.new(user_id), park, now).state
-                stored = StoredUser(user_id=user_id, state=state)
+                transition = engine.apply(UserState.new(user_id), park, now)
+                stored = StoredUser(user_id=user_id, state=transition.state)
                 commits.append(UserCommit(stored, 0, partition_of(user_id, partitions)))
+                analytics += [e.to_record() for e in transition.effects if isinstance(e, Analytics)]
             await store.collection.insert_many([c.document() for c in commits], ordered=False)
+            await figures.increment(increments(analytics), "benchmark", "parked")
             await due_index.record(
                 (c.user.user_id, c.partition, c.user.state.next_due_at()) for c in commits
             )
@@ -436,6 +444,8 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
             RESULTS_DIR / f"timer-lateness-{mode}.png",
             f"timer lateness, {size['pending_timers']:,} other timers pending",
         )
+        # The operator's view at the store's size now (1.1M users at the full size).
+        page = await flow_page_latency(JOURNEYS, ns.env, ["bench", "bench-parked"])
         size_at_end = await database_size(ns.settings, servers.get("mongo", ()))
         return {
             **store,
@@ -460,6 +470,9 @@ async def pipeline(settings: Settings, size: dict[str, int], mode: str) -> dict[
             "worker_rss_after_all_users_mb": rss_loaded,
             "worker_rss_growth_ratio": rss_loaded / rss_warm,
             "worker_peak_rss_mb": rss_mb(worker, "VmHWM"),
+            **page,
+            "flow_page_users": size["users"] + size["warm_users"] + size["pending_timers"],
+            "flow_page_waiting_parked": page["flow_page_waiting"]["bench-parked"].get("wait", 0),
             "store_size_source": size_at_end["source"],
             "store_database_mb": size_at_end.get("database", 0) / 2**20,
             "store_wal_mb": size_at_end.get("wal", 0) / 2**20,
