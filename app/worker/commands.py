@@ -22,7 +22,8 @@ def worker(loglevel: str) -> None:
     app, _ = create_app(Settings(), WorkerSettings())
     runner = faust.Worker(app, loglevel=loglevel)
     # Faust's progress spinner, on at WARN and above, sets the root logger to DEBUG to spin on
-    # every record: every debug call of aiokafka and pymongo was then formatted: 25% of the worker's CPU.
+    # every record: every debug call of aiokafka and pymongo was then formatted (a quarter of
+    # the worker's CPU under load).
     runner.spinner = None
     runner.execute_from_commandline()
 

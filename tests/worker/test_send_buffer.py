@@ -1,6 +1,6 @@
-"""Redis as buffer: recipients of one step leave as records of batch_size up to twice it (fewer
-only when that is all the flow brought), each exactly once, and nothing leaves the buffer before
-it is on the topic."""
+"""Redis as buffer: recipients of one step leave as records of batch_size up to twice it as soon
+as they are that many (fewer only for what a flow brought before it paused), each exactly once,
+and nothing leaves the buffer before it is on the topic."""
 
 from __future__ import annotations
 
@@ -68,11 +68,11 @@ async def test_records_of_batch_size_to_twice_it_each_recipient_once(
     await producer.start()
     try:
         batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=200)
-        # 200 leave at once, as twice that wait; the other 250 and the 3 wait until their
-        # number stops growing, and the 250 leave as one record, not as 200 and 50.
-        assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 1
+        # 200 leave, as twice that wait, then the other 250 as one record (not as 200 and 50);
+        # the 3 wait until their number stops growing.
+        assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 2
         assert await batcher.drain_due(T0 + timedelta(seconds=1.5)) == 0
-        assert await batcher.drain_due(T0 + timedelta(seconds=2)) == 2
+        assert await batcher.drain_due(T0 + timedelta(seconds=2)) == 1
         assert await batcher.drain_due(T0 + timedelta(seconds=3)) == 0
     finally:
         await producer.stop()
@@ -144,19 +144,23 @@ async def test_a_steps_buckets_fill_one_record_oldest_first(
     await producer.start()
     try:
         batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=200)
-        assert await batcher.drain_due(later) == 1  # 150 of the first bucket, 50 of the second
-        assert await buffer.pending() == 200
+        # 150 of the first bucket and 50 of the second, then the second's other 200.
+        assert await batcher.drain_due(later) == 2
+        assert await buffer.pending() == 0
         await buffer.add_many([(WELCOME, later, recipient(i)) for i in range(400, 450)])
         assert await batcher.drain_due(later + timedelta(seconds=0.9)) == 0  # grew: wait
         assert await batcher.drain_due(later + timedelta(seconds=1.5)) == 0  # still in the hold
         assert await batcher.drain_due(later + timedelta(seconds=1.9)) == 1  # paused 1 s: leave
     finally:
         await producer.stop()
-    records = await read_records(servers.kafka_bootstrap, topic, 2)
-    first, second = sorted(records, key=lambda r: r["send_at"])
+    records = await read_records(servers.kafka_bootstrap, topic, 3)
+    first, *others = sorted(records, key=lambda r: (r["send_at"], -len(r["recipients"])))
     assert first["send_at"] == "2026-11-02T09:15:00Z" and len(first["recipients"]) == 200
     assert {f"{i:032x}" for i in range(150)} <= {r["dispatch_id"] for r in first["recipients"]}
-    assert second["send_at"] == "2026-11-02T09:15:01Z" and len(second["recipients"]) == 250
+    assert [(r["send_at"], len(r["recipients"])) for r in others] == [
+        ("2026-11-02T09:15:01Z", 200),
+        ("2026-11-02T09:15:01Z", 50),
+    ]
     assert await buffer.pending() == 0
     for index in Keyspace(unique).send_buffer_indexes():
         assert await redis_client.zcard(index) == 0
@@ -196,15 +200,15 @@ async def test_the_hold_outlasts_the_pause_between_slow_micro_batches(
         redis_client, producer, topic, prefix=unique, hold_seconds=1, max_wait_seconds=10
     )
     batcher.observe_batch(2.0)  # micro-batches take 2 s: hold 3 s
-    await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(120)])
+    await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(80)])
     assert await batcher.drain_due(T0) == 0
     assert await batcher.drain_due(T0 + timedelta(seconds=2.5)) == 0  # between two batches
-    await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(120, 240)])
+    await buffer.add_many([(WELCOME, T0, recipient(i)) for i in range(80, 160)])
     assert await batcher.drain_due(T0 + timedelta(seconds=2.6)) == 0  # grew: wait for more
     assert await batcher.drain_due(T0 + timedelta(seconds=5.5)) == 0  # unchanged for 2.9 s
     assert await batcher.drain_due(T0 + timedelta(seconds=5.7)) == 1  # paused 3.1 s: leave
     (record,) = await read_records(servers.kafka_bootstrap, topic, 1)
-    assert len(record["recipients"]) == 240
+    assert len(record["recipients"]) == 160
 
 
 async def test_a_webhook_steps_request_leaves_the_buffer_with_its_record(
@@ -218,7 +222,7 @@ async def test_a_webhook_steps_request_leaves_the_buffer_with_its_record(
     producer = new_producer(servers)
     await producer.start()
     try:
-        batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=3)
+        batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=4)
         assert await batcher.drain_due(T0 + timedelta(seconds=1)) == 0  # three: wait for more
         assert await batcher.drain_due(T0 + timedelta(seconds=2)) == 1
     finally:
@@ -233,8 +237,8 @@ async def test_a_flow_of_sends_leaves_in_records_of_at_least_the_size(
     servers: Settings, sending, redis_client, unique: str
 ) -> None:
     """1,450 sends of one step arriving over three seconds, in micro-batches, drained as a
-    worker drains them: seven records at most (not eight: the remainder joins a record), and
-    nothing held much longer than the hold once the flow stops."""
+    worker drains them: records of 200 to 399 as they fill, one more for the remainder (eight
+    at most), and nothing held much longer than the hold once the flow stops."""
     topic, buffer, producer = sending
     batcher = Batcher(redis_client, producer, topic, prefix=unique, batch_size=200)
     added = 0
@@ -249,9 +253,9 @@ async def test_a_flow_of_sends_leaves_in_records_of_at_least_the_size(
         assert time.monotonic() - stopped < 2.5, "the remainder outstayed the hold"
         await batcher.drain_due(datetime.now(UTC))
         await asyncio.sleep(0.05)
-    assert batcher.records_produced <= 1_450 // 200
+    assert batcher.records_produced <= 1_450 // 200 + 1
     records = await read_records(servers.kafka_bootstrap, topic, batcher.records_produced)
-    sizes = [len(r["recipients"]) for r in records]
-    assert min(sizes) >= 200 and max(sizes) < 400 and sum(sizes) == 1_450
+    sizes = sorted(len(r["recipients"]) for r in records)
+    assert sizes[1] >= 200 and sizes[-1] < 400 and sum(sizes) == 1_450
     ids = {x["dispatch_id"] for r in records for x in r["recipients"]}
     assert ids == {f"{i:032x}" for i in range(1_450)}
