@@ -652,6 +652,10 @@ def fault_suite(wave_users: int) -> dict[str, Any]:
     for line in result.stdout.splitlines():
         if match := re.match(r"fault suite: (.+?): (\{.*\})$", line):
             figures[match[1]] = orjson.loads(match[2].replace("'", '"'))
+    if result.returncode != 0:  # what went wrong, kept with the result (ids, steps, outcomes)
+        figures["failure"] = [
+            line for line in result.stdout.splitlines() if line.startswith(("E ", "FAILED"))
+        ][-80:]
     return figures
 
 
