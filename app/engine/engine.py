@@ -907,8 +907,8 @@ class JourneyEngine:
                 )
             )
 
+    @staticmethod
     def _analytics(
-        self,
         run: _Run,
         entry: EntryState,
         step_id: str | None,
@@ -967,19 +967,7 @@ def _waiting_changes(before: UserState, run: _Run) -> None:
     changes = [(key, was[key], LEFT) for key in was.keys() - now.keys()]
     changes += [(key, now[key], ARRIVED) for key in now.keys() - was.keys()]
     for (_, _, step_id), entry, change in sorted(changes, key=lambda c: (c[2] != LEFT, c[0])):
-        run.effects.append(
-            Analytics(
-                WAITING,
-                entry.journey_id,
-                entry.version,
-                run.state.user_id,
-                entry.entry_id,
-                step_id,
-                run.at,
-                change,
-                entry.holdout,
-            )
-        )
+        JourneyEngine._analytics(run, entry, step_id, WAITING, change)
 
 
 def _entry_id(run: _Run) -> str:
