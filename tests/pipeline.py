@@ -117,6 +117,18 @@ class Pipeline:
             records += [orjson.loads(m.value) for ms in batch.values() for m in ms]
         return list(records)
 
+    async def stored(self, user_ids: list[str], timeout: float) -> None:
+        """Waits until each of these users has a document: the worker applied an input of
+        theirs (whether it came through user-events-by-user or was applied in place)."""
+        client = new_client(self.settings)
+        users = client[self.settings.mongo_db]["users"]
+        try:
+            async with asyncio.timeout(timeout):
+                while await users.count_documents({"_id": {"$in": user_ids}}) < len(user_ids):
+                    await asyncio.sleep(0.2)
+        finally:
+            await close_client(client)
+
     async def dispatched(self, timeout: float, until: int | None = None) -> list[dict]:
         """Every recipient of every dispatch record so far, flattened, with the record's step;
         waits until `until` distinct dispatch ids arrived or `timeout` seconds passed. (The

@@ -32,6 +32,7 @@ WORKER_COUNTERS = (
     ("branch_refused", "Sends refused by the branch lock (another path won the entry)."),
     ("repartitioned", "user-events records re-produced to user-events-by-user."),
     ("miskeyed_records", "user-events records with no key or a key other than the user id."),
+    ("applied_in_place", "user-events records applied on their user's partition, not copied."),
     ("versions_missing", "Users whose inputs first waited for a journey version not loaded."),
     ("inputs_parked", "Inputs parked in user documents until their journey version loads."),
 )

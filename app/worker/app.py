@@ -2,10 +2,12 @@
 message still in flight when an agent runs several at once: faust-streaming issue 606):
 
 1. repartition: user-events, whatever partitioner or key its producers used, re-produced to
-   user-events-by-user by user id (app/worker/repartition.py);
-2. journeys: user-events-by-user and timers, co-partitioned by user id, so one worker applies a
-   partition's inputs in order; scale comes from more partitions and more workers. One agent per
-   topic, so due timers do not queue behind a burst of events (their batches take turns);
+   user-events-by-user by user id (app/worker/repartition.py), but for the records already on
+   their user's partition, which go straight to step 2;
+2. journeys: user-events-by-user and timers (and user-events on their partition), co-partitioned
+   by user id, so one worker applies a partition's inputs in order; scale comes from more
+   partitions and more workers. One agent per topic, so due timers do not queue behind a burst
+   of events (their batches take turns);
 3. timeline: the effects step 2 emitted that are not sends, written to the timeline collection
    in large batches (app/worker/timeline_projector.py). In the worker, so it scales and fails
    over with it through the same consumer group, and shares its connections and batch rules.
@@ -105,17 +107,26 @@ def _forget_users_on_rebalance(app: faust.App, runtime: WorkerRuntime) -> None:
 
 
 def _add_repartition_agent(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:
-    """user-events in, user-events-by-user out; a batch's offsets are committed (Faust acks it)
-    once its records are acknowledged by Kafka."""
+    """user-events in: the records on their user's partition applied, the others re-produced to
+    user-events-by-user; a batch's offsets are committed (Faust acks it) once the first are
+    stored and the others acknowledged by Kafka."""
     ws = runtime.worker_settings
     sources = {settings.topic("user-events"): "user-events"}
-    user_events = app.topic(*sources, key_serializer="raw", value_serializer="raw")
+    user_events = app.topic(
+        *sources, key_serializer="raw", value_serializer="raw", maxsize=EVENTS_BUFFERED
+    )
 
     @app.agent(user_events, concurrency=1)
     async def repartition(stream: faust.StreamT) -> None:
         await runtime.ready.wait()
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
-            await runtime.repartition(_input_records(events, sources))
+            records = _input_records(events, sources)
+            here = [runtime.repartitioner.in_place(record) for record in records]
+            _observe_arrivals(runtime.metrics, [e for e, h in zip(events, here, strict=True) if h])
+            await runtime.take_user_events(
+                [r for r, h in zip(records, here, strict=True) if h],
+                [r for r, h in zip(records, here, strict=True) if not h],
+            )
 
 
 def _add_journeys_agents(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:

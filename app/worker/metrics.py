@@ -68,6 +68,7 @@ class WorkerMetrics:
     timers_published: int = 0
     repartitioned: int = 0  # user-events records re-produced to user-events-by-user
     miskeyed: int = 0  # ... of which had no key or a key other than their user id
+    in_place: int = 0  # user-events records applied where they were (on their user's partition)
     versions_missing: int = 0  # users whose inputs were first held up by a version not loaded
     inputs_parked: int = 0  # inputs parked in user documents for such a version
     timers_applied: int = 0
@@ -130,6 +131,7 @@ class WorkerMetrics:
             "timers_published": self.timers_published,
             "repartitioned": self.repartitioned,
             "miskeyed_records": self.miskeyed,
+            "applied_in_place": self.in_place,
             "versions_missing": self.versions_missing,
             "inputs_parked": self.inputs_parked,
             "timers_applied": self.timers_applied,

@@ -132,6 +132,7 @@ class WorkerRuntime:
             self.partitions,
             self.metrics,
             max_record_bytes=ws.max_record_bytes,
+            source_partitions=self.user_events_partitions,
         )
         self.timeline_projector = TimelineProjector(Timeline(database), JourneyFigures(database))
         self.dead_letters = DeadLetterWriter(self.producer, s, "worker")
@@ -182,7 +183,10 @@ class WorkerRuntime:
     async def check_partitions(self) -> None:
         """The worker sets the partition of every record it produces to these topics: one with
         another count than its contract (never applied, or created by the broker on first use)
-        is refused at start, rather than failing record by record."""
+        is refused at start, rather than failing record by record. user-events may have any
+        count; with the contract's, its records on their user's partition are applied there."""
+        topic = self.settings.topic("user-events")
+        self.user_events_partitions = len(await self.producer.partitions_for(topic))
         for name in ("user-events-by-user", "timers"):
             topic = self.settings.topic(name)
             found = len(await self.producer.partitions_for(topic))
@@ -220,10 +224,15 @@ class WorkerRuntime:
         if await self._run_to_completion(self.processor.process, records, self._batch_lock, piece):
             self.batcher.observe_batch(time.monotonic() - started)
 
-    async def repartition(self, records: list[InputRecord]) -> None:
-        """Re-produces a micro-batch of user-events to user-events-by-user, by user id. Its own
-        lock: the two steps' batches overlap."""
-        await self._run_to_completion(self.repartitioner.process, records, self._repartition_lock)
+    async def take_user_events(self, in_place: list[InputRecord], moved: list[InputRecord]) -> None:
+        """A micro-batch of user-events: the records on their user's partition applied as a
+        batch of the engine step, the others re-produced to user-events-by-user by user id
+        (under a lock of its own: the copies' batches overlap the engine step's)."""
+        if moved:
+            await self._run_to_completion(self.repartitioner.process, moved, self._repartition_lock)
+        if in_place:
+            self.metrics.in_place += len(in_place)
+            await self.run_batch(in_place)
 
     async def project_timeline(self, records: list[InputRecord]) -> None:
         """Writes a batch of the `timeline` topic to the timeline collection. Its own lock: the

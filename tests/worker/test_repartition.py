@@ -126,3 +126,38 @@ async def test_a_worker_refuses_a_topic_whose_partitions_differ_from_its_contrac
         await close_client(runtime.mongo)
         await admin.delete_topics(list(topics))
         await admin.close()
+
+
+def on_partition(offset: int, user: str, partition: int, **fields: object) -> InputRecord:
+    value = orjson.dumps({**event(f"e{offset}", user, "added_to_cart", T0), **fields})
+    return InputRecord("user-events", partition, offset, user.encode(), value, T0)
+
+
+def test_a_record_on_its_users_partition_is_applied_in_place_and_the_others_are_copied() -> None:
+    """In place: a user id whose partition the record is on, and a known time zone or none."""
+    step = Repartitioner(None, "by-user", 8, WorkerMetrics(), 64 * 1024, source_partitions=8)  # type: ignore[arg-type]
+    home = partition_of("u-1", 8)
+    away = (home + 1) % 8
+    assert step.in_place(on_partition(0, "u-1", home))
+    assert step.in_place(on_partition(1, "u-1", home, timezone="Europe/Paris"))
+    assert not step.in_place(on_partition(2, "u-1", away))
+    # The copy step dead-letters these (or, for the zone, says so and copies it).
+    assert not step.in_place(on_partition(3, "u-1", home, timezone="America/LosAngeles"))
+    assert not step.in_place(on_partition(4, "u-1", home, timezone=7))
+    assert not step.in_place(InputRecord("user-events", home, 5, b"u-1", b"{not json", T0))
+    assert not step.in_place(InputRecord("user-events", home, 6, b"u-1", b"[1]", T0))
+    assert not step.in_place(InputRecord("user-events", home, 7, b"u-1", None, T0))
+    big = on_partition(8, "u-1", home, properties={"note": "x" * 70_000})
+    assert not step.in_place(big)
+    # A user id that is not a string is the copy step's to refuse.
+    assert not step.in_place(
+        InputRecord("user-events", home, 9, None, orjson.dumps({"user_id": 1}), T0)
+    )
+
+
+def test_with_another_partition_count_on_user_events_every_record_is_copied() -> None:
+    """Partition p of user-events is not by-user partition p then: the worker that owns one
+    does not own the user's inputs."""
+    step = Repartitioner(None, "by-user", 8, WorkerMetrics(), 64 * 1024, source_partitions=12)  # type: ignore[arg-type]
+    home = partition_of("u-1", 8)
+    assert not step.in_place(on_partition(0, "u-1", home))
