@@ -120,13 +120,15 @@ def _add_repartition_agent(app: faust.App, settings: Settings, runtime: WorkerRu
     async def repartition(stream: faust.StreamT) -> None:
         await runtime.ready.wait()
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
-            records = _input_records(events, sources)
-            here = [runtime.repartitioner.in_place(record) for record in records]
-            _observe_arrivals(runtime.metrics, [e for e, h in zip(events, here, strict=True) if h])
-            await runtime.take_user_events(
-                [r for r, h in zip(records, here, strict=True) if h],
-                [r for r, h in zip(records, here, strict=True) if not h],
+            in_place, moved = runtime.repartitioner.split(
+                _input_records(events, sources), runtime.clock()
             )
+            applied = {(record.partition, record.offset) for record in in_place}
+            _observe_arrivals(
+                runtime.metrics,
+                [e for e in events if (e.message.partition, e.message.offset) in applied],
+            )
+            await runtime.take_user_events(in_place, moved)
 
 
 def _add_journeys_agents(app: faust.App, settings: Settings, runtime: WorkerRuntime) -> None:

@@ -55,35 +55,49 @@ class Repartitioner:
         self._unreported = 0
         self._reported_at: datetime | None = None
 
-    def in_place(self, record: InputRecord) -> bool:
-        """Whether the record can be applied where it is: it names a user whose partition it is
-        on, and a time zone this machine knows (or none). A record whose value is not even an
-        object with a user id is copied, and so dead-lettered by `process`, as before; one that
-        is applied in place and fails its contract is dead-lettered by the engine step with the
-        same reason."""
+    def split(
+        self, records: list[InputRecord], now: datetime
+    ) -> tuple[list[InputRecord], list[InputRecord]]:
+        """The records to apply where they are, and the ones to copy (`process`). In place: a
+        record naming a user whose partition it is on, with a time zone this machine knows or
+        none. A record that is not even an object with a user id is copied, and so
+        dead-lettered by `process`; one applied in place that fails its contract is
+        dead-lettered by the engine step with the same reason."""
+        in_place: list[InputRecord] = []
+        moved: list[InputRecord] = []
+        for record in records:
+            user_id = self._user_on_partition(record)
+            if user_id is None:
+                moved.append(record)
+            else:
+                in_place.append(record)
+                self._check_key(record, user_id)
+        self._report(now)
+        return in_place, moved
+
+    def _user_on_partition(self, record: InputRecord) -> str | None:
         if not self._in_place or record.value is None:
-            return False
+            return None
         if len(record.value) > self._max_record_bytes:
-            return False
+            return None
         try:
             data = orjson.loads(record.value)
         except orjson.JSONDecodeError:
-            return False
+            return None
         if not isinstance(data, dict):
-            return False
+            return None
         user_id, zone = data.get("user_id"), data.get("timezone")
         if zone is not None and not (isinstance(zone, str) and known_zone(zone)):
-            return False
-        return (
-            isinstance(user_id, str) and partition_of(user_id, self._partitions) == record.partition
-        )
+            return None
+        if isinstance(user_id, str) and partition_of(user_id, self._partitions) == record.partition:
+            return user_id
+        return None
 
     async def process(self, records: list[InputRecord], now: datetime) -> list[DeadLetter]:
         """Re-produces the batch's valid records and waits until Kafka acknowledged every one
         (the source offsets are committed after that); returns the dead letters."""
         letters: list[DeadLetter] = []
         futures = []
-        miskeyed = 0
         for record in records:
             try:
                 decoded = decode(record, self._max_record_bytes)
@@ -98,14 +112,12 @@ class Repartitioner:
                 refused = RecordError(record.source, "/timezone", ZONE_REFUSED, "an IANA time zone")
                 letters.append(dead_letter(record, refused))
             user_id = decoded.user_id
-            key = user_id.encode()
-            if record.key != key:
-                miskeyed += 1
+            self._check_key(record, user_id)
             futures.append(
                 await self._producer.send(
                     self._topic,
                     record.value,
-                    key=key,
+                    key=user_id.encode(),
                     partition=partition_of(user_id, self._partitions),
                     timestamp_ms=_millis(record.timestamp),
                 )
@@ -113,10 +125,14 @@ class Repartitioner:
         for future in futures:
             await future
         self._metrics.repartitioned += len(futures)
-        self._metrics.miskeyed += miskeyed
-        self._unreported += miskeyed
         self._report(now)
         return letters
+
+    def _check_key(self, record: InputRecord, user_id: str) -> None:
+        """Counts a record with no key or another key than its user id (a producer to fix)."""
+        if record.key != user_id.encode():
+            self._metrics.miskeyed += 1
+            self._unreported += 1
 
     def _report(self, now: datetime) -> None:
         """A warning now and then, with a count and no record content (it is personal data)."""
@@ -126,7 +142,7 @@ class Repartitioner:
             return
         log.warning(
             "%d user-events records had no key or a key other than their user id; they were "
-            "repartitioned by user id (fix their producers' keys; metric miskeyed_records)",
+            "applied by user id (fix their producers' keys; metric miskeyed_records)",
             self._unreported,
         )
         self._unreported, self._reported_at = 0, now

@@ -133,26 +133,45 @@ def on_partition(offset: int, user: str, partition: int, **fields: object) -> In
     return InputRecord("user-events", partition, offset, user.encode(), value, T0)
 
 
+def in_place(step: Repartitioner, record: InputRecord) -> bool:
+    kept, moved = step.split([record], T0)
+    assert len(kept) + len(moved) == 1
+    return bool(kept)
+
+
 def test_a_record_on_its_users_partition_is_applied_in_place_and_the_others_are_copied() -> None:
     """In place: a user id whose partition the record is on, and a known time zone or none."""
-    step = Repartitioner(None, "by-user", 8, WorkerMetrics(), 64 * 1024, source_partitions=8)  # type: ignore[arg-type]
+    metrics = WorkerMetrics()
+    step = Repartitioner(None, "by-user", 8, metrics, 64 * 1024, source_partitions=8)  # type: ignore[arg-type]
     home = partition_of("u-1", 8)
     away = (home + 1) % 8
-    assert step.in_place(on_partition(0, "u-1", home))
-    assert step.in_place(on_partition(1, "u-1", home, timezone="Europe/Paris"))
-    assert not step.in_place(on_partition(2, "u-1", away))
+    assert in_place(step, on_partition(0, "u-1", home))
+    assert in_place(step, on_partition(1, "u-1", home, timezone="Europe/Paris"))
+    assert not in_place(step, on_partition(2, "u-1", away))
     # The copy step dead-letters these (or, for the zone, says so and copies it).
-    assert not step.in_place(on_partition(3, "u-1", home, timezone="America/LosAngeles"))
-    assert not step.in_place(on_partition(4, "u-1", home, timezone=7))
-    assert not step.in_place(InputRecord("user-events", home, 5, b"u-1", b"{not json", T0))
-    assert not step.in_place(InputRecord("user-events", home, 6, b"u-1", b"[1]", T0))
-    assert not step.in_place(InputRecord("user-events", home, 7, b"u-1", None, T0))
+    assert not in_place(step, on_partition(3, "u-1", home, timezone="America/LosAngeles"))
+    assert not in_place(step, on_partition(4, "u-1", home, timezone=7))
+    assert not in_place(step, InputRecord("user-events", home, 5, b"u-1", b"{not json", T0))
+    assert not in_place(step, InputRecord("user-events", home, 6, b"u-1", b"[1]", T0))
+    assert not in_place(step, InputRecord("user-events", home, 7, b"u-1", None, T0))
     big = on_partition(8, "u-1", home, properties={"note": "x" * 70_000})
-    assert not step.in_place(big)
+    assert not in_place(step, big)
     # A user id that is not a string is the copy step's to refuse.
-    assert not step.in_place(
-        InputRecord("user-events", home, 9, None, orjson.dumps({"user_id": 1}), T0)
-    )
+    unkeyed = InputRecord("user-events", home, 9, None, orjson.dumps({"user_id": 1}), T0)
+    assert not in_place(step, unkeyed)
+    assert metrics.miskeyed == 0  # counted where the record is handled
+
+
+def test_a_record_applied_in_place_with_another_key_is_counted_as_mis_keyed(caplog) -> None:
+    metrics = WorkerMetrics()
+    step = Repartitioner(None, "by-user", 8, metrics, 64 * 1024, source_partitions=8)  # type: ignore[arg-type]
+    home = partition_of("u-1", 8)
+    record = dataclasses.replace(on_partition(0, "u-1", home), key=b"session-7f3a")
+    with caplog.at_level(logging.WARNING):
+        kept, moved = step.split([record, on_partition(1, "u-1", home)], T0)
+    assert (len(kept), moved, metrics.miskeyed) == (2, [], 1)
+    (warning,) = warnings(caplog)
+    assert warning.getMessage().startswith("1 user-events records had no key or a key other")
 
 
 def test_with_another_partition_count_on_user_events_every_record_is_copied() -> None:
@@ -160,4 +179,4 @@ def test_with_another_partition_count_on_user_events_every_record_is_copied() ->
     does not own the user's inputs."""
     step = Repartitioner(None, "by-user", 8, WorkerMetrics(), 64 * 1024, source_partitions=12)  # type: ignore[arg-type]
     home = partition_of("u-1", 8)
-    assert not step.in_place(on_partition(0, "u-1", home))
+    assert not in_place(step, on_partition(0, "u-1", home))
