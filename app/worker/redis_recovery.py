@@ -11,7 +11,13 @@ replica took over), so it has one epoch key per master, each with a hash tag cho
 that master's slots (from CLUSTER SLOTS), and the loss of any one runs the whole recovery: it
 puts back more than the lost slots held, which is harmless, and needs no map of what lived where.
 Slots that move to another master (resharding) can take an epoch key with them: the master left
-without one gets a new one and runs a recovery it did not need, once."""
+without one gets a new one and runs a recovery it did not need, once.
+
+The worker that wins the missing epoch keys holds them as a marker that expires while it
+recovers, and sets the epoch only once the sends are put back and the due index refilled: a
+recovery that fails (MongoDB restarting at that moment) or dies leaves the keys missing again,
+and the next check, its own or another worker's, runs it again. Setting the epoch first lost the
+recovery for good when it failed."""
 
 from __future__ import annotations
 
@@ -37,6 +43,10 @@ log = logging.getLogger(__name__)
 
 # Sends are buffered for seconds (they are due when emitted); this covers a long outage.
 REPLAY_WINDOW = timedelta(hours=1)
+# How long a recovery in progress holds the missing epoch keys: one that died (its worker
+# killed) is run again by another worker after this; one still running then is run twice, which
+# puts back nothing twice that the sender would send twice.
+RECOVERING_SECONDS = 120
 
 
 class RedisRecovery:
@@ -71,20 +81,41 @@ class RedisRecovery:
         missing = [key for key, found in zip(keys, await pipe.execute(), strict=True) if not found]
         if not missing:
             return 0
-        epoch = uuid.uuid4().hex
+        marker = f"recovering:{uuid.uuid4().hex}"
         pipe = self._redis.pipeline(transaction=False)
         for key in missing:
-            pipe.set(key, epoch, nx=True)
-        if not any(await pipe.execute()):
-            return 0  # another worker noticed first and replays
+            pipe.set(key, marker, nx=True, ex=RECOVERING_SECONDS)
+        won = [key for key, set_ in zip(missing, await pipe.execute(), strict=True) if set_]
+        if not won:
+            return 0  # another worker noticed first and recovers
         log.warning(
             "Redis lost its data (%d of %d epoch keys gone): recovering", len(missing), len(keys)
         )
-        replayed = await self._replay(now)
-        refilled = await self._due_index.refill(self._store)
+        try:
+            replayed = await self._replay(now)
+            refilled = await self._due_index.refill(self._store)
+        except BaseException:
+            await self._give_up(won)
+            raise
+        epoch = uuid.uuid4().hex
+        pipe = self._redis.pipeline(transaction=False)
+        for key in won:
+            pipe.set(key, epoch)
+        await pipe.execute()
         if refilled:
             log.warning("Redis was empty: put back %d users with timers", refilled)
         return replayed
+
+    async def _give_up(self, keys: list[str]) -> None:
+        """Leaves the epoch keys missing, so the next check recovers; if Redis cannot be told
+        now, the marker expires (RECOVERING_SECONDS)."""
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.delete(key)
+            await pipe.execute()
+        except Exception as error:
+            log.warning("a failed Redis recovery runs again in %ds (%r)", RECOVERING_SECONDS, error)
 
     async def _epoch_keys(self) -> list[str]:
         """One key on a single Redis; one in the slots of each master of a cluster."""

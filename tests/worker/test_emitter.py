@@ -5,15 +5,18 @@ through the same lock."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import pytest
+from pymongo.errors import AutoReconnect
 
 from app.engine import JourneyEngine, Send, TimerFired, UserEvent, UserState, load_journey_text
 from app.keyspace import Keyspace
+from app.store.mongo import close_client, new_client
 from app.store.timeline import Timeline
 from app.store.users import StoredUser, UserStore
 from app.worker.branch_lock import BranchLock
@@ -160,3 +163,39 @@ async def test_a_replay_after_redis_lost_its_data_goes_through_the_lock(
     )
     assert await recovery.check(now) == 1  # bye; hello was delivered and holds its branch
     assert await parts.buffer.pending() == 1
+
+
+async def test_a_recovery_that_fails_runs_again_at_the_next_check(
+    parts, settings, store_db, redis_client, unique
+) -> None:
+    """The store down as Redis comes back empty (a port nothing listens on): the recovery fails,
+    and the next check, with the store back, puts the send back. It used to set the epoch key
+    first, and a failed recovery was never run again."""
+    _, bye = split_then_split_sends()
+    now = T0 + timedelta(minutes=10)
+    await Timeline(store_db).record([timeline_entry("u", bye, now - timedelta(minutes=1))])
+
+    def recovery(database: Any) -> RedisRecovery:
+        return RedisRecovery(
+            redis_client,
+            unique,
+            parts.lock,
+            parts.buffer,
+            database,
+            DueIndex(redis_client, unique),
+            UserStore(database, settings.mongo_bulk_ops),
+        )
+
+    down = dataclasses.replace(
+        settings, mongo_url="mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300"
+    )
+    client = new_client(down)
+    try:
+        with pytest.raises(AutoReconnect):
+            await recovery(client[store_db.name]).check(now)
+    finally:
+        await close_client(client)
+    assert await parts.buffer.pending() == 0
+    assert await recovery(store_db).check(now) == 1
+    assert await parts.buffer.pending() == 1
+    assert await recovery(store_db).check(now) == 0  # recovered once
