@@ -649,9 +649,11 @@ def fault_suite(wave_users: int) -> dict[str, Any]:
         text=True,
     )
     figures: dict[str, Any] = {"passed": result.returncode == 0, "wave_users": wave_users}
+    by_redis: dict[str, dict[str, Any]] = {}  # each Redis kind's run: fault -> its figures
     for line in result.stdout.splitlines():
-        if match := re.match(r"fault suite: (.+?): (\{.*\})$", line):
-            figures[match[1]] = orjson.loads(match[2].replace("'", '"'))
+        if match := re.match(r"fault suite \[(.+?)\]: (.+?): (\{.*\})$", line):
+            by_redis.setdefault(match[1], {})[match[2]] = orjson.loads(match[3].replace("'", '"'))
+    figures["by_redis"] = by_redis
     if result.returncode != 0:  # what went wrong, kept with the result (ids, steps, outcomes)
         figures["failure"] = [
             line for line in result.stdout.splitlines() if line.startswith(("E ", "FAILED"))
@@ -696,9 +698,10 @@ def table(results: dict[str, Any]) -> str:
         )
     )
     lines.append(f"\nfault suite ({results['faults']['wave_users']} users per wave)")
-    for fault, figures in results["faults"].items():
-        if isinstance(figures, dict):
-            lines.append(f"  {fault:<16} " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+    for kind, faults in results["faults"]["by_redis"].items():
+        for fault, figures in faults.items():
+            shown = ", ".join(f"{k} {v}" for k, v in figures.items())
+            lines.append(f"  {kind:<13} {fault:<30} {shown}")
     lines.append(f"  passed: {results['faults']['passed']}")
     return "\n".join(lines)
 

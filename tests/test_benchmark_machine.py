@@ -29,7 +29,7 @@ from benchmarks.machine import (
     server_pids,
     sqlite_dir,
 )
-from benchmarks.report import figures_table
+from benchmarks.report import faults_table, figures_table
 from benchmarks.run import stage_latencies
 
 
@@ -263,3 +263,19 @@ def test_the_report_renders_old_results_and_new_ones(tmp_path: Path) -> None:
     store = next(v for k, v in rows.items() if k.startswith("store on disk"))
     assert store == ["not measured in that run", "12 + 0 MB (64 MB)"]
     assert rows["commit"] == ["not measured in that run", "0123456789ab with uncommitted changes"]
+
+
+def test_the_fault_table_shows_each_redis_kinds_run_and_old_results_as_the_clusters() -> None:
+    figures = {"expected": 3, "delivered": 2, "missing": 1, "wrong": 0, "repeated_requests": 0}
+    new = {"faults": {"passed": False, "wave_users": 40, "by_redis": {
+        "redis": {"restart mongo": figures},
+        "redis-cluster": {"restart mongo": {**figures, "delivered": 3, "missing": 0}},
+    }}}  # fmt: skip
+    assert faults_table(new).splitlines()[2:] == [
+        "| redis | restart mongo | 3 | 2 | 1 | 0 | 0 |",
+        "| redis-cluster | restart mongo | 3 | 3 | 0 | 0 | 0 |",
+    ]
+    old = {"faults": {"passed": True, "wave_users": 40, "restart mongo": figures}}
+    assert faults_table(old).splitlines()[2:] == [
+        "| redis-cluster | restart mongo | 3 | 2 | 1 | 0 | 0 |"
+    ]

@@ -199,6 +199,7 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
         requests = stub.requests
         ledger = await ledger_of(pipeline, {d[0] for d in expected - got})
 
+    kind = "redis-cluster" if is_cluster_url(pipeline.settings.redis_url) else "redis"
     by_id = {send.dispatch_id: send for send in sends}
     got_by_id = {delivery[0]: delivery for delivery in got}
     for fault in FAULTS:
@@ -213,12 +214,12 @@ async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_rest
             # Requests the provider stub answered from its idempotency-key memory.
             "repeated_requests": sum(requests[d] - 1 for d in ids if requests[d] > 1),
         }
-        print(f"fault suite: {fault}: {figures}")
+        print(f"fault suite [{kind}]: {fault}: {figures}")
     unexpected = set(got_by_id) - {d[0] for d in expected}
-    print(f"fault suite: unexpected deliveries: {len(unexpected)}")
+    print(f"fault suite [{kind}]: unexpected deliveries: {len(unexpected)}")
     title = (
-        f"fault suite, seeds {seeds} (FAULT_SEED={SEED}), {WAVE_USERS} demo users per wave: "
-        f"{len(expected)} deliveries expected, {len(got)} received"
+        f"fault suite [{kind}], seeds {seeds} (FAULT_SEED={SEED}), {WAVE_USERS} demo users per "
+        f"wave: {len(expected)} deliveries expected, {len(got)} received"
     )
     print(title)
     ledger_lines = "".join(f"\n  ledger of {i}: {outcome}" for i, outcome in ledger.items())
