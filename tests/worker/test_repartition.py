@@ -180,3 +180,33 @@ def test_with_another_partition_count_on_user_events_every_record_is_copied() ->
     step = Repartitioner(None, "by-user", 8, WorkerMetrics(), 64 * 1024, source_partitions=12)  # type: ignore[arg-type]
     home = partition_of("u-1", 8)
     assert not in_place(step, on_partition(0, "u-1", home))
+
+
+@pytest.mark.parametrize(("source_partitions", "applied_in_place"), [(8, True), (12, False)])
+async def test_a_worker_applies_in_place_only_when_user_events_has_the_contracts_count(
+    servers: Settings, unique: str, source_partitions: int, applied_in_place: bool
+) -> None:
+    """The worker reads user-events' partition count at start: partition p of a topic with
+    another count is not the user's partition p, which Faust gives another worker."""
+    topics = {
+        unique + "user-events": source_partitions,
+        unique + "user-events-by-user": 8,
+        unique + "timers": 8,
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers.kafka_bootstrap)
+    await admin.start()
+    own = dataclasses.replace(
+        servers, topic_prefix=unique, redis_prefix=unique, mongo_db=f"test_{unique[:-1]}"
+    )
+    runtime = WorkerRuntime(own, WorkerSettings())
+    try:
+        await admin.create_topics([NewTopic(t, count, 1) for t, count in topics.items()])
+        await runtime.start()
+        record = on_partition(0, "u-1", partition_of("u-1", 8))
+        in_place, moved = runtime.repartitioner.split([record], T0)
+        assert (in_place, moved) == (([record], []) if applied_in_place else ([], [record]))
+        await runtime.mongo.drop_database(own.mongo_db)
+    finally:
+        await runtime.stop()
+        await admin.delete_topics(list(topics))
+        await admin.close()
