@@ -30,7 +30,7 @@ from benchmarks.machine import (
     sqlite_dir,
 )
 from benchmarks.report import faults_table, figures_table
-from benchmarks.run import stage_latencies
+from benchmarks.run import fault_figures, stage_latencies
 
 
 @pytest.fixture
@@ -279,3 +279,16 @@ def test_the_fault_table_shows_each_redis_kinds_run_and_old_results_as_the_clust
     assert faults_table(old).splitlines()[2:] == [
         "| redis-cluster | restart mongo | 3 | 2 | 1 | 0 | 0 |"
     ]
+
+
+def test_the_fault_figures_of_both_runs_are_read_even_after_pytests_progress_dot() -> None:
+    figures = {"expected": 3, "delivered": 3, "missing": 0, "wrong": 0, "repeated_requests": 0}
+    stdout = (
+        f"fault suite [redis]: kill -9 worker: {figures}\n"
+        f"fault suite [redis]: unexpected deliveries: 0\n"
+        f".fault suite [redis-cluster]: kill -9 worker: {figures}\n"
+    )
+    assert fault_figures(stdout) == {
+        "redis": {"kill -9 worker": figures},
+        "redis-cluster": {"kill -9 worker": figures},
+    }
