@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 
 from app.engine import Analytics, JourneyEngine, UserEvent, load_journey_text
-from app.engine.conversions import conversion_figures
+from app.engine.conversions import conversion_figures, first_branches
 from app.engine.simulator import Simulator
 from app.redis_client import new_redis
 from app.store.journeys import JourneyRegistry
@@ -36,8 +36,8 @@ steps:
   variant:
     type: split
     branches:
-      - {id: a, percent: 50, next: hello}
       - {id: b, percent: 50, next: hello}
+      - {id: a, percent: 50, next: hello}
   hello: {type: message, channel: webhook, template: hello}
 """
 
@@ -111,14 +111,16 @@ async def test_conversions_per_version_holdout_and_variant(stack) -> None:  # no
     finally:
         await client.close()
     figures = body["versions"]["1"]
-    assert figures == predicted[1].to_json()
+    assert figures == predicted[1].to_json(first_branches(load_journey_text(JOURNEY)))
     assert figures["all"] == {
         "entered": 12,
         "converted": 6,
         "rate": 0.5,
         "interval_95": [0.2538, 0.7462],
     }
-    assert [c["group"] for c in figures["comparisons"]] == ["messaged", "variant=b"]
+    # b is the split's first branch as defined, so a is compared with it (not by name).
+    compared = [(c["group"], c["baseline"]) for c in figures["comparisons"]]
+    assert compared == [("messaged", "holdout"), ("variant=a", "variant=b")]
     assert figures["holdout"]["entered"] > 0 and set(figures["variants"]["variant"]) == {"a", "b"}
     assert (
         sum(v["converted"] for v in figures["variants"]["variant"].values())
