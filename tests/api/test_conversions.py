@@ -134,7 +134,7 @@ async def test_flow_page_per_variant(stack) -> None:  # noqa: F811
     try:
         body = await (await client.get("/journeys/upsell/conversions", headers=AUTH)).json()
         answer = await client.get(
-            "/journeys/upsell/flow", params={"variant": "variant=b"}, headers=AUTH
+            "/journeys/upsell/flow", params={"variant": "variant=a"}, headers=AUTH
         )
         assert answer.status == 200
         page = await answer.text()
@@ -146,15 +146,16 @@ async def test_flow_page_per_variant(stack) -> None:  # noqa: F811
     finally:
         await client.close()
     assert '<select name="variant">' in page
-    assert '<option value="variant=b" selected>variant=b</option>' in page
-    assert '<option value="variant=a">variant=a</option>' in page
+    assert '<option value="variant=a" selected>variant=a</option>' in page
+    assert '<option value="variant=b">variant=b</option>' in page
     assert '<g class="node split dimmed" data-step="variant">' in page  # before the branch
     assert re.search(r'<g class="node message" data-step="hello">.*?all variants</text>', page)
-    b = body["versions"]["1"]["variants"]["variant"]["b"]
-    assert f"variant=b: {b['entered']} entries, {b['converted']} conversions" in page
-    assert "variant=b converts" in page and "for variant=a" in page
+    a = body["versions"]["1"]["variants"]["variant"]["a"]
+    assert f"variant=a: {a['entered']} entries, {a['converted']} conversions" in page
+    # Compared with the first branch as defined, as /conversions compares it.
+    assert "variant=a converts" in page and "for variant=b" in page
     assert error == {
         "error": "no variant 'variant=z' in version 1 of 'upsell'",
         "where": "variant",
-        "expected": ["variant=a", "variant=b"],
+        "expected": ["variant=b", "variant=a"],
     }
