@@ -497,13 +497,18 @@ class Api:
         """Entries and conversions per version, messaged and holdout, and per split variant,
         over `since`/`until` (all time by default)."""
         journey_id = request.match_info["journey_id"]
-        if not any(d.journey.id == journey_id for d in await self.registry.list()):
+        deployed = {
+            d.journey.version: d.journey
+            for d in await self.registry.list()
+            if d.journey.id == journey_id
+        }
+        if not deployed:
             return _error(404, f"no journey '{journey_id}'")
         try:
             since, until = date_range(request.query)
         except RangeError as error:
             return _error(400, str(error), where=error.where, expected=error.expected)
-        versions = await conversions(self.db, journey_id, since, until)
+        versions = await conversions(self.db, journey_id, since, until, deployed)
         return _json({"id": journey_id, "versions": versions})
 
     async def figures(self, request: web.Request) -> web.Response:

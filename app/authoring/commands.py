@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from app.engine import (
     VersionedRules,
     load_definition_text,
 )
-from app.engine.conversions import conversion_figures
+from app.engine.conversions import conversion_figures, first_branches
 from app.engine.figures import WAITING
 from app.engine.inputs import ZONE_REFUSED, known_zone
 from app.engine.simulator import SimulatedEffect, Simulator
@@ -215,10 +216,12 @@ def simulate(
     )
     for (journey_id, step_id, kind), count in sorted(counts.items()):
         click.echo(f"  {journey_id:<18} {step_id:<16} {kind:<12} {count}")
-    _echo_conversions(effects)
+    _echo_conversions(effects, simulator.engine.versions)
 
 
-def _echo_conversions(effects: list[SimulatedEffect]) -> None:
+def _echo_conversions(
+    effects: list[SimulatedEffect], versions: Mapping[tuple[str, int], Journey]
+) -> None:
     """Conversions per journey version, messaged and holdout, and per split variant, for the
     journeys with a goal that someone reached."""
     by_journey: dict[str, list[dict[str, object]]] = {}
@@ -238,7 +241,8 @@ def _echo_conversions(effects: list[SimulatedEffect]) -> None:
             ]
             shown = "; ".join(f"{name} {r.converted}/{r.entered}" for name, r in groups)
             lines.append(f"  {journey_id} v{version}: converted/entered {shown}")
-            lines += [f"    {comparison.text()}" for comparison in figures.comparisons()]
+            baselines = first_branches(versions[journey_id, version])
+            lines += [f"    {c.text()}" for c in figures.comparisons(baselines)]
     if lines:
         click.echo("\nconversions")
         click.echo("\n".join(lines))

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.engine.definitions import Journey, SplitStep
 from app.engine.figures import CONVERTED, HOLDOUT, VARIANT
 
 Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
@@ -101,21 +102,25 @@ class VersionFigures:
     # split step -> branch -> entries sent down that branch, and their conversions
     variants: dict[str, dict[str, Rate]]
 
-    def comparisons(self) -> list[Comparison]:
+    def comparisons(self, baselines: Mapping[str, str] | None = None) -> list[Comparison]:
         """The messaged users against the holdout (the treatment's lift), and each split variant
-        against its step's first variant by name."""
+        against its split's baseline: `baselines` maps a split to the first branch of its
+        definition (`first_branches`), the one the flow page compares with too; a split it does
+        not name (no definition at hand) is compared with its first variant by name."""
         found = []
         if self.holdout.entered:
             found.append(Comparison("messaged", "holdout", self.messaged, self.holdout))
         for step, branches in sorted(self.variants.items()):
-            (first, baseline), *others = sorted(branches.items())
+            first = (baselines or {}).get(step) or min(branches)
+            baseline = branches.get(first, Rate())
             found += [
                 Comparison(f"{step}={name}", f"{step}={first}", rate, baseline)
-                for name, rate in others
+                for name, rate in sorted(branches.items())
+                if name != first
             ]
         return found
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, baselines: Mapping[str, str] | None = None) -> dict[str, Any]:
         total = Rate(
             self.messaged.entered + self.holdout.entered,
             self.messaged.converted + self.holdout.converted,
@@ -128,8 +133,17 @@ class VersionFigures:
                 step: {branch: rate.to_json() for branch, rate in sorted(branches.items())}
                 for step, branches in sorted(self.variants.items())
             },
-            "comparisons": [comparison.to_json() for comparison in self.comparisons()],
+            "comparisons": [comparison.to_json() for comparison in self.comparisons(baselines)],
         }
+
+
+def first_branches(journey: Journey) -> dict[str, str]:
+    """Each split step's first branch in the journey's definition: the baseline of its variants."""
+    return {
+        step.id: step.branches[0].id
+        for step in journey.steps.values()
+        if isinstance(step, SplitStep) and step.branches
+    }
 
 
 def conversion_figures(records: Iterable[Mapping[str, Any]]) -> dict[int, VersionFigures]:

@@ -6,12 +6,13 @@ the number of users."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from bson import json_util
 
-from app.engine.conversions import conversions_from_counts
+from app.engine.conversions import conversions_from_counts, first_branches
 from app.engine.decision_tree import leaf_audiences
 from app.engine.definitions import Journey
 from app.engine.effects import utc_text
@@ -66,13 +67,21 @@ async def step_figures(
 
 
 async def conversions(
-    db: Database, journey_id: str, since: datetime | None = None, until: datetime | None = None
+    db: Database,
+    journey_id: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    journeys: Mapping[int, Journey] | None = None,
 ) -> dict[str, Any]:
     """Entries and conversions per version of a journey: all, messaged, holdout, and per split
-    variant (see `app.engine.conversions`), over the hours overlapping [since, until)."""
+    variant (see `app.engine.conversions`), over the hours overlapping [since, until); each
+    variant compared with its split's first branch in `journeys` (the versions' definitions)."""
     counts = await JourneyFigures(db).read(journey_id, None, since, until)
+    defined = journeys or {}
     return {
-        str(version): figures.to_json()
+        str(version): figures.to_json(
+            first_branches(defined[version]) if version in defined else None
+        )
         for version, figures in sorted(conversions_from_counts(counts).items())
     }
 

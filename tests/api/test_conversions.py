@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 
 from app.engine import Analytics, JourneyEngine, UserEvent, load_journey_text
-from app.engine.conversions import conversion_figures
+from app.engine.conversions import conversion_figures, first_branches
 from app.engine.simulator import Simulator
 from app.redis_client import new_redis
 from app.store.journeys import JourneyRegistry
@@ -36,8 +36,8 @@ steps:
   variant:
     type: split
     branches:
-      - {id: a, percent: 50, next: hello}
       - {id: b, percent: 50, next: hello}
+      - {id: a, percent: 50, next: hello}
   hello: {type: message, channel: webhook, template: hello}
 """
 
@@ -111,14 +111,16 @@ async def test_conversions_per_version_holdout_and_variant(stack) -> None:  # no
     finally:
         await client.close()
     figures = body["versions"]["1"]
-    assert figures == predicted[1].to_json()
+    assert figures == predicted[1].to_json(first_branches(load_journey_text(JOURNEY)))
     assert figures["all"] == {
         "entered": 12,
         "converted": 6,
         "rate": 0.5,
         "interval_95": [0.2538, 0.7462],
     }
-    assert [c["group"] for c in figures["comparisons"]] == ["messaged", "variant=b"]
+    # b is the split's first branch as defined, so a is compared with it (not by name).
+    compared = [(c["group"], c["baseline"]) for c in figures["comparisons"]]
+    assert compared == [("messaged", "holdout"), ("variant=a", "variant=b")]
     assert figures["holdout"]["entered"] > 0 and set(figures["variants"]["variant"]) == {"a", "b"}
     assert (
         sum(v["converted"] for v in figures["variants"]["variant"].values())
@@ -132,7 +134,7 @@ async def test_flow_page_per_variant(stack) -> None:  # noqa: F811
     try:
         body = await (await client.get("/journeys/upsell/conversions", headers=AUTH)).json()
         answer = await client.get(
-            "/journeys/upsell/flow", params={"variant": "variant=b"}, headers=AUTH
+            "/journeys/upsell/flow", params={"variant": "variant=a"}, headers=AUTH
         )
         assert answer.status == 200
         page = await answer.text()
@@ -144,15 +146,16 @@ async def test_flow_page_per_variant(stack) -> None:  # noqa: F811
     finally:
         await client.close()
     assert '<select name="variant">' in page
-    assert '<option value="variant=b" selected>variant=b</option>' in page
-    assert '<option value="variant=a">variant=a</option>' in page
+    assert '<option value="variant=a" selected>variant=a</option>' in page
+    assert '<option value="variant=b">variant=b</option>' in page
     assert '<g class="node split dimmed" data-step="variant">' in page  # before the branch
     assert re.search(r'<g class="node message" data-step="hello">.*?all variants</text>', page)
-    b = body["versions"]["1"]["variants"]["variant"]["b"]
-    assert f"variant=b: {b['entered']} entries, {b['converted']} conversions" in page
-    assert "variant=b converts" in page and "for variant=a" in page
+    a = body["versions"]["1"]["variants"]["variant"]["a"]
+    assert f"variant=a: {a['entered']} entries, {a['converted']} conversions" in page
+    # Compared with the first branch as defined, as /conversions compares it.
+    assert "variant=a converts" in page and "for variant=b" in page
     assert error == {
         "error": "no variant 'variant=z' in version 1 of 'upsell'",
         "where": "variant",
-        "expected": ["variant=a", "variant=b"],
+        "expected": ["variant=b", "variant=a"],
     }

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from app.engine.conversions import Comparison, Rate, VersionFigures
+from app.engine import load_journey_text
+from app.engine.conversions import Comparison, Rate, VersionFigures, first_branches
+
+SPLIT_JOURNEY = (
+    "id: j\nversion: 1\nentry: {event: signed_up}\nsteps:\n"
+    "  offer:\n    type: split\n    branches:\n"
+    "      - {id: control, percent: 34, next: hello}\n"
+    "      - {id: b, percent: 33, next: hello}\n"
+    "      - {id: d, percent: 33, next: hello}\n"
+    "  hello: {type: message, channel: email, template: hello}\n"
+)
 
 
 def test_the_wilson_interval_of_a_rate() -> None:
@@ -57,3 +67,29 @@ def test_messaged_against_holdout_and_each_variant_against_the_first() -> None:
     assert compared[0]["lift"] == 1.5 and compared[0]["text"].startswith(
         "messaged converts 5.0% vs 2.0% for holdout, lift +150%"
     )
+
+
+def test_each_variant_is_compared_with_its_splits_first_branch_as_defined() -> None:
+    """`control` listed first is the baseline, though `b` comes first by name; a split the
+    definitions do not name falls back to the first by name."""
+    figures = VersionFigures(
+        messaged=Rate(900, 45),
+        holdout=Rate(),
+        variants={
+            "offer": {"b": Rate(300, 20), "control": Rate(300, 10), "d": Rate(300, 15)},
+            "old": {"x": Rate(10, 1), "y": Rate(10, 2)},
+        },
+    )
+    journey = load_journey_text(SPLIT_JOURNEY)
+    assert first_branches(journey) == {"offer": "control"}
+    compared = figures.comparisons(first_branches(journey))
+    assert [(c.name, c.baseline_name) for c in compared] == [
+        ("offer=b", "offer=control"),
+        ("offer=d", "offer=control"),
+        ("old=y", "old=x"),
+    ]
+    assert [c["baseline"] for c in figures.to_json(first_branches(journey))["comparisons"]] == [
+        "offer=control",
+        "offer=control",
+        "old=x",
+    ]
