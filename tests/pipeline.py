@@ -24,6 +24,7 @@ from app.config import Settings
 from app.store.deploy import deploy_text
 from app.store.mongo import close_client, new_client
 from app.store.rules import RulesRegistry
+from app.store.users import UserStore
 from app.store.versions import PUBLISHED
 from app.streams.publish import publish
 from app.topic_admin import apply_topics
@@ -121,7 +122,7 @@ class Pipeline:
         """Waits until each of these users has a document: the worker applied an input of
         theirs (whether it came through user-events-by-user or was applied in place)."""
         client = new_client(self.settings)
-        users = client[self.settings.mongo_db]["users"]
+        users = UserStore(client[self.settings.mongo_db], self.settings.mongo_bulk_ops).collection
         try:
             async with asyncio.timeout(timeout):
                 while await users.count_documents({"_id": {"$in": user_ids}}) < len(user_ids):

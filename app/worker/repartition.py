@@ -72,6 +72,7 @@ class Repartitioner:
             else:
                 in_place.append(record)
                 self._check_key(record, user_id)
+        self._metrics.in_place += len(in_place)
         self._report(now)
         return in_place, moved
 

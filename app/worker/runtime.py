@@ -231,7 +231,6 @@ class WorkerRuntime:
         if moved:
             await self._run_to_completion(self.repartitioner.process, moved, self._repartition_lock)
         if in_place:
-            self.metrics.in_place += len(in_place)
             await self.run_batch(in_place)
 
     async def project_timeline(self, records: list[InputRecord]) -> None:

@@ -23,7 +23,6 @@ from pathlib import Path
 from app.redis_client import cluster_nodes, is_cluster_url
 from app.store.deliveries import Deliveries
 from app.store.mongo import close_client, new_client
-from app.store.users import UserStore
 from tests.conftest import BOTH_REDIS
 from tests.differential import (
     deploy_cases,
@@ -97,10 +96,6 @@ async def consuming(pipeline: Pipeline, n: int) -> None:
     """Waits until the worker applies events (it loads the journeys and rules before that): a
     probe user that enters no journey is stored. A wave's events go out only then: an event
     applied late, after a timer of its user came due, would be applied before that timer."""
-    client = new_client(pipeline.settings)
-    users = UserStore(
-        client[pipeline.settings.mongo_db], pipeline.settings.mongo_bulk_ops
-    ).collection
     probe = {
         "event_id": f"ready-probe-{n}",
         "user_id": f"ready-probe-{n}",
@@ -108,13 +103,8 @@ async def consuming(pipeline: Pipeline, n: int) -> None:
         "at": datetime.now(UTC).isoformat(),
         "attributes": {"probe": True},
     }
-    try:
-        await pipeline.publish([probe])
-        async with asyncio.timeout(120):
-            while await users.find_one({"_id": probe["user_id"]}) is None:
-                await asyncio.sleep(0.5)
-    finally:
-        await close_client(client)
+    await pipeline.publish([probe])
+    await pipeline.stored([probe["user_id"]], timeout=120)
 
 
 async def test_no_duplicate_no_missing_no_wrong_message_through_crashes_and_restarts(
