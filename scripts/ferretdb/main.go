@@ -33,14 +33,16 @@ const walLimit = 64 << 20
 // How often the size of every log is looked at (a stat each: nothing is opened below the limit).
 const walCheck = time.Second
 
-// A checkpoint holds writers off while it waits for the readers of older snapshots (and then for
-// the readers that started meanwhile): walWaitFirst at first, twice as long after each time they
-// kept it from truncating, at most walWaitMost (FerretDB's writers give up after 10 s); after a
-// refused try writers get four times the wait before the next, so a checkpoint holds them off a
-// fifth of the time at most. Readers of a few hundred milliseconds (a $in of 500 users) are
-// outlasted this way; readers longer than walWaitMost back to back (scans of a large collection)
-// keep the log from being truncated while they last. (An update held its query's reader while it
-// waited for the write lock, so no checkpoint could ever finish: see the patch.)
+// A truncating checkpoint holds writers off while it waits for the readers of older snapshots (and
+// then for the readers that started meanwhile): walWaitFirst at first, twice as long after each
+// time they kept it from truncating, at most walWaitMost (FerretDB's writers give up after 10 s);
+// after a refused try writers get four times the wait before the next. Readers of a few hundred
+// milliseconds (a $in of 500 users) are outlasted this way. A reader of minutes (a scan of a
+// large collection, such as the timer sweep over a million users) is not, and holding writers off
+// for it stalled every write for seconds at a time in the full benchmark: so a try is skipped
+// while a PASSIVE checkpoint (which holds nobody off) stops at the same frame as the last refused
+// one, the sign that the same reader still holds the log. (An update held its query's reader
+// while it waited for the write lock, so no checkpoint could ever finish: see the patch.)
 const (
 	walWaitFirst = 250 * time.Millisecond
 	walWaitMost  = 2 * time.Second
@@ -82,9 +84,16 @@ func main() {
 	}
 }
 
+// refusal is what a log's last refused checkpoint left: how long the next may hold writers off,
+// and the frame where its PASSIVE copy stopped.
+type refusal struct {
+	wait    time.Duration
+	stopped int
+}
+
 // checkpointLargeLogs truncates, every walCheck, the write-ahead logs grown over walLimit.
 func checkpointLargeLogs(ctx context.Context, dir string) {
-	waits := map[string]time.Duration{} // per log, while its checkpoints are refused
+	refused := map[string]refusal{}
 	pause := walCheck
 	for {
 		select {
@@ -99,46 +108,72 @@ func checkpointLargeLogs(ctx context.Context, dir string) {
 			continue
 		}
 		for _, wal := range logs {
-			if info, err := os.Stat(wal); err != nil || info.Size() <= walLimit {
-				delete(waits, wal) // a database dropped meanwhile, or a log small enough
+			database := strings.TrimSuffix(wal, "-wal")
+			if info, err := os.Stat(wal); err != nil || info.Size() <= walLimit || !exists(database) {
+				delete(refused, wal) // a log small enough, or left behind by a dropped database
 				continue
 			}
-			wait := max(waits[wal], walWaitFirst)
-			if err := checkpoint(ctx, strings.TrimSuffix(wal, "-wal"), wait); err != nil {
-				waits[wal] = min(2*wait, walWaitMost)
+			last, again := refused[wal]
+			wait := max(last.wait, walWaitFirst)
+			stopped, held, err := checkpoint(ctx, database, wait, again, last.stopped)
+			switch {
+			case held:
+				refused[wal] = refusal{wait, stopped}
+			case err != nil:
+				refused[wal] = refusal{min(2*wait, walWaitMost), stopped}
 				pause = max(pause, 4*wait)
-				log.Printf("checkpoint: %s: %v (tried again, waiting %s)", wal, err, waits[wal])
-				continue
+				log.Printf("checkpoint: %s: %v (tried again, waiting %s)", wal, err, refused[wal].wait)
+			default:
+				delete(refused, wal)
 			}
-			delete(waits, wal)
 		}
 	}
 }
 
+// exists says whether a database file is still there: FerretDB drops a database by removing its
+// file and leaves the log beside it, which no checkpoint can open.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 // checkpoint copies a database's log into it and truncates the log, on a connection of its own.
-// PASSIVE first copies what it can without holding writers off; TRUNCATE then copies the rest
-// with writers held off, waits (the busy timeout, `wait`) for readers of older snapshots to
-// finish, and truncates the log to zero bytes.
-func checkpoint(ctx context.Context, path string, wait time.Duration) error {
+// PASSIVE first copies what it can without holding writers off (`stopped` is the frame where it
+// stopped); unless it stopped where the last refused try's did or found another checkpoint
+// running (`held`: look again later), TRUNCATE then copies the rest with writers held off, waits (the busy timeout, `wait`)
+// for readers of older snapshots to finish, and truncates the log to zero bytes.
+func checkpoint(
+	ctx context.Context, path string, wait time.Duration, again bool, lastStopped int,
+) (stopped int, held bool, err error) {
 	// mode=rw: a database dropped since the stat is not created again.
 	uri := fmt.Sprintf("file:%s?mode=rw&_pragma=busy_timeout(%d)",
 		(&url.URL{Path: path}).EscapedPath(), wait.Milliseconds())
 	db, err := sql.Open("sqlite", uri)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	defer db.Close()
-	if _, err := db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-		return err
-	}
 	var busy, frames, copied int
+	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(
+		&busy, &frames, &copied,
+	); err != nil {
+		return 0, false, err
+	}
+	if busy != 0 { // a writer's automatic checkpoint is running: look again at the next check
+		return lastStopped, true, nil
+	}
+	if again && copied < frames && copied == lastStopped {
+		return copied, true, nil
+	}
 	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(
 		&busy, &frames, &copied,
 	); err != nil {
-		return err
+		return copied, false, err
 	}
 	if busy != 0 {
-		return fmt.Errorf("readers still on the log (%d of %d frames copied)", copied, frames)
+		return copied, false, fmt.Errorf(
+			"readers still on the log (%d of %d frames copied)", copied, frames,
+		)
 	}
-	return nil
+	return copied, false, nil
 }
