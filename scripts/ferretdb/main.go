@@ -140,8 +140,8 @@ func exists(path string) bool {
 // checkpoint copies a database's log into it and truncates the log, on a connection of its own.
 // PASSIVE first copies what it can without holding writers off (`stopped` is the frame where it
 // stopped); unless it stopped where the last refused try's did or found another checkpoint
-// running (`held`: look again later), TRUNCATE then copies the rest with writers held off, waits (the busy timeout, `wait`)
-// for readers of older snapshots to finish, and truncates the log to zero bytes.
+// running (`held`: look again later), TRUNCATE then copies the rest with writers held off, waits
+// (the busy timeout, `wait`) for readers of older snapshots to finish, and truncates the log.
 func checkpoint(
 	ctx context.Context, path string, wait time.Duration, again bool, lastStopped int,
 ) (stopped int, held bool, err error) {
